@@ -1,0 +1,164 @@
+//! Prompt templates: minijinja (Jinja2 syntax) over the event, compiled once when the config loads.
+//!
+//! A template sees:
+//! - `payload`: the event's JSON payload (`{{ payload.subject }}`);
+//! - `event`: `id`, `type` and `received_at` (RFC 3339);
+//! - `after` (only in a workload with `after = "…"`): the upstream result, `after.output` as text
+//!   and `after.json` parsed when the upstream workload's output is JSON.
+//!
+//! Undefined values are errors (strict mode): a payload without the field a prompt needs is
+//! refused at ingest rather than sent as an empty prompt.
+
+use std::collections::BTreeSet;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+/// The top-level names a template may use.
+pub const CONTEXT_NAMES: [&str; 3] = ["payload", "event", "after"];
+
+/// minijinja's global functions, which a template may call without them being context names.
+const BUILTIN_FUNCTIONS: [&str; 4] = ["range", "dict", "namespace", "debug"];
+
+/// The compiled templates of one config, by name (`<workload>.prompt`, `<workload>.system`).
+pub struct Prompts {
+    env: Environment<'static>,
+}
+
+impl std::fmt::Debug for Prompts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prompts").finish_non_exhaustive()
+    }
+}
+
+impl Default for Prompts {
+    fn default() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Prompts are not HTML: never escape.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        Prompts { env }
+    }
+}
+
+/// Why a template did not compile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompileError {
+    pub message: String,
+    /// Line within the template, 1-based.
+    pub line: Option<usize>,
+}
+
+/// What the event looks like to a template.
+#[derive(Debug, Serialize)]
+pub struct RenderContext<'a> {
+    pub payload: &'a serde_json::Value,
+    pub event: EventInfo<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<AfterInfo<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventInfo<'a> {
+    pub id: &'a str,
+    #[serde(rename = "type")]
+    pub event_type: &'a str,
+    pub received_at: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AfterInfo<'a> {
+    pub workload: &'a str,
+    pub output: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json: Option<&'a serde_json::Value>,
+}
+
+impl Prompts {
+    /// Compiles `source` under `name` and returns the top-level names it uses.
+    pub fn add(&mut self, name: &str, source: &str) -> Result<BTreeSet<String>, CompileError> {
+        self.env.add_template_owned(name.to_owned(), source.to_owned()).map_err(compile_error)?;
+        let template = self.env.get_template(name).map_err(compile_error)?;
+        Ok(template
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|v| !BUILTIN_FUNCTIONS.contains(&v.as_str()))
+            .collect())
+    }
+
+    /// Renders the template `name`; the error names what was missing, e.g.
+    /// `undefined value (in workload.prompt:3)`.
+    pub fn render(&self, name: &str, ctx: &RenderContext<'_>) -> Result<String, String> {
+        let template = self.env.get_template(name).map_err(|e| e.to_string())?;
+        template.render(minijinja::value::Serde(ctx)).map_err(|e| {
+            let mut msg = e.to_string();
+            if let Some(detail) = e.detail()
+                && !msg.contains(detail)
+            {
+                msg = format!("{msg}: {detail}");
+            }
+            msg
+        })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.env.get_template(name).is_ok()
+    }
+}
+
+fn compile_error(e: minijinja::Error) -> CompileError {
+    let message = match e.detail() {
+        Some(detail) => format!("{}: {detail}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    CompileError { message, line: e.line() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx(payload: &serde_json::Value) -> RenderContext<'_> {
+        RenderContext {
+            payload,
+            event: EventInfo {
+                id: "evt_1",
+                event_type: "ticket.created",
+                received_at: "2026-11-26T09:00:00Z",
+            },
+            after: None,
+        }
+    }
+
+    #[test]
+    fn renders_payload_fields_without_html_escaping() {
+        let mut p = Prompts::default();
+        let used = p.add("t.prompt", "Subject: {{ payload.subject }} <{{ event.type }}>").unwrap();
+        assert_eq!(used.into_iter().collect::<Vec<_>>(), ["event", "payload"]);
+        let out = p.render("t.prompt", &ctx(&json!({"subject": "Refund & <return>"}))).unwrap();
+        assert_eq!(out, "Subject: Refund & <return> <ticket.created>");
+    }
+
+    #[test]
+    fn a_missing_field_is_an_error_not_an_empty_prompt() {
+        let mut p = Prompts::default();
+        p.add("t.prompt", "{{ payload.subject }}").unwrap();
+        assert!(p.render("t.prompt", &ctx(&json!({"body": "x"}))).is_err());
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_template_line() {
+        let mut p = Prompts::default();
+        let e = p.add("t.prompt", "line one\n{{ payload.subject ").unwrap_err();
+        assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn loops_and_builtins_are_not_context_names() {
+        let mut p = Prompts::default();
+        let used =
+            p.add("t", "{% for x in range(3) %}{{ x }}{{ loop.index }}{% endfor %}").unwrap();
+        assert!(used.is_empty(), "{used:?}");
+    }
+}

@@ -1,0 +1,141 @@
+//! `sluice`: stream what is urgent, batch the rest.
+//!
+//! The binary wires the crates together behind one CLI:
+//! - `explain`: the lane verdict of every workload in a config, in dollars;
+//! - `check`: validate a config;
+//! - `sim`: the Anthropic/OpenAI simulator on its own.
+
+mod explain_cmd;
+mod output;
+mod sim_cmd;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sluice_core::Config;
+
+/// Stream what is urgent, batch the rest: LLM work on business events at the right price.
+///
+/// For every workload sluice asks how soon the result is needed, what a delay costs, and whether
+/// the volume makes batching worth it; then it streams, uses the flex tier, or batches.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the lane each workload gets (stream, flex or batch), why, and what it costs a day.
+    Explain(ExplainArgs),
+    /// Validate a config; exits non-zero and names the file, line and field of every problem.
+    Check(ConfigArg),
+    /// Run the Anthropic/OpenAI API simulator on loopback (no API key needed).
+    Sim(sim_cmd::SimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// The config file.
+    #[arg(long, short, env = "SLUICE_CONFIG", default_value = "sluice.toml", value_name = "PATH")]
+    config: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// How to print the verdicts.
+    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// A table for people.
+    Table,
+    /// JSON for scripts: every figure behind every verdict.
+    Json,
+}
+
+/// Why a command failed, and the exit code that says so.
+#[derive(Debug)]
+enum Failure {
+    /// The config is invalid: 1, with the problems already worded for the user.
+    Config(String),
+    /// Anything else: 1.
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Explain(args) => load(&args.config.config).and_then(|config| {
+            explain_cmd::run(&config, args.format == Format::Json).map_err(Failure::from)
+        }),
+        Command::Check(args) => {
+            load(&args.config).and_then(|config| check(&config).map_err(Failure::from))
+        }
+        Command::Sim(args) => {
+            runtime().and_then(|rt| rt.block_on(sim_cmd::run(args)).map_err(Failure::from))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Other(e)) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(Failure::Config(text)) => {
+            output::eprint(&text);
+            ExitCode::from(1)
+        }
+        Err(Failure::Other(e)) => {
+            output::eprint(&format!("error: {e:#}\n"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        Failure::Other(anyhow::Error::new(e).context("cannot start the async runtime"))
+    })
+}
+
+/// Reads and validates a config; every problem is worded for the user.
+fn load(path: &Path) -> Result<Config, Failure> {
+    let name = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            "\n  = help: pass --config PATH (or set SLUICE_CONFIG); examples/sluice.toml is a complete example"
+        } else {
+            ""
+        };
+        Failure::Config(format!("error: cannot read config {name}: {e}{hint}\n"))
+    })?;
+    Config::parse(&source, &name).map_err(|e| Failure::Config(e.to_string()))
+}
+
+fn check(config: &Config) -> anyhow::Result<()> {
+    let explained = sluice_core::explain::explain(config);
+    let count = |lane| explained.rows.iter().filter(|r| r.lane == lane).count();
+    let mut types: Vec<&str> = config.workloads.iter().map(|w| w.event_type.as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    output::print(&format!(
+        "{} is valid: {} providers, {} workloads on {} event types ({} stream, {} flex, {} batch)\n",
+        config.source_name,
+        config.providers.len(),
+        config.workloads.len(),
+        types.len(),
+        count(sluice_core::Lane::Stream),
+        count(sluice_core::Lane::Flex),
+        count(sluice_core::Lane::Batch),
+    ))
+}

@@ -1,0 +1,43 @@
+//! Writing to the terminal: stdout for results, stderr for errors. A closed pipe
+//! (`sluice explain | head`) ends the command quietly, as ripgrep does.
+
+use std::io::{IsTerminal, Write};
+
+pub fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+pub fn eprint(text: &str) {
+    // Nothing sensible is left to do if stderr itself is gone.
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Colour only for a person at a terminal, and never when NO_COLOR is set.
+pub fn use_color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The width to lay tables out in: the terminal's, `COLUMNS`, or 160 when piped.
+pub fn width() -> u16 {
+    if let Some((w, _)) = terminal_size() {
+        return w;
+    }
+    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(160)
+}
+
+fn terminal_size() -> Option<(u16, u16)> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    comfy_table::Table::new().width().map(|w| (w, 0))
+}
