@@ -1,11 +1,48 @@
 //! Durable state for sluice, behind one interface with two implementations.
 //!
-//! - **SQLite** (the embedded default): one file in WAL mode, `synchronous=FULL`.
+//! - **SQLite** (the embedded default): one file in WAL mode with `synchronous=FULL`, so an
+//!   acknowledged event survives power loss, not only a crash. `synchronous=NORMAL` is an explicit,
+//!   documented choice ([`SqliteDurability::Normal`]) that survives crashes but may lose the last
+//!   commits on power loss.
 //! - **PostgreSQL** (scale-out): several `sluice serve` instances share one database and claim work
 //!   with `FOR UPDATE SKIP LOCKED`.
 //!
-//! It holds events, tasks (lane, decision, state, deadline, lease and fencing token), batches,
-//! attempts, results, the ledger and outbound deliveries. It depends only on `sluice-core`: the
-//! business layer makes ids and timestamps, the store writes what it is given.
+//! What it holds: events, tasks (lane, decision, state, deadline, priority, lease and fencing
+//! token), batches, attempts, results, the ledger and outbound deliveries ([`migrations`]).
 //!
-//! Nothing lives here yet; the store issue fills it in.
+//! Work is claimed under **leases**: every claim bumps the task's fencing token, and heartbeats and
+//! result writes name the token they hold, so a worker that lost its lease (it stalled, its lease
+//! expired, another worker took the task) cannot overwrite the new owner's work.
+//!
+//! The business layer makes ids and timestamps; the store writes what it is given. Instants are
+//! unix milliseconds, money nano-dollars.
+
+mod backend;
+pub mod migrations;
+mod model;
+
+pub use backend::Store;
+pub use model::*;
+
+/// What can go wrong in the store itself (as opposed to a conflict the caller must handle).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration {version} failed: {source}")]
+    Migration { version: i64, source: sqlx::Error },
+    #[error("the store URL {0:?} is not sqlite://PATH or postgres://…")]
+    BadUrl(String),
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+}
+
+/// How hard SQLite works to keep a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqliteDurability {
+    /// `synchronous=FULL`: a commit is on disk before it is acknowledged. The default.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: survives a process crash; the last commits may be lost on power loss.
+    Normal,
+}

@@ -1,0 +1,772 @@
+//! The two backends. Every statement is built from constants of this file (`AssertSqlSafe` marks
+//! the few assembled with `format!`); values are always bound. Their SQL is the same text (sqlx's `$1` placeholders work on both) except
+//! where the databases differ — claiming work — so the query functions are written once in a
+//! macro and instantiated per backend.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Pool, Postgres, Sqlite};
+
+use crate::migrations::{self, Migration};
+use crate::{
+    AttemptRecord, Claimed, Completion, EventRecord, Ingested, KeyConflict, LeaseLost, NewEvent,
+    ResultRecord, SqliteDurability, StoreError, TaskDetail, TaskQuery, TaskRecord, TaskState,
+};
+
+/// The store: SQLite or PostgreSQL. Cheap to clone (it is a connection pool).
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(Pool<Sqlite>),
+    Postgres(Pool<Postgres>),
+}
+
+/// The outcome of one ingest request: its events, or the key that conflicts.
+pub type RequestOutcome = Result<Vec<Ingested>, KeyConflict>;
+
+macro_rules! dispatch {
+    ($self:ident, $f:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Sqlite(pool) => sqlite::$f(pool, $($arg),*).await,
+            Store::Postgres(pool) => postgres::$f(pool, $($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens `sqlite://PATH` (creating the file and its folder) or `postgres://…`, and applies
+    /// pending migrations.
+    pub async fn open(url: &str, durability: SqliteDurability) -> Result<Store, StoreError> {
+        let store = if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = Path::new(path);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+            }
+            let options = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(match durability {
+                    SqliteDurability::Full => SqliteSynchronous::Full,
+                    SqliteDurability::Normal => SqliteSynchronous::Normal,
+                })
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+            Store::Sqlite(pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
+            Store::Postgres(pool)
+        } else {
+            return Err(StoreError::BadUrl(url.to_owned()));
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => sqlite::migrate(pool, migrations::SQLITE).await,
+            Store::Postgres(pool) => postgres::migrate(pool, migrations::POSTGRES).await,
+        }
+    }
+
+    /// Stores a group of ingest requests in **one transaction** (one fsync), each request in its
+    /// own savepoint so that a conflicting idempotency key undoes that request only. A request
+    /// whose key was seen before with the same `request_hash` is a replay: nothing is written and
+    /// the original event and tasks are returned.
+    pub async fn ingest(&self, requests: &[Vec<NewEvent>]) -> Result<Vec<RequestOutcome>, StoreError> {
+        dispatch!(self, ingest(requests))
+    }
+
+    pub async fn event(&self, id: &str) -> Result<Option<(EventRecord, Vec<TaskRecord>)>, StoreError> {
+        dispatch!(self, event(id))
+    }
+
+    pub async fn task(&self, id: &str) -> Result<Option<TaskDetail>, StoreError> {
+        dispatch!(self, task(id))
+    }
+
+    pub async fn tasks(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>, StoreError> {
+        dispatch!(self, tasks(query))
+    }
+
+    /// Claims up to `limit` tasks of `lanes` (queued, or running under an expired lease), earliest
+    /// deadline first. Each claim bumps the task's fencing token.
+    pub async fn claim(
+        &self,
+        lanes: &[&str],
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        dispatch!(self, claim(lanes, owner, now, lease_ms, limit))
+    }
+
+    /// Extends a lease; fails with [`LeaseLost`] if the task was claimed again since.
+    pub async fn heartbeat(
+        &self,
+        task_id: &str,
+        fence: i64,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Result<(), LeaseLost>, StoreError> {
+        dispatch!(self, heartbeat(task_id, fence, now, lease_ms))
+    }
+
+    /// Stores a task's result, its attempt, its ledger line and its deliveries, and releases the
+    /// tasks that run `after` it — all in one transaction, and only if `fence` is still current.
+    pub async fn complete(
+        &self,
+        task_id: &str,
+        fence: i64,
+        done: &Completion,
+    ) -> Result<Result<(), LeaseLost>, StoreError> {
+        dispatch!(self, complete(task_id, fence, done))
+    }
+
+    /// Fails a task for good (and the tasks that run after it), recording the attempt.
+    pub async fn fail(
+        &self,
+        task_id: &str,
+        fence: i64,
+        attempt: &AttemptRecord,
+    ) -> Result<Result<(), LeaseLost>, StoreError> {
+        dispatch!(self, fail(task_id, fence, attempt))
+    }
+
+    /// Puts a claimed task back in its queue, to be claimed again no earlier than `run_after`.
+    pub async fn requeue(
+        &self,
+        task_id: &str,
+        fence: i64,
+        run_after: i64,
+        attempt: &AttemptRecord,
+    ) -> Result<Result<(), LeaseLost>, StoreError> {
+        dispatch!(self, requeue(task_id, fence, run_after, attempt))
+    }
+
+    /// Number of events and tasks stored (for health checks and tests).
+    pub async fn counts(&self) -> Result<(i64, i64), StoreError> {
+        dispatch!(self, counts())
+    }
+}
+
+const TASK_COLUMNS: &str = "id, event_id, workload, lane, state, rule, reason, decision, deadline, priority, \
+     after_task_id, attempts, lease_owner, lease_expires_at, fence, batch_id, last_error, created_at, updated_at";
+
+macro_rules! queries {
+    ($db:ty, $claim_sql:expr) => {
+        use sqlx::{Connection, Row};
+
+        type Conn = <$db as sqlx::Database>::Connection;
+        type DbRow = <$db as sqlx::Database>::Row;
+
+        fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
+            StoreError::Corrupt { table, detail: detail.to_string() }
+        }
+
+        fn json(table: &'static str, text: &str) -> Result<serde_json::Value, StoreError> {
+            serde_json::from_str(text).map_err(|e| corrupt(table, e))
+        }
+
+        fn task_from_row(row: &DbRow) -> Result<TaskRecord, StoreError> {
+            let state: String = row.try_get("state")?;
+            let decision: String = row.try_get("decision")?;
+            Ok(TaskRecord {
+                id: row.try_get("id")?,
+                event_id: row.try_get("event_id")?,
+                workload: row.try_get("workload")?,
+                lane: row.try_get("lane")?,
+                state: TaskState::parse(&state).ok_or_else(|| corrupt("tasks", format!("state {state:?}")))?,
+                rule: row.try_get("rule")?,
+                reason: row.try_get("reason")?,
+                decision: json("tasks", &decision)?,
+                deadline: row.try_get("deadline")?,
+                priority: row.try_get("priority")?,
+                after_task_id: row.try_get("after_task_id")?,
+                attempts: row.try_get("attempts")?,
+                lease_owner: row.try_get("lease_owner")?,
+                lease_expires_at: row.try_get("lease_expires_at")?,
+                fence: row.try_get("fence")?,
+                batch_id: row.try_get("batch_id")?,
+                last_error: row.try_get("last_error")?,
+                created_at: row.try_get("created_at")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        }
+
+        fn event_from_row(row: &DbRow) -> Result<EventRecord, StoreError> {
+            let payload: String = row.try_get("payload")?;
+            Ok(EventRecord {
+                id: row.try_get("id")?,
+                event_type: row.try_get("event_type")?,
+                payload: json("events", &payload)?,
+                idempotency_key: row.try_get("idempotency_key")?,
+                request_hash: row.try_get("request_hash")?,
+                needed_within_ms: row.try_get("needed_within_ms")?,
+                source: row.try_get("source")?,
+                received_at: row.try_get("received_at")?,
+            })
+        }
+
+        pub(super) async fn migrate(pool: &Pool<$db>, list: &[Migration]) -> Result<(), StoreError> {
+            sqlx::raw_sql(migrations::CREATE_TABLE).execute(pool).await?;
+            for m in list {
+                let mut tx = pool.begin().await?;
+                lock_migrations(&mut tx).await?;
+                let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(m.version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if done.is_some() {
+                    continue;
+                }
+                let fail = |source| StoreError::Migration { version: m.version, source };
+                sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(fail)?;
+                sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                    .bind(m.version)
+                    .bind(m.name)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(fail)?;
+                tx.commit().await.map_err(fail)?;
+                tracing::info!(version = m.version, name = m.name, "applied migration");
+            }
+            Ok(())
+        }
+
+        pub(super) async fn ingest(
+            pool: &Pool<$db>,
+            requests: &[Vec<NewEvent>],
+        ) -> Result<Vec<RequestOutcome>, StoreError> {
+            let mut tx = pool.begin().await?;
+            let mut out = Vec::with_capacity(requests.len());
+            for request in requests {
+                let mut savepoint = tx.begin().await?;
+                match ingest_request(&mut savepoint, request).await? {
+                    Ok(done) => {
+                        savepoint.commit().await?;
+                        out.push(Ok(done));
+                    }
+                    Err(conflict) => {
+                        savepoint.rollback().await?;
+                        out.push(Err(conflict));
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(out)
+        }
+
+        async fn ingest_request(conn: &mut Conn, request: &[NewEvent]) -> Result<RequestOutcome, StoreError> {
+            let mut done = Vec::with_capacity(request.len());
+            for ev in request {
+                if let Some(key) = &ev.idempotency_key {
+                    if let Some(seen) = by_key(conn, key, ev).await? {
+                        match seen {
+                            Ok(replay) => {
+                                done.push(replay);
+                                continue;
+                            }
+                            Err(conflict) => return Ok(Err(conflict)),
+                        }
+                    }
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO events (id, event_type, payload, idempotency_key, request_hash, needed_within_ms, source, received_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING",
+                )
+                .bind(&ev.id)
+                .bind(&ev.event_type)
+                .bind(&ev.payload)
+                .bind(&ev.idempotency_key)
+                .bind(&ev.request_hash)
+                .bind(ev.needed_within_ms)
+                .bind(&ev.source)
+                .bind(ev.received_at)
+                .execute(&mut *conn)
+                .await?;
+                if inserted.rows_affected() == 0 {
+                    // Another instance stored the same key between our look-up and our insert.
+                    let key = ev.idempotency_key.as_deref().unwrap_or_default();
+                    match by_key(conn, key, ev).await? {
+                        Some(Ok(replay)) => {
+                            done.push(replay);
+                            continue;
+                        }
+                        Some(Err(conflict)) => return Ok(Err(conflict)),
+                        None => return Err(corrupt("events", "insert ignored but no row holds its key")),
+                    }
+                }
+                let mut tasks = Vec::with_capacity(ev.tasks.len());
+                for t in &ev.tasks {
+                    sqlx::query(
+                        "INSERT INTO tasks (id, event_id, workload, lane, state, rule, reason, decision, deadline, priority,
+                                            after_task_id, created_at, updated_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+                    )
+                    .bind(&t.id)
+                    .bind(&ev.id)
+                    .bind(&t.workload)
+                    .bind(&t.lane)
+                    .bind(t.state.as_str())
+                    .bind(&t.rule)
+                    .bind(&t.reason)
+                    .bind(&t.decision)
+                    .bind(t.deadline)
+                    .bind(t.priority)
+                    .bind(&t.after_task_id)
+                    .bind(ev.received_at)
+                    .execute(&mut *conn)
+                    .await?;
+                    tasks.push(TaskRecord {
+                        id: t.id.clone(),
+                        event_id: ev.id.clone(),
+                        workload: t.workload.clone(),
+                        lane: t.lane.clone(),
+                        state: t.state,
+                        rule: t.rule.clone(),
+                        reason: t.reason.clone(),
+                        decision: json("tasks", &t.decision)?,
+                        deadline: t.deadline,
+                        priority: t.priority,
+                        after_task_id: t.after_task_id.clone(),
+                        attempts: 0,
+                        lease_owner: None,
+                        lease_expires_at: None,
+                        fence: 0,
+                        batch_id: None,
+                        last_error: None,
+                        created_at: ev.received_at,
+                        updated_at: ev.received_at,
+                    });
+                }
+                let event = EventRecord {
+                    id: ev.id.clone(),
+                    event_type: ev.event_type.clone(),
+                    payload: json("events", &ev.payload)?,
+                    idempotency_key: ev.idempotency_key.clone(),
+                    request_hash: ev.request_hash.clone(),
+                    needed_within_ms: ev.needed_within_ms,
+                    source: ev.source.clone(),
+                    received_at: ev.received_at,
+                };
+                done.push(Ingested { event, tasks, replayed: false });
+            }
+            Ok(Ok(done))
+        }
+
+        /// The event already stored under `key`: a replay if the request matches, else a conflict.
+        async fn by_key(
+            conn: &mut Conn,
+            key: &str,
+            ev: &NewEvent,
+        ) -> Result<Option<Result<Ingested, KeyConflict>>, StoreError> {
+            let row = sqlx::query("SELECT * FROM events WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let event = event_from_row(&row)?;
+            if event.request_hash != ev.request_hash {
+                return Ok(Some(Err(KeyConflict { idempotency_key: key.to_owned(), existing_event_id: event.id })));
+            }
+            let tasks = tasks_of(conn, &event.id).await?;
+            Ok(Some(Ok(Ingested { event, tasks, replayed: true })))
+        }
+
+        async fn tasks_of(conn: &mut Conn, event_id: &str) -> Result<Vec<TaskRecord>, StoreError> {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE event_id = $1 ORDER BY id")))
+                .bind(event_id)
+                .fetch_all(&mut *conn)
+                .await?;
+            rows.iter().map(task_from_row).collect()
+        }
+
+        pub(super) async fn event(
+            pool: &Pool<$db>,
+            id: &str,
+        ) -> Result<Option<(EventRecord, Vec<TaskRecord>)>, StoreError> {
+            let mut conn = pool.acquire().await?;
+            let row = sqlx::query("SELECT * FROM events WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?;
+            let Some(row) = row else { return Ok(None) };
+            let event = event_from_row(&row)?;
+            let tasks = tasks_of(&mut conn, id).await?;
+            Ok(Some((event, tasks)))
+        }
+
+        pub(super) async fn task(pool: &Pool<$db>, id: &str) -> Result<Option<TaskDetail>, StoreError> {
+            let mut conn = pool.acquire().await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1")))
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let task = task_from_row(&row)?;
+            let result = sqlx::query("SELECT * FROM results WHERE task_id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .map(|r| -> Result<ResultRecord, StoreError> {
+                    Ok(ResultRecord {
+                        output: r.try_get("output")?,
+                        stop_reason: r.try_get("stop_reason")?,
+                        input_tokens: r.try_get("input_tokens")?,
+                        cached_input_tokens: r.try_get("cached_input_tokens")?,
+                        output_tokens: r.try_get("output_tokens")?,
+                        first_token_ms: r.try_get("first_token_ms")?,
+                        created_at: r.try_get("created_at")?,
+                    })
+                })
+                .transpose()?;
+            let attempt_log = sqlx::query("SELECT * FROM attempts WHERE task_id = $1 ORDER BY started_at, id")
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|r| -> Result<AttemptRecord, StoreError> {
+                    Ok(AttemptRecord {
+                        id: r.try_get("id")?,
+                        lane: r.try_get("lane")?,
+                        batch_id: r.try_get("batch_id")?,
+                        started_at: r.try_get("started_at")?,
+                        ended_at: r.try_get("ended_at")?,
+                        outcome: r.try_get("outcome")?,
+                        error: r.try_get("error")?,
+                        provider_request_id: r.try_get("provider_request_id")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let cost_nanousd: Option<i64> =
+                sqlx::query_scalar("SELECT CAST(SUM(cost_nanousd) AS BIGINT) FROM ledger WHERE task_id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            Ok(Some(TaskDetail { task, result, attempt_log, cost_nanousd: cost_nanousd.unwrap_or(0) }))
+        }
+
+        pub(super) async fn tasks(pool: &Pool<$db>, q: &TaskQuery) -> Result<Vec<TaskRecord>, StoreError> {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {TASK_COLUMNS} FROM tasks
+                 WHERE (CAST($1 AS TEXT) IS NULL OR state = $1)
+                   AND (CAST($2 AS TEXT) IS NULL OR workload = $2)
+                   AND (CAST($3 AS TEXT) IS NULL OR id > $3)
+                 ORDER BY id LIMIT $4"
+            )))
+            .bind(q.state.map(TaskState::as_str))
+            .bind(&q.workload)
+            .bind(&q.after_id)
+            .bind(q.limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(task_from_row).collect()
+        }
+
+        pub(super) async fn claim(
+            pool: &Pool<$db>,
+            lanes: &[&str],
+            owner: &str,
+            now: i64,
+            lease_ms: i64,
+            limit: i64,
+        ) -> Result<Vec<Claimed>, StoreError> {
+            let (first, second) = match lanes {
+                [a] => (*a, *a),
+                [a, b, ..] => (*a, *b),
+                [] => return Ok(Vec::new()),
+            };
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{} RETURNING {TASK_COLUMNS}", $claim_sql)))
+                .bind(owner)
+                .bind(now + lease_ms)
+                .bind(now)
+                .bind(first)
+                .bind(second)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            let mut claimed = rows
+                .iter()
+                .map(|r| task_from_row(r).map(|task| Claimed { fence: task.fence, task }))
+                .collect::<Result<Vec<_>, _>>()?;
+            claimed.sort_by(|a, b| (a.task.deadline, &a.task.id).cmp(&(b.task.deadline, &b.task.id)));
+            Ok(claimed)
+        }
+
+        pub(super) async fn heartbeat(
+            pool: &Pool<$db>,
+            task_id: &str,
+            fence: i64,
+            now: i64,
+            lease_ms: i64,
+        ) -> Result<Result<(), LeaseLost>, StoreError> {
+            let r = sqlx::query(
+                "UPDATE tasks SET lease_expires_at = $1, updated_at = $2
+                 WHERE id = $3 AND fence = $4 AND state = 'running'",
+            )
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(task_id)
+            .bind(fence)
+            .execute(pool)
+            .await?;
+            Ok(if r.rows_affected() == 1 { Ok(()) } else { Err(LeaseLost { fence }) })
+        }
+
+        /// Moves a running task that `fence` still owns to `state`; false if the lease was lost.
+        async fn settle(
+            conn: &mut Conn,
+            task_id: &str,
+            fence: i64,
+            state: TaskState,
+            run_after: i64,
+            error: Option<&str>,
+            now: i64,
+        ) -> Result<bool, StoreError> {
+            let r = sqlx::query(
+                "UPDATE tasks SET state = $1, run_after = $2, last_error = $3, updated_at = $4,
+                                  lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = $5 AND fence = $6 AND state = 'running'",
+            )
+            .bind(state.as_str())
+            .bind(run_after)
+            .bind(error)
+            .bind(now)
+            .bind(task_id)
+            .bind(fence)
+            .execute(&mut *conn)
+            .await?;
+            Ok(r.rows_affected() == 1)
+        }
+
+        async fn record_attempt(
+            conn: &mut Conn,
+            task_id: &str,
+            fence: i64,
+            a: &AttemptRecord,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO attempts (id, task_id, lane, batch_id, fence, started_at, ended_at, outcome, error, provider_request_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(&a.id)
+            .bind(task_id)
+            .bind(&a.lane)
+            .bind(&a.batch_id)
+            .bind(fence)
+            .bind(a.started_at)
+            .bind(a.ended_at)
+            .bind(&a.outcome)
+            .bind(&a.error)
+            .bind(&a.provider_request_id)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        pub(super) async fn complete(
+            pool: &Pool<$db>,
+            task_id: &str,
+            fence: i64,
+            d: &Completion,
+        ) -> Result<Result<(), LeaseLost>, StoreError> {
+            let mut tx = pool.begin().await?;
+            let now = d.finished_at;
+            if !settle(&mut tx, task_id, fence, TaskState::Succeeded, 0, None, now).await? {
+                tx.rollback().await?;
+                return Ok(Err(LeaseLost { fence }));
+            }
+            let l = &d.ledger;
+            let attempt = AttemptRecord {
+                id: d.attempt_id.clone(),
+                lane: l.lane.clone(),
+                batch_id: None,
+                started_at: d.started_at,
+                ended_at: Some(d.finished_at),
+                outcome: "succeeded".to_owned(),
+                error: None,
+                provider_request_id: d.provider_request_id.clone(),
+            };
+            record_attempt(&mut tx, task_id, fence, &attempt).await?;
+            sqlx::query(
+                "INSERT INTO results (task_id, attempt_id, output, stop_reason, input_tokens, cached_input_tokens,
+                                      output_tokens, first_token_ms, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(task_id)
+            .bind(&d.attempt_id)
+            .bind(&d.output)
+            .bind(&d.stop_reason)
+            .bind(d.input_tokens)
+            .bind(d.cached_input_tokens)
+            .bind(d.output_tokens)
+            .bind(d.first_token_ms)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO ledger (id, task_id, attempt_id, workload, provider, model, lane, input_tokens,
+                                     cached_input_tokens, output_tokens, cost_nanousd, stream_cost_nanousd, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(&l.id)
+            .bind(task_id)
+            .bind(&d.attempt_id)
+            .bind(&l.workload)
+            .bind(&l.provider)
+            .bind(&l.model)
+            .bind(&l.lane)
+            .bind(l.input_tokens)
+            .bind(l.cached_input_tokens)
+            .bind(l.output_tokens)
+            .bind(l.cost_nanousd)
+            .bind(l.stream_cost_nanousd)
+            .bind(l.created_at)
+            .execute(&mut *tx)
+            .await?;
+            for delivery in &d.deliveries {
+                sqlx::query(
+                    "INSERT INTO deliveries (id, task_id, sink, state, next_attempt_at, created_at, updated_at)
+                     VALUES ($1, $2, $3, 'pending', $4, $4, $4)",
+                )
+                .bind(&delivery.id)
+                .bind(task_id)
+                .bind(&delivery.sink)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query("UPDATE tasks SET state = 'queued', updated_at = $1 WHERE after_task_id = $2 AND state = 'pending'")
+                .bind(now)
+                .bind(task_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Ok(()))
+        }
+
+        pub(super) async fn fail(
+            pool: &Pool<$db>,
+            task_id: &str,
+            fence: i64,
+            a: &AttemptRecord,
+        ) -> Result<Result<(), LeaseLost>, StoreError> {
+            let mut tx = pool.begin().await?;
+            let now = a.ended_at.unwrap_or(a.started_at);
+            if !settle(&mut tx, task_id, fence, TaskState::Failed, 0, a.error.as_deref(), now).await? {
+                tx.rollback().await?;
+                return Ok(Err(LeaseLost { fence }));
+            }
+            record_attempt(&mut tx, task_id, fence, a).await?;
+            // What runs after a failed task cannot run: fail the whole chain below it.
+            let mut below = vec![task_id.to_owned()];
+            while let Some(parent) = below.pop() {
+                let children: Vec<String> =
+                    sqlx::query_scalar("SELECT id FROM tasks WHERE after_task_id = $1 AND state = 'pending'")
+                        .bind(&parent)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                for child in children {
+                    sqlx::query("UPDATE tasks SET state = 'failed', last_error = $1, updated_at = $2 WHERE id = $3")
+                        .bind(format!("the task it runs after ({parent}) failed"))
+                        .bind(now)
+                        .bind(&child)
+                        .execute(&mut *tx)
+                        .await?;
+                    below.push(child);
+                }
+            }
+            tx.commit().await?;
+            Ok(Ok(()))
+        }
+
+        pub(super) async fn requeue(
+            pool: &Pool<$db>,
+            task_id: &str,
+            fence: i64,
+            run_after: i64,
+            a: &AttemptRecord,
+        ) -> Result<Result<(), LeaseLost>, StoreError> {
+            let mut tx = pool.begin().await?;
+            let now = a.ended_at.unwrap_or(a.started_at);
+            if !settle(&mut tx, task_id, fence, TaskState::Queued, run_after, a.error.as_deref(), now).await? {
+                tx.rollback().await?;
+                return Ok(Err(LeaseLost { fence }));
+            }
+            record_attempt(&mut tx, task_id, fence, a).await?;
+            tx.commit().await?;
+            Ok(Ok(()))
+        }
+
+        pub(super) async fn counts(pool: &Pool<$db>) -> Result<(i64, i64), StoreError> {
+            let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(pool).await?;
+            let tasks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks").fetch_one(pool).await?;
+            Ok((events, tasks))
+        }
+    };
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+const CLAIM_CANDIDATES: &str = "SELECT id FROM tasks
+     WHERE lane IN ($4, $5) AND run_after <= $3
+       AND (state = 'queued' OR (state = 'running' AND lease_expires_at < $3))
+     ORDER BY deadline, priority DESC LIMIT $6";
+
+mod sqlite {
+    use super::*;
+
+    /// SQLite has one writer at a time, so the single UPDATE … WHERE id IN (SELECT …) is atomic.
+    fn claim_sql() -> String {
+        format!(
+            "UPDATE tasks SET state = 'running', lease_owner = $1, lease_expires_at = $2, fence = fence + 1,
+                              attempts = attempts + 1, updated_at = $3
+             WHERE id IN ({CLAIM_CANDIDATES})"
+        )
+    }
+
+    /// Migrations run one at a time anyway: SQLite takes the write lock at the first DDL.
+    async fn lock_migrations(_tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    queries!(Sqlite, claim_sql());
+}
+
+mod postgres {
+    use super::*;
+
+    /// Several instances claim at once: SKIP LOCKED lets each take different rows without waiting.
+    fn claim_sql() -> String {
+        format!(
+            "UPDATE tasks SET state = 'running', lease_owner = $1, lease_expires_at = $2, fence = fence + 1,
+                              attempts = attempts + 1, updated_at = $3
+             WHERE id IN ({CLAIM_CANDIDATES} FOR UPDATE SKIP LOCKED)"
+        )
+    }
+
+    /// Instances starting together must not apply the same migration twice.
+    async fn lock_migrations(tx: &mut sqlx::Transaction<'_, Postgres>) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(7311985)").execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    queries!(Postgres, claim_sql());
+}

@@ -1,0 +1,34 @@
+//! Versioned schema migrations, embedded in the binary and applied on start.
+//!
+//! Hand-rolled rather than `sqlx::migrate!`: that macro needs sqlx's `macros` feature, which builds
+//! both database drivers a second time for the host (+30 s on a 2-core machine, see
+//! shared/notes/rust-stack.md), for what is a loop over a list.
+
+/// One schema change. Versions only grow; a released migration is never edited.
+#[derive(Debug)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub static SQLITE: &[Migration] =
+    &[Migration { version: 1, name: "init", sql: include_str!("../migrations/sqlite/0001_init.sql") }];
+
+pub static POSTGRES: &[Migration] =
+    &[Migration { version: 1, name: "init", sql: include_str!("../migrations/postgres/0001_init.sql") }];
+
+pub(crate) const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_backends_have_the_same_versions_in_order() {
+        let v = |m: &[Migration]| m.iter().map(|m| m.version).collect::<Vec<_>>();
+        assert_eq!(v(SQLITE), v(POSTGRES));
+        assert!(v(SQLITE).windows(2).all(|w| w[0] < w[1]));
+    }
+}

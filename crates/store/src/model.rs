@@ -1,0 +1,243 @@
+//! The records the store reads and writes.
+
+use serde::Serialize;
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Waits for the task it runs `after`.
+    Pending,
+    /// Ready to be claimed by its lane.
+    Queued,
+    /// Claimed by a worker under a lease.
+    Running,
+    /// In a submitted provider batch.
+    Batched,
+    /// Held back by a budget cap.
+    Held,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Pending,
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::Batched,
+        TaskState::Held,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Batched => "batched",
+            TaskState::Held => "held",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled)
+    }
+}
+
+/// An event to store, with the tasks it fans out into.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub id: String,
+    pub event_type: String,
+    /// The payload as JSON text.
+    pub payload: String,
+    pub idempotency_key: Option<String>,
+    /// A hash of what the client sent, to tell a replay from a conflicting reuse of a key.
+    pub request_hash: String,
+    pub needed_within_ms: Option<i64>,
+    /// `api` or `hook:<source>`.
+    pub source: String,
+    pub received_at: i64,
+    pub tasks: Vec<NewTask>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub id: String,
+    pub workload: String,
+    pub lane: String,
+    pub state: TaskState,
+    pub rule: String,
+    pub reason: String,
+    /// The decision's estimates, as JSON text.
+    pub decision: String,
+    pub deadline: i64,
+    pub priority: i64,
+    pub after_task_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRecord {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub payload: serde_json::Value,
+    pub idempotency_key: Option<String>,
+    #[serde(skip)]
+    pub request_hash: String,
+    pub needed_within_ms: Option<i64>,
+    pub source: String,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRecord {
+    pub id: String,
+    pub event_id: String,
+    pub workload: String,
+    pub lane: String,
+    pub state: TaskState,
+    pub rule: String,
+    pub reason: String,
+    pub decision: serde_json::Value,
+    pub deadline: i64,
+    pub priority: i64,
+    pub after_task_id: Option<String>,
+    pub attempts: i64,
+    #[serde(skip)]
+    pub lease_owner: Option<String>,
+    #[serde(skip)]
+    pub lease_expires_at: Option<i64>,
+    #[serde(skip)]
+    pub fence: i64,
+    pub batch_id: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What happened to one event of an ingest request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ingested {
+    pub event: EventRecord,
+    pub tasks: Vec<TaskRecord>,
+    /// True when the idempotency key was seen before with the same request: nothing was written.
+    pub replayed: bool,
+}
+
+/// An idempotency key reused with a different request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyConflict {
+    pub idempotency_key: String,
+    pub existing_event_id: String,
+}
+
+/// A task claimed under a lease; `fence` must accompany every later write about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub task: TaskRecord,
+    pub fence: i64,
+}
+
+/// The worker no longer holds the lease it names: another worker has the task now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("lease lost: the task was claimed again (fencing token {fence} is stale)")]
+pub struct LeaseLost {
+    pub fence: i64,
+}
+
+/// A finished call to store with [`crate::Store::complete`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub attempt_id: String,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub provider_request_id: Option<String>,
+    pub output: String,
+    pub stop_reason: String,
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub output_tokens: i64,
+    pub first_token_ms: Option<i64>,
+    pub ledger: LedgerEntry,
+    /// Sinks to deliver the result to (besides the store itself).
+    pub deliveries: Vec<NewDelivery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerEntry {
+    pub id: String,
+    pub workload: String,
+    pub provider: String,
+    pub model: String,
+    pub lane: String,
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_nanousd: i64,
+    /// What the same call would have cost streamed at the standard price.
+    pub stream_cost_nanousd: i64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    pub id: String,
+    /// e.g. `webhook:https://…` or `file:results/x.jsonl`.
+    pub sink: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResultRecord {
+    pub output: String,
+    pub stop_reason: String,
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub output_tokens: i64,
+    pub first_token_ms: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptRecord {
+    pub id: String,
+    pub lane: String,
+    pub batch_id: Option<String>,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub provider_request_id: Option<String>,
+}
+
+/// Everything about one task, for `GET /v1/tasks/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub task: TaskRecord,
+    pub result: Option<ResultRecord>,
+    pub attempt_log: Vec<AttemptRecord>,
+    /// Dollars paid for this task, over all its attempts, in nano-dollars.
+    pub cost_nanousd: i64,
+}
+
+/// Filters and position of a task listing; results are in id order (ids sort by creation time).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskQuery {
+    pub state: Option<TaskState>,
+    pub workload: Option<String>,
+    /// Only tasks with an id greater than this.
+    pub after_id: Option<String>,
+    pub limit: i64,
+}

@@ -1,0 +1,292 @@
+//! One suite, run against both backends: SQLite in a temporary file, and PostgreSQL in a fresh
+//! schema of the database named by `SLUICE_TEST_DATABASE_URL` (skipped, saying so, when unset).
+
+use sluice_store::*;
+
+fn id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn task(workload: &str, state: TaskState, deadline: i64, after: Option<&str>) -> NewTask {
+    NewTask {
+        id: id(),
+        workload: workload.into(),
+        lane: "stream".into(),
+        state,
+        rule: "feasibility".into(),
+        reason: "needed within 2m".into(),
+        decision: "{}".into(),
+        deadline,
+        priority: 0,
+        after_task_id: after.map(str::to_owned),
+    }
+}
+
+fn event(key: Option<&str>, hash: &str) -> NewEvent {
+    let first = task("triage", TaskState::Queued, 1_000, None);
+    let second = task("digest", TaskState::Pending, 5_000, Some(&first.id));
+    NewEvent {
+        id: id(),
+        event_type: "ticket.created".into(),
+        payload: r#"{"subject":"Refund"}"#.into(),
+        idempotency_key: key.map(str::to_owned),
+        request_hash: hash.into(),
+        needed_within_ms: None,
+        source: "api".into(),
+        received_at: 100,
+        tasks: vec![first, second],
+    }
+}
+
+fn attempt(outcome: &str, at: i64) -> AttemptRecord {
+    AttemptRecord {
+        id: id(),
+        lane: "stream".into(),
+        batch_id: None,
+        started_at: at,
+        ended_at: Some(at + 1),
+        outcome: outcome.into(),
+        error: (outcome != "succeeded").then(|| format!("{outcome} at {at}")),
+        provider_request_id: None,
+    }
+}
+
+fn completion(at: i64) -> Completion {
+    Completion {
+        attempt_id: id(),
+        started_at: at,
+        finished_at: at + 10,
+        provider_request_id: Some("req_1".into()),
+        output: "billing".into(),
+        stop_reason: "end_turn".into(),
+        input_tokens: 100,
+        cached_input_tokens: 0,
+        output_tokens: 20,
+        first_token_ms: Some(3),
+        ledger: LedgerEntry {
+            id: id(),
+            workload: "triage".into(),
+            provider: "anthropic".into(),
+            model: "claude-haiku-5-5".into(),
+            lane: "stream".into(),
+            input_tokens: 100,
+            cached_input_tokens: 0,
+            output_tokens: 20,
+            cost_nanousd: 20_000,
+            stream_cost_nanousd: 20_000,
+            created_at: at + 10,
+        },
+        deliveries: vec![NewDelivery { id: id(), sink: "file:results/triage.jsonl".into() }],
+    }
+}
+
+/// A store, what keeps its files alive, and its URL (to open it again).
+type Opened = (Store, Option<tempfile::TempDir>, String);
+
+async fn sqlite() -> Option<Opened> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("data/sluice.db").display());
+    Some((Store::open(&url, SqliteDurability::Full).await.unwrap(), Some(dir), url))
+}
+
+async fn postgres() -> Option<Opened> {
+    let Ok(base) = std::env::var("SLUICE_TEST_DATABASE_URL") else {
+        eprintln!("skipped: SLUICE_TEST_DATABASE_URL is not set, so the PostgreSQL store suite did not run");
+        return None;
+    };
+    let url = fresh_schema(&base).await;
+    Some((Store::open(&url, SqliteDurability::Full).await.unwrap(), None, url))
+}
+
+/// A URL whose connections use a schema of their own, so that tests never see each other's rows.
+async fn fresh_schema(base: &str) -> String {
+    use sqlx::Connection;
+    let schema = format!("sluice_test_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = sqlx::PgConnection::connect(base).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut admin).await.unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
+macro_rules! suite {
+    ($backend:ident) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn ingest_stores_the_event_and_its_tasks() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let ev = event(None, "h1");
+                let out = store.ingest(&[vec![ev.clone()]]).await.unwrap();
+                let done = out[0].as_ref().unwrap();
+                assert!(!done[0].replayed);
+                let (stored, tasks) = store.event(&ev.id).await.unwrap().unwrap();
+                assert_eq!(stored.payload["subject"], "Refund");
+                assert_eq!(tasks.len(), 2);
+                assert_eq!(tasks[0].workload, "triage");
+                assert_eq!(tasks[1].state, TaskState::Pending);
+                assert_eq!(store.counts().await.unwrap(), (1, 2));
+                assert!(store.event("nope").await.unwrap().is_none());
+            }
+
+            #[tokio::test]
+            async fn a_replayed_key_returns_the_original_and_writes_nothing() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let first = event(Some("k-1"), "h1");
+                let out = store.ingest(&[vec![first.clone()]]).await.unwrap();
+                let original = out[0].as_ref().unwrap()[0].clone();
+                let again = event(Some("k-1"), "h1");
+                let out = store.ingest(&[vec![again]]).await.unwrap();
+                let replay = &out[0].as_ref().unwrap()[0];
+                assert!(replay.replayed);
+                assert_eq!(replay.event.id, original.event.id);
+                let ids = |i: &Ingested| i.tasks.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+                assert_eq!(ids(replay), ids(&original));
+                assert_eq!(store.counts().await.unwrap(), (1, 2));
+            }
+
+            #[tokio::test]
+            async fn a_reused_key_with_another_body_conflicts_and_undoes_only_its_request() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                store.ingest(&[vec![event(Some("k-1"), "h1")]]).await.unwrap();
+                // One group: a good request, a request whose second event conflicts, a good one.
+                let good = event(Some("k-2"), "h2");
+                let bad = vec![event(Some("k-3"), "h3"), event(Some("k-1"), "different")];
+                let other = event(None, "h4");
+                let out = store.ingest(&[vec![good], bad, vec![other]]).await.unwrap();
+                assert!(out[0].is_ok());
+                let conflict = out[1].as_ref().unwrap_err();
+                assert_eq!(conflict.idempotency_key, "k-1");
+                assert!(out[2].is_ok());
+                // k-3 was in the conflicting request: it must not be stored.
+                assert_eq!(store.counts().await.unwrap(), (3, 6));
+            }
+
+            #[tokio::test]
+            async fn the_same_key_twice_in_one_group_is_one_event() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let out = store.ingest(&[vec![event(Some("k"), "h")], vec![event(Some("k"), "h")]]).await.unwrap();
+                assert!(!out[0].as_ref().unwrap()[0].replayed);
+                assert!(out[1].as_ref().unwrap()[0].replayed);
+                assert_eq!(store.counts().await.unwrap(), (1, 2));
+            }
+
+            #[tokio::test]
+            async fn leases_fence_out_a_worker_that_lost_its_task() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let ev = event(None, "h");
+                store.ingest(&[vec![ev.clone()]]).await.unwrap();
+                let lanes = ["stream", "flex"];
+                let a = store.claim(&lanes, "worker-a", 1_000, 100, 10).await.unwrap();
+                assert_eq!(a.len(), 1, "only the queued task; the pending one waits for it");
+                let task_id = a[0].task.id.clone();
+                let fence_a = a[0].fence;
+                assert!(store.claim(&lanes, "worker-b", 1_050, 100, 10).await.unwrap().is_empty());
+                assert!(store.heartbeat(&task_id, fence_a, 1_050, 100).await.unwrap().is_ok());
+
+                // worker-a stalls; its lease (extended to 1_150) runs out and worker-b takes over.
+                let b = store.claim(&lanes, "worker-b", 1_200, 100, 10).await.unwrap();
+                assert_eq!(b.len(), 1);
+                assert!(b[0].fence > fence_a);
+                assert_eq!(b[0].task.attempts, 2);
+                assert!(store.heartbeat(&task_id, fence_a, 1_210, 100).await.unwrap().is_err());
+                assert!(store.complete(&task_id, fence_a, &completion(1_210)).await.unwrap().is_err());
+
+                store.complete(&task_id, b[0].fence, &completion(1_220)).await.unwrap().unwrap();
+                let detail = store.task(&task_id).await.unwrap().unwrap();
+                assert_eq!(detail.task.state, TaskState::Succeeded);
+                assert_eq!(detail.result.unwrap().output, "billing");
+                assert_eq!(detail.cost_nanousd, 20_000);
+                assert_eq!(detail.attempt_log.len(), 1);
+
+                // The task that runs after it is released.
+                let next = store.claim(&lanes, "worker-b", 1_300, 100, 10).await.unwrap();
+                assert_eq!(next.len(), 1);
+                assert_eq!(next[0].task.workload, "digest");
+            }
+
+            #[tokio::test]
+            async fn claims_go_earliest_deadline_first_and_respect_run_after() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let mut evs = Vec::new();
+                for deadline in [900, 300, 600] {
+                    let mut ev = event(None, "h");
+                    ev.tasks.truncate(1);
+                    ev.tasks[0].deadline = deadline;
+                    evs.push(ev);
+                }
+                store.ingest(&[evs]).await.unwrap();
+                let got = store.claim(&["stream"], "w", 10, 10_000, 2).await.unwrap();
+                let deadlines: Vec<i64> = got.iter().map(|c| c.task.deadline).collect();
+                assert_eq!(deadlines, [300, 600]);
+
+                // A retry later: invisible until run_after.
+                let c = &got[0];
+                store.requeue(&c.task.id, c.fence, 500, &attempt("retry", 20)).await.unwrap().unwrap();
+                let got = store.claim(&["stream"], "w", 30, 10_000, 10).await.unwrap();
+                assert_eq!(got.iter().map(|c| c.task.deadline).collect::<Vec<_>>(), [900]);
+                let got = store.claim(&["stream"], "w", 500, 10_000, 10).await.unwrap();
+                assert_eq!(got.iter().map(|c| c.task.deadline).collect::<Vec<_>>(), [300]);
+            }
+
+            #[tokio::test]
+            async fn a_failed_task_fails_the_chain_below_it() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let ev = event(None, "h");
+                store.ingest(&[vec![ev.clone()]]).await.unwrap();
+                let c = store.claim(&["stream"], "w", 10, 100, 10).await.unwrap().remove(0);
+                store.fail(&c.task.id, c.fence, &attempt("failed", 20)).await.unwrap().unwrap();
+                let (_, tasks) = store.event(&ev.id).await.unwrap().unwrap();
+                assert!(tasks.iter().all(|t| t.state == TaskState::Failed));
+                assert!(tasks[1].last_error.as_deref().unwrap().contains("runs after"));
+            }
+
+            #[tokio::test]
+            async fn listing_pages_by_cursor_and_filters() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let evs: Vec<NewEvent> = (0..5).map(|_| event(None, "h")).collect();
+                store.ingest(&[evs]).await.unwrap();
+                let mut seen = Vec::new();
+                let mut q = TaskQuery { limit: 3, ..TaskQuery::default() };
+                loop {
+                    let page = store.tasks(&q).await.unwrap();
+                    if page.is_empty() {
+                        break;
+                    }
+                    q.after_id = page.last().map(|t| t.id.clone());
+                    seen.extend(page);
+                    assert!(seen.len() <= 10, "pagination must end");
+                }
+                assert_eq!(seen.len(), 10);
+                let mut ids: Vec<&String> = seen.iter().map(|t| &t.id).collect();
+                ids.dedup();
+                assert_eq!(ids.len(), 10);
+                let pending = store
+                    .tasks(&TaskQuery { state: Some(TaskState::Pending), limit: 100, ..TaskQuery::default() })
+                    .await
+                    .unwrap();
+                assert_eq!(pending.len(), 5);
+                let triage = store
+                    .tasks(&TaskQuery { workload: Some("triage".into()), limit: 100, ..TaskQuery::default() })
+                    .await
+                    .unwrap();
+                assert_eq!(triage.len(), 5);
+            }
+
+            #[tokio::test]
+            async fn reopening_keeps_everything_and_migrates_once() {
+                let Some((store, _guard, url)) = super::$backend().await else { return };
+                let ev = event(Some("persist"), "h");
+                store.ingest(&[vec![ev.clone()]]).await.unwrap();
+                drop(store);
+                let store = Store::open(&url, SqliteDurability::Full).await.unwrap();
+                assert!(store.event(&ev.id).await.unwrap().is_some());
+                assert_eq!(store.counts().await.unwrap(), (1, 2));
+            }
+        }
+    };
+}
+
+suite!(sqlite);
+suite!(postgres);
+
