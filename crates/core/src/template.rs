@@ -101,6 +101,24 @@ impl Prompts {
         })
     }
 
+    /// Checks that `payload` has every `payload.…` path template `name` uses, for templates that
+    /// cannot be rendered yet (they wait for an upstream result). Returns the first missing path.
+    pub fn missing_payload_path(&self, name: &str, payload: &serde_json::Value) -> Option<String> {
+        let template = self.env.get_template(name).ok()?;
+        let mut paths: Vec<String> = template.undeclared_variables(true).into_iter().collect();
+        paths.sort();
+        paths.into_iter().filter(|p| p == "payload" || p.starts_with("payload.")).find(|path| {
+            let mut at = payload;
+            for seg in path.split('.').skip(1) {
+                match at.get(seg) {
+                    Some(next) => at = next,
+                    None => return true,
+                }
+            }
+            false
+        })
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.env.get_template(name).is_ok()
     }
@@ -152,6 +170,16 @@ mod tests {
         let mut p = Prompts::default();
         let e = p.add("t.prompt", "line one\n{{ payload.subject ").unwrap_err();
         assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn missing_payload_paths_are_named_without_rendering() {
+        let mut p = Prompts::default();
+        p.add("t", "{{ after.output }} {{ payload.customer.name }} {{ payload.subject }}").unwrap();
+        let full = json!({"subject": "x", "customer": {"name": "Ada"}});
+        assert_eq!(p.missing_payload_path("t", &full), None);
+        let partial = json!({"subject": "x", "customer": {}});
+        assert_eq!(p.missing_payload_path("t", &partial).as_deref(), Some("payload.customer.name"));
     }
 
     #[test]

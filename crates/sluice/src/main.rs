@@ -3,10 +3,12 @@
 //! The binary wires the crates together behind one CLI:
 //! - `explain`: the lane verdict of every workload in a config, in dollars;
 //! - `check`: validate a config;
+//! - `serve`: the HTTP API on a durable store;
 //! - `sim`: the Anthropic/OpenAI simulator on its own.
 
 mod explain_cmd;
 mod output;
+mod serve_cmd;
 mod sim_cmd;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +34,8 @@ enum Command {
     Explain(ExplainArgs),
     /// Validate a config; exits non-zero and names the file, line and field of every problem.
     Check(ConfigArg),
+    /// Run the HTTP API: accept events, fan them out into tasks, store them durably.
+    Serve(ServeCommand),
     /// Run the Anthropic/OpenAI API simulator on loopback (no API key needed).
     Sim(sim_cmd::SimArgs),
 }
@@ -50,6 +54,14 @@ struct ExplainArgs {
     /// How to print the verdicts.
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeCommand {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(flatten)]
+    serve: serve_cmd::ServeArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,6 +96,10 @@ fn main() -> ExitCode {
         Command::Check(args) => {
             load(&args.config).and_then(|config| check(&config).map_err(Failure::from))
         }
+        Command::Serve(args) => load(&args.config.config).and_then(|config| {
+            serve_cmd::init_tracing();
+            runtime()?.block_on(serve_cmd::run(config, args.serve)).map_err(Failure::from)
+        }),
         Command::Sim(args) => {
             runtime().and_then(|rt| rt.block_on(sim_cmd::run(args)).map_err(Failure::from))
         }
@@ -138,4 +154,13 @@ fn check(config: &Config) -> anyhow::Result<()> {
         count(sluice_core::Lane::Flex),
         count(sluice_core::Lane::Batch),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

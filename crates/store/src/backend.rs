@@ -43,7 +43,8 @@ impl Store {
         let store = if let Some(path) = url.strip_prefix("sqlite://") {
             let path = Path::new(path);
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
             }
             let options = SqliteConnectOptions::new()
                 .filename(path)
@@ -68,6 +69,20 @@ impl Store {
         Ok(store)
     }
 
+    /// A URL to a schema of its own in the PostgreSQL database at `base`, created on the spot: tests
+    /// and benchmarks that share one database never see each other's rows.
+    pub async fn isolated_postgres_url(base: &str) -> Result<String, StoreError> {
+        use sqlx::Connection;
+        let schema = format!("sluice_test_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = sqlx::PgConnection::connect(base).await?;
+        // The name is made here of hex digits only; it cannot be bound as a parameter.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut admin)
+            .await?;
+        let sep = if base.contains('?') { '&' } else { '?' };
+        Ok(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+    }
+
     pub fn backend(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",
@@ -86,11 +101,17 @@ impl Store {
     /// own savepoint so that a conflicting idempotency key undoes that request only. A request
     /// whose key was seen before with the same `request_hash` is a replay: nothing is written and
     /// the original event and tasks are returned.
-    pub async fn ingest(&self, requests: &[Vec<NewEvent>]) -> Result<Vec<RequestOutcome>, StoreError> {
+    pub async fn ingest(
+        &self,
+        requests: &[Vec<NewEvent>],
+    ) -> Result<Vec<RequestOutcome>, StoreError> {
         dispatch!(self, ingest(requests))
     }
 
-    pub async fn event(&self, id: &str) -> Result<Option<(EventRecord, Vec<TaskRecord>)>, StoreError> {
+    pub async fn event(
+        &self,
+        id: &str,
+    ) -> Result<Option<(EventRecord, Vec<TaskRecord>)>, StoreError> {
         dispatch!(self, event(id))
     }
 
@@ -225,7 +246,7 @@ macro_rules! queries {
         pub(super) async fn migrate(pool: &Pool<$db>, list: &[Migration]) -> Result<(), StoreError> {
             sqlx::raw_sql(migrations::CREATE_TABLE).execute(pool).await?;
             for m in list {
-                let mut tx = pool.begin().await?;
+                let mut tx = begin_write(pool).await?;
                 lock_migrations(&mut tx).await?;
                 let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(m.version)
@@ -253,7 +274,7 @@ macro_rules! queries {
             pool: &Pool<$db>,
             requests: &[Vec<NewEvent>],
         ) -> Result<Vec<RequestOutcome>, StoreError> {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write(pool).await?;
             let mut out = Vec::with_capacity(requests.len());
             for request in requests {
                 let mut savepoint = tx.begin().await?;
@@ -583,7 +604,7 @@ macro_rules! queries {
             fence: i64,
             d: &Completion,
         ) -> Result<Result<(), LeaseLost>, StoreError> {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write(pool).await?;
             let now = d.finished_at;
             if !settle(&mut tx, task_id, fence, TaskState::Succeeded, 0, None, now).await? {
                 tx.rollback().await?;
@@ -664,7 +685,7 @@ macro_rules! queries {
             fence: i64,
             a: &AttemptRecord,
         ) -> Result<Result<(), LeaseLost>, StoreError> {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write(pool).await?;
             let now = a.ended_at.unwrap_or(a.started_at);
             if !settle(&mut tx, task_id, fence, TaskState::Failed, 0, a.error.as_deref(), now).await? {
                 tx.rollback().await?;
@@ -700,7 +721,7 @@ macro_rules! queries {
             run_after: i64,
             a: &AttemptRecord,
         ) -> Result<Result<(), LeaseLost>, StoreError> {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_write(pool).await?;
             let now = a.ended_at.unwrap_or(a.started_at);
             if !settle(&mut tx, task_id, fence, TaskState::Queued, run_after, a.error.as_deref(), now).await? {
                 tx.rollback().await?;
@@ -742,6 +763,15 @@ mod sqlite {
         )
     }
 
+    /// A write transaction takes SQLite's write lock up front: a deferred one that reads first and
+    /// writes later fails at once with SQLITE_BUSY when another writer got in between, without
+    /// waiting for the busy timeout.
+    async fn begin_write(
+        pool: &Pool<Sqlite>,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     /// Migrations run one at a time anyway: SQLite takes the write lock at the first DDL.
     async fn lock_migrations(_tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), StoreError> {
         Ok(())
@@ -760,6 +790,12 @@ mod postgres {
                               attempts = attempts + 1, updated_at = $3
              WHERE id IN ({CLAIM_CANDIDATES} FOR UPDATE SKIP LOCKED)"
         )
+    }
+
+    async fn begin_write(
+        pool: &Pool<Postgres>,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+        pool.begin().await
     }
 
     /// Instances starting together must not apply the same migration twice.

@@ -21,7 +21,7 @@ mod backend;
 pub mod migrations;
 mod model;
 
-pub use backend::Store;
+pub use backend::{RequestOutcome, Store};
 pub use model::*;
 
 /// What can go wrong in the store itself (as opposed to a conflict the caller must handle).

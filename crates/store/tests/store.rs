@@ -91,21 +91,13 @@ async fn sqlite() -> Option<Opened> {
 
 async fn postgres() -> Option<Opened> {
     let Ok(base) = std::env::var("SLUICE_TEST_DATABASE_URL") else {
-        eprintln!("skipped: SLUICE_TEST_DATABASE_URL is not set, so the PostgreSQL store suite did not run");
+        eprintln!(
+            "skipped: SLUICE_TEST_DATABASE_URL is not set, so the PostgreSQL store suite did not run"
+        );
         return None;
     };
-    let url = fresh_schema(&base).await;
+    let url = Store::isolated_postgres_url(&base).await.unwrap();
     Some((Store::open(&url, SqliteDurability::Full).await.unwrap(), None, url))
-}
-
-/// A URL whose connections use a schema of their own, so that tests never see each other's rows.
-async fn fresh_schema(base: &str) -> String {
-    use sqlx::Connection;
-    let schema = format!("sluice_test_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = sqlx::PgConnection::connect(base).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut admin).await.unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
 
 macro_rules! suite {
@@ -165,7 +157,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn the_same_key_twice_in_one_group_is_one_event() {
                 let Some((store, _guard, _)) = super::$backend().await else { return };
-                let out = store.ingest(&[vec![event(Some("k"), "h")], vec![event(Some("k"), "h")]]).await.unwrap();
+                let out = store
+                    .ingest(&[vec![event(Some("k"), "h")], vec![event(Some("k"), "h")]])
+                    .await
+                    .unwrap();
                 assert!(!out[0].as_ref().unwrap()[0].replayed);
                 assert!(out[1].as_ref().unwrap()[0].replayed);
                 assert_eq!(store.counts().await.unwrap(), (1, 2));
@@ -190,7 +185,9 @@ macro_rules! suite {
                 assert!(b[0].fence > fence_a);
                 assert_eq!(b[0].task.attempts, 2);
                 assert!(store.heartbeat(&task_id, fence_a, 1_210, 100).await.unwrap().is_err());
-                assert!(store.complete(&task_id, fence_a, &completion(1_210)).await.unwrap().is_err());
+                assert!(
+                    store.complete(&task_id, fence_a, &completion(1_210)).await.unwrap().is_err()
+                );
 
                 store.complete(&task_id, b[0].fence, &completion(1_220)).await.unwrap().unwrap();
                 let detail = store.task(&task_id).await.unwrap().unwrap();
@@ -222,7 +219,11 @@ macro_rules! suite {
 
                 // A retry later: invisible until run_after.
                 let c = &got[0];
-                store.requeue(&c.task.id, c.fence, 500, &attempt("retry", 20)).await.unwrap().unwrap();
+                store
+                    .requeue(&c.task.id, c.fence, 500, &attempt("retry", 20))
+                    .await
+                    .unwrap()
+                    .unwrap();
                 let got = store.claim(&["stream"], "w", 30, 10_000, 10).await.unwrap();
                 assert_eq!(got.iter().map(|c| c.task.deadline).collect::<Vec<_>>(), [900]);
                 let got = store.claim(&["stream"], "w", 500, 10_000, 10).await.unwrap();
@@ -262,12 +263,20 @@ macro_rules! suite {
                 ids.dedup();
                 assert_eq!(ids.len(), 10);
                 let pending = store
-                    .tasks(&TaskQuery { state: Some(TaskState::Pending), limit: 100, ..TaskQuery::default() })
+                    .tasks(&TaskQuery {
+                        state: Some(TaskState::Pending),
+                        limit: 100,
+                        ..TaskQuery::default()
+                    })
                     .await
                     .unwrap();
                 assert_eq!(pending.len(), 5);
                 let triage = store
-                    .tasks(&TaskQuery { workload: Some("triage".into()), limit: 100, ..TaskQuery::default() })
+                    .tasks(&TaskQuery {
+                        workload: Some("triage".into()),
+                        limit: 100,
+                        ..TaskQuery::default()
+                    })
                     .await
                     .unwrap();
                 assert_eq!(triage.len(), 5);
@@ -289,4 +298,3 @@ macro_rules! suite {
 
 suite!(sqlite);
 suite!(postgres);
-

@@ -36,7 +36,29 @@ pub struct Config {
     pub budget: Budget,
     pub providers: Vec<Provider>,
     pub workloads: Vec<Workload>,
+    pub hooks: Vec<Hook>,
     pub prompts: Prompts,
+}
+
+/// A source of signed webhooks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hook {
+    pub name: String,
+    pub secret_env: String,
+    pub event_type: HookType,
+    pub payload_field: Option<String>,
+    pub tolerance: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HookType {
+    Fixed(String),
+    /// Read from the body at a JSON pointer, translated through `types` when the source's name is
+    /// listed there.
+    Field {
+        pointer: String,
+        types: BTreeMap<String, String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -273,6 +295,16 @@ impl Config {
         self.workloads.iter().find(|w| w.name == name)
     }
 
+    /// The event types some workload runs on, sorted.
+    pub fn event_types(&self) -> Vec<&str> {
+        let set: BTreeSet<&str> = self.workloads.iter().map(|w| w.event_type.as_str()).collect();
+        set.into_iter().collect()
+    }
+
+    pub fn hook(&self, name: &str) -> Option<&Hook> {
+        self.hooks.iter().find(|h| h.name == name)
+    }
+
     /// The decision inputs of workload `w` for an item with `slack` until its deadline.
     pub fn policy_input(&self, w: &Workload, slack: Duration) -> PolicyInput {
         let p = &self.providers[w.provider];
@@ -424,6 +456,9 @@ impl Validator {
         }
         self.after_chains(&raw.workloads);
         let budget = self.budget(&raw, &names);
+        let event_types: BTreeSet<&str> = raw.workloads.iter().map(|w| w.on.as_str()).collect();
+        let hooks =
+            raw.hooks.iter().filter_map(|(name, h)| self.hook(name, h, &event_types)).collect();
 
         Some(Config {
             source_name: source_name.to_owned(),
@@ -433,7 +468,80 @@ impl Validator {
             budget,
             providers,
             workloads,
+            hooks,
             prompts,
+        })
+    }
+
+    fn hook(
+        &mut self,
+        name: &str,
+        raw: &raw::RawHook,
+        event_types: &BTreeSet<&str>,
+    ) -> Option<Hook> {
+        let at = |k: &str| vec![key("hooks"), key(name), key(k)];
+        let known = || {
+            format!(
+                "one of the workloads' event types: {}",
+                event_types.iter().copied().collect::<Vec<_>>().join(", ")
+            )
+        };
+        if !is_env_name(&raw.secret_env) {
+            let p = self.report(
+                at("secret_env"),
+                format!("\"{}\" is not an environment variable name", raw.secret_env),
+            );
+            p.expected = Some("the name of the variable holding the whsec_… secret".to_owned());
+        }
+        for field in [raw.type_field.as_deref(), raw.payload_field.as_deref()].into_iter().flatten()
+        {
+            if !field.is_empty() && !field.starts_with('/') {
+                let k = if raw.type_field.as_deref() == Some(field) {
+                    "type_field"
+                } else {
+                    "payload_field"
+                };
+                let p = self.report(at(k), format!("\"{field}\" is not a JSON pointer"));
+                p.expected = Some(format!(
+                    "a pointer such as \"/{}\"",
+                    field.trim_start_matches('/').replace('.', "/")
+                ));
+            }
+        }
+        let check_type = |v: &mut Self, path: Vec<Seg>, t: &str| {
+            if !event_types.contains(t) {
+                let p = v.report(path, format!("no workload runs on \"{t}\""));
+                p.expected = Some(known());
+                p.suggestion =
+                    nearest(t, event_types.iter().copied()).map(|s| format!("did you mean `{s}`?"));
+            }
+        };
+        let event_type = match (&raw.event_type, &raw.type_field) {
+            (Some(t), None) if raw.types.is_empty() => {
+                check_type(self, at("event_type"), t);
+                HookType::Fixed(t.clone())
+            }
+            (None, Some(pointer)) => {
+                for (from, to) in &raw.types {
+                    check_type(self, vec![key("hooks"), key(name), key("types"), key(from)], to);
+                }
+                HookType::Field { pointer: pointer.clone(), types: raw.types.clone() }
+            }
+            _ => {
+                let p = self.report(vec![key("hooks"), key(name)], format!("hook \"{name}\" needs event_type, or type_field (with an optional types table), not both"));
+                p.expected =
+                    Some("event_type = \"payment.created\", or type_field = \"/type\"".to_owned());
+                return None;
+            }
+        };
+        let tolerance =
+            self.duration(at("tolerance"), raw.tolerance.as_deref(), Duration::from_secs(300));
+        Some(Hook {
+            name: name.to_owned(),
+            secret_env: raw.secret_env.clone(),
+            event_type,
+            payload_field: raw.payload_field.clone().filter(|p| !p.is_empty()),
+            tolerance,
         })
     }
 

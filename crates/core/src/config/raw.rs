@@ -21,6 +21,27 @@ pub struct RawConfig {
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub workloads: Vec<RawWorkload>,
+    /// Signed webhooks from other systems, by source name (`POST /v1/hooks/NAME`).
+    #[serde(default)]
+    pub hooks: BTreeMap<String, RawHook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    /// Environment variable holding the signing secret (Standard Webhooks, `whsec_…`).
+    pub secret_env: String,
+    /// Every delivery becomes an event of this type…
+    pub event_type: Option<String>,
+    /// …or the type is read from the body at this JSON pointer (e.g. `/type`)…
+    pub type_field: Option<String>,
+    /// …and translated through this table (source type → sluice event type).
+    #[serde(default)]
+    pub types: BTreeMap<String, String>,
+    /// The part of the body that becomes the payload (a JSON pointer); the whole body by default.
+    pub payload_field: Option<String>,
+    /// How far a delivery's timestamp may be from now (replay protection); default 5m.
+    pub tolerance: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -232,3 +232,20 @@ fn off_peak_windows_wrap_midnight() {
     assert!(!w.contains(NaiveTime::from_hms_opt(12, 0, 0).unwrap()));
     assert!(parse_window("22:00").is_none());
 }
+
+#[test]
+fn hooks_map_to_known_event_types() {
+    let src = format!(
+        "{BASE}\n[hooks.helpdesk]\nsecret_env = \"HELPDESK_SECRET\"\ntype_field = \"/type\"\npayload_field = \"/data\"\n[hooks.helpdesk.types]\n\"ticket.opened\" = \"ticket.created\"\n"
+    );
+    let c = parse(&src).unwrap();
+    let h = c.hook("helpdesk").unwrap();
+    assert_eq!(h.tolerance, Duration::from_secs(300));
+    assert!(matches!(&h.event_type, HookType::Field { pointer, .. } if pointer == "/type"));
+
+    let bad = src
+        .replace("\"ticket.opened\" = \"ticket.created\"", "\"ticket.opened\" = \"ticket.create\"");
+    let (_, text) = error(&bad);
+    assert!(text.contains("no workload runs on \"ticket.create\""), "{text}");
+    assert!(text.contains("did you mean `ticket.created`?"), "{text}");
+}

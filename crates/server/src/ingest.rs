@@ -1,0 +1,212 @@
+//! `POST /v1/events` and the group committer behind it.
+//!
+//! Durability costs an fsync per commit, so concurrent requests share one: each request hands its
+//! planned events to the committer and waits; the committer takes every request that queued up
+//! while the previous commit ran, stores them in one transaction (a savepoint each), and answers
+//! each request only after that commit returned.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use sluice_store::{Ingested, KeyConflict, NewEvent, RequestOutcome, Store};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::error::ApiError;
+use crate::metrics as m;
+use crate::plan::{EventIn, TaskOut, parse_body, plan};
+use crate::routes::AppState;
+
+/// At most this many requests share one commit; more wait for the next.
+const MAX_GROUP: usize = 256;
+
+struct Job {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<RequestOutcome, String>>,
+}
+
+/// The sending side of the group committer. Dropping every clone lets the workers finish what is
+/// queued and stop: that is how a graceful shutdown drains in-flight commits.
+#[derive(Debug, Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Job({} events)", self.events.len())
+    }
+}
+
+impl Committer {
+    /// Starts `workers` commit loops (one suits SQLite's single writer; PostgreSQL overlaps a few).
+    pub fn start(store: Store, workers: usize) -> (Committer, Vec<JoinHandle<()>>) {
+        let (tx, rx) = mpsc::channel::<Job>(4 * MAX_GROUP);
+        let rx = Arc::new(Mutex::new(rx));
+        let handles = (0..workers.max(1))
+            .map(|_| {
+                let (store, rx) = (store.clone(), rx.clone());
+                tokio::spawn(async move { commit_loop(store, rx).await })
+            })
+            .collect();
+        (Committer { tx }, handles)
+    }
+
+    /// Stores one request's events; returns once they are durable (or why not).
+    pub async fn submit(&self, events: Vec<NewEvent>) -> Result<RequestOutcome, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job { events, reply })
+            .await
+            .map_err(|_| ApiError::unavailable(&"sluice is shutting down"))?;
+        match answer.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(e)) => Err(ApiError::unavailable(&e)),
+            Err(_) => Err(ApiError::unavailable(&"the committer stopped")),
+        }
+    }
+}
+
+async fn commit_loop(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let jobs = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            jobs
+        };
+        let (requests, replies): (Vec<Vec<NewEvent>>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.events, j.reply)).unzip();
+        let started = Instant::now();
+        let result = store.ingest(&requests).await;
+        metrics::histogram!(m::INGEST_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::INGEST_GROUP_SIZE).record(replies.len() as f64);
+        match result {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // A client that hung up still got its events stored; nothing to undo.
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(text.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// `POST /v1/events`: one event or an array of them.
+pub async fn post_events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let response = match ingest_body(&state, &headers, body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    };
+    metrics::histogram!(m::INGEST_REQUEST_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::counter!(m::INGEST_REQUESTS, "status" => response.status().as_u16().to_string())
+        .increment(1);
+    response
+}
+
+async fn ingest_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| body_error(&e, state.options.max_body_bytes))?;
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    let (events, is_array) = parse_body(&body, key)?;
+    let outcome = store_events(state, events, is_array, "api").await?;
+    Ok(respond(outcome, is_array))
+}
+
+/// Plans and stores events; shared by `/v1/events` and `/v1/hooks/{source}`.
+pub async fn store_events(
+    state: &AppState,
+    events: Vec<EventIn>,
+    is_array: bool,
+    source: &str,
+) -> Result<Vec<Ingested>, ApiError> {
+    let now = chrono::Utc::now();
+    let mut planned = Vec::with_capacity(events.len());
+    for (i, ev) in events.into_iter().enumerate() {
+        planned.push(plan(&state.config, ev, is_array.then_some(i), now, source)?);
+    }
+    match state.committer.submit(planned).await? {
+        Ok(done) => {
+            for ingested in &done {
+                let outcome = if ingested.replayed { "replayed" } else { "stored" };
+                metrics::counter!(m::INGEST_EVENTS, "outcome" => outcome).increment(1);
+                if !ingested.replayed {
+                    for t in &ingested.tasks {
+                        metrics::counter!(m::INGEST_TASKS, "workload" => t.workload.clone(), "lane" => t.lane.clone())
+                            .increment(1);
+                    }
+                }
+            }
+            Ok(done)
+        }
+        Err(KeyConflict { idempotency_key, existing_event_id }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_conflict",
+            format!(
+                "idempotency key {idempotency_key:?} was already used for a different request (event {existing_event_id}); \
+                 nothing was stored. Use a new key for a new event."
+            ),
+        )),
+    }
+}
+
+pub fn body_error(e: &BytesRejection, limit: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is over the limit of {limit} bytes"),
+        )
+    } else {
+        ApiError::bad_request("unreadable_body", format!("the body could not be read: {e}"))
+    }
+}
+
+/// `202` with what was stored; a replay answers as the original did, flagged by a header.
+pub fn respond(done: Vec<Ingested>, is_array: bool) -> Response {
+    let view = |i: &Ingested| {
+        json!({
+            "event_id": i.event.id,
+            "replayed": i.replayed,
+            "tasks": i.tasks.iter().map(TaskOut::from_record).collect::<Vec<_>>(),
+        })
+    };
+    let all_replayed = done.iter().all(|i| i.replayed);
+    let body = if is_array {
+        json!({ "events": done.iter().map(view).collect::<Vec<_>>() })
+    } else {
+        done.first().map(view).unwrap_or_else(|| json!({}))
+    };
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if all_replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}

@@ -1,0 +1,380 @@
+//! From what a client posted to what the store keeps: parse the body, then fan each event out
+//! into one task per matching workload, each with its decision (lane, reason, deadline).
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sluice_core::config::Workload;
+use sluice_core::policy::decide;
+use sluice_core::template::{EventInfo, RenderContext};
+use sluice_core::units::parse_duration;
+use sluice_core::{Config, Lane, config::nearest};
+use sluice_store::{NewEvent, NewTask, TaskRecord, TaskState};
+
+use crate::error::ApiError;
+
+/// More events than this in one request is refused: split the array.
+pub const MAX_EVENTS_PER_REQUEST: usize = 1_000;
+const MAX_KEY_LEN: usize = 255;
+
+/// One event as posted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventIn {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub payload: serde_json::Value,
+    pub idempotency_key: Option<String>,
+    /// Overrides every matching workload's deadline for this event, e.g. `"30s"` for a VIP.
+    pub needed_within: Option<String>,
+}
+
+/// Parses a body holding one event or an array of events. `header_key` (the `Idempotency-Key`
+/// header) applies to a single event that has no key of its own.
+pub fn parse_body(body: &[u8], header_key: Option<&str>) -> Result<(Vec<EventIn>, bool), ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not valid JSON: {e} (line {}, column {})", e.line(), e.column()),
+        )
+    })?;
+    let (items, is_array) = match value {
+        serde_json::Value::Array(items) => (items, true),
+        v @ serde_json::Value::Object(_) => (vec![v], false),
+        other => {
+            return Err(ApiError::unprocessable(
+                "invalid_event",
+                format!("expected an event object or an array of events, got {}", kind(&other)),
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::unprocessable("invalid_event", "the array holds no events"));
+    }
+    if items.len() > MAX_EVENTS_PER_REQUEST {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            format!(
+                "{} events in one request; send at most {MAX_EVENTS_PER_REQUEST} per request",
+                items.len()
+            ),
+        ));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let at = if is_array { format!("events[{i}]: ") } else { String::new() };
+        let mut ev: EventIn = serde_json::from_value(item)
+            .map_err(|e| ApiError::unprocessable("invalid_event", format!("{at}{e}")))?;
+        if !is_array && ev.idempotency_key.is_none() {
+            ev.idempotency_key = header_key.map(str::to_owned);
+        }
+        if let Some(key) = &ev.idempotency_key {
+            if key.is_empty() || key.len() > MAX_KEY_LEN {
+                return Err(ApiError::unprocessable(
+                    "invalid_event",
+                    format!("{at}idempotency_key must be 1 to {MAX_KEY_LEN} characters"),
+                ));
+            }
+        }
+        events.push(ev);
+    }
+    Ok((events, is_array))
+}
+
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// A prefixed, time-sortable id: `evt_0193…`, `tsk_0193…`.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Fans `ev` out into its tasks. `index` names the event in error messages of an array request.
+pub fn plan(
+    config: &Config,
+    ev: EventIn,
+    index: Option<usize>,
+    now: DateTime<Utc>,
+    source: &str,
+) -> Result<NewEvent, ApiError> {
+    let at = index.map(|i| format!("events[{i}]: ")).unwrap_or_default();
+    let workloads: Vec<&Workload> =
+        config.workloads.iter().filter(|w| w.event_type == ev.event_type).collect();
+    if workloads.is_empty() {
+        let known = config.event_types();
+        let mut message = format!("{at}no workload runs on events of type {:?}", ev.event_type);
+        if let Some(s) = nearest(&ev.event_type, known.iter().copied()) {
+            message.push_str(&format!(" (did you mean {s:?}?)"));
+        }
+        return Err(ApiError::unprocessable("unknown_event_type", message)
+            .with_detail(serde_json::json!({ "known_event_types": known })));
+    }
+    let override_slack = match &ev.needed_within {
+        None => None,
+        Some(text) => match parse_duration(text) {
+            Ok(d) if !d.is_zero() => Some(d),
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "invalid_event",
+                    format!(
+                        "{at}needed_within {text:?} is not a duration such as \"30s\", \"15m\" or \"2h\""
+                    ),
+                ));
+            }
+        },
+    };
+
+    let event_id = new_id("evt");
+    let received_at = now.timestamp_millis();
+    let received_text = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let local_time = now.with_timezone(&config.timezone).time();
+
+    // Every task's id first, so that `after` can point at its upstream task.
+    let ids: Vec<String> = workloads.iter().map(|_| new_id("tsk")).collect();
+    let mut tasks = Vec::with_capacity(workloads.len());
+    for (w, id) in workloads.iter().zip(&ids) {
+        check_templates(config, w, &ev, &event_id, &received_text).map_err(|msg| {
+            ApiError::unprocessable("payload_does_not_render", format!("{at}{msg}"))
+        })?;
+        let slack = override_slack
+            .or_else(|| w.deadline.map(|d| d.slack_at(local_time)))
+            .unwrap_or(Duration::from_secs(86_400));
+        let decision = decide(&config.policy_input(w, slack));
+        let after_task_id = w.after.and_then(|upstream| {
+            let name = &config.workloads[upstream].name;
+            workloads.iter().position(|o| &o.name == name).map(|i| ids[i].clone())
+        });
+        let millis = i64::try_from(slack.as_millis()).unwrap_or(i64::MAX);
+        tasks.push(NewTask {
+            id: id.clone(),
+            workload: w.name.clone(),
+            lane: decision.lane.as_str().to_owned(),
+            state: if after_task_id.is_some() { TaskState::Pending } else { TaskState::Queued },
+            rule: serde_json::to_value(decision.rule)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            reason: decision.reason.clone(),
+            decision: serde_json::to_string(&decision).unwrap_or_else(|_| "{}".to_owned()),
+            deadline: received_at.saturating_add(millis),
+            priority: i64::from(w.critical),
+            after_task_id,
+        });
+    }
+
+    let request_hash = {
+        let canonical = serde_json::json!({
+            "type": ev.event_type, "payload": ev.payload, "needed_within": ev.needed_within,
+        });
+        hex(&Sha256::digest(canonical.to_string().as_bytes()))
+    };
+    Ok(NewEvent {
+        id: event_id,
+        event_type: ev.event_type,
+        payload: ev.payload.to_string(),
+        idempotency_key: ev.idempotency_key,
+        request_hash,
+        needed_within_ms: override_slack.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        source: source.to_owned(),
+        received_at,
+        tasks,
+    })
+}
+
+/// The payload must give each workload's templates what they use: rendered now when the workload
+/// runs on the event alone, path by path when it waits for an upstream result.
+fn check_templates(
+    config: &Config,
+    w: &Workload,
+    ev: &EventIn,
+    id: &str,
+    received: &str,
+) -> Result<(), String> {
+    let names = std::iter::once(w.prompt_template()).chain(w.system_template());
+    for name in names {
+        if w.after.is_some() {
+            if let Some(path) = config.prompts.missing_payload_path(&name, &ev.payload) {
+                return Err(format!(
+                    "the payload has no `{path}`, which workload {:?} uses",
+                    w.name
+                ));
+            }
+        } else {
+            let ctx = RenderContext {
+                payload: &ev.payload,
+                event: EventInfo { id, event_type: &ev.event_type, received_at: received },
+                after: None,
+            };
+            config.prompts.render(&name, &ctx).map_err(|e| {
+                let path = config.prompts.missing_payload_path(&name, &ev.payload);
+                match path {
+                    Some(path) => {
+                        format!("the payload has no `{path}`, which workload {:?} uses", w.name)
+                    }
+                    None => format!(
+                        "workload {:?} cannot render its template for this payload: {e}",
+                        w.name
+                    ),
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A task as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct TaskOut {
+    pub id: String,
+    pub workload: String,
+    pub lane: String,
+    pub state: TaskState,
+    pub reason: String,
+    pub deadline: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_url: Option<String>,
+}
+
+impl TaskOut {
+    pub fn from_record(t: &TaskRecord) -> TaskOut {
+        let streams = t.lane == Lane::Stream.as_str() || t.lane == Lane::Flex.as_str();
+        TaskOut {
+            id: t.id.clone(),
+            workload: t.workload.clone(),
+            lane: t.lane.clone(),
+            state: t.state,
+            reason: t.reason.clone(),
+            deadline: rfc3339(t.deadline),
+            stream_url: streams.then(|| format!("/v1/tasks/{}/stream", t.id)),
+        }
+    }
+}
+
+pub fn rfc3339(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+min_daily_savings = 0.5
+[providers.anthropic]
+kind = "anthropic"
+
+[[workloads]]
+name = "triage"
+on = "ticket.created"
+provider = "anthropic"
+model = "claude-haiku-5-5"
+prompt = "{{ payload.subject }}"
+max_tokens = 100
+needed_within = "2m"
+volume_per_day = 100
+
+[[workloads]]
+name = "digest"
+on = "ticket.created"
+after = "triage"
+provider = "anthropic"
+model = "claude-sonnet-5-5"
+prompt = "{{ after.output }} {{ payload.body }}"
+max_tokens = 300
+needed_within = "24h"
+delay_cost = "minimal"
+volume_per_day = 5000
+"#;
+
+    fn config() -> Config {
+        Config::parse(CONFIG, "test.toml").unwrap()
+    }
+
+    fn ev(payload: serde_json::Value) -> EventIn {
+        EventIn {
+            event_type: "ticket.created".into(),
+            payload,
+            idempotency_key: None,
+            needed_within: None,
+        }
+    }
+
+    #[test]
+    fn an_event_fans_out_into_a_task_per_workload_with_its_lane() {
+        let now = Utc::now();
+        let e =
+            plan(&config(), ev(serde_json::json!({"subject": "s", "body": "b"})), None, now, "api")
+                .unwrap();
+        assert_eq!(e.tasks.len(), 2);
+        let (triage, digest) = (&e.tasks[0], &e.tasks[1]);
+        assert_eq!((triage.lane.as_str(), triage.state), ("stream", TaskState::Queued));
+        assert_eq!((digest.lane.as_str(), digest.state), ("batch", TaskState::Pending));
+        assert_eq!(digest.after_task_id.as_ref(), Some(&triage.id));
+        assert_eq!(triage.deadline - now.timestamp_millis(), 120_000);
+        assert!(e.id.starts_with("evt_") && triage.id.starts_with("tsk_"));
+    }
+
+    #[test]
+    fn a_needed_within_override_tightens_every_task() {
+        let mut e = ev(serde_json::json!({"subject": "s", "body": "b"}));
+        e.needed_within = Some("30s".into());
+        let planned = plan(&config(), e, None, Utc::now(), "api").unwrap();
+        assert!(planned.tasks.iter().all(|t| t.lane == "stream"), "{:?}", planned.tasks);
+    }
+
+    #[test]
+    fn a_payload_missing_a_field_is_refused_naming_it() {
+        let e =
+            plan(&config(), ev(serde_json::json!({"subject": "s"})), Some(3), Utc::now(), "api")
+                .unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            e.message.contains("events[3]") && e.message.contains("payload.body"),
+            "{}",
+            e.message
+        );
+        let e = plan(&config(), ev(serde_json::json!({"body": "b"})), None, Utc::now(), "api")
+            .unwrap_err();
+        assert!(e.message.contains("payload.subject"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_unknown_type_lists_the_known_ones() {
+        let mut e = ev(serde_json::json!({}));
+        e.event_type = "ticket.create".into();
+        let err = plan(&config(), e, None, Utc::now(), "api").unwrap_err();
+        assert!(err.message.contains("did you mean \"ticket.created\""), "{}", err.message);
+        assert_eq!(err.detail.unwrap()["known_event_types"][0], "ticket.created");
+    }
+
+    #[test]
+    fn bodies_are_parsed_strictly() {
+        assert_eq!(parse_body(b"{", None).unwrap_err().code, "invalid_json");
+        assert_eq!(parse_body(b"[]", None).unwrap_err().code, "invalid_event");
+        assert_eq!(parse_body(b"42", None).unwrap_err().code, "invalid_event");
+        let e = parse_body(br#"[{"type":"a","payload":{}},{"typ":"a","payload":{}}]"#, None)
+            .unwrap_err();
+        assert!(e.message.starts_with("events[1]: unknown field `typ`"), "{}", e.message);
+        let (evs, array) = parse_body(br#"{"type":"a","payload":{}}"#, Some("k1")).unwrap();
+        assert!(!array);
+        assert_eq!(evs[0].idempotency_key.as_deref(), Some("k1"));
+    }
+}

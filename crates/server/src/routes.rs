@@ -1,0 +1,219 @@
+//! The router, its state, auth, and the read endpoints.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use sluice_core::Config;
+use sluice_store::{Store, TaskDetail, TaskQuery, TaskRecord, TaskState};
+
+use crate::auth::Tokens;
+use crate::error::ApiError;
+use crate::ingest::{self, Committer};
+use crate::plan::{TaskOut, rfc3339};
+use crate::{hooks, metrics};
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Bodies over this are refused with `413`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions { max_body_bytes: 1024 * 1024 }
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub committer: Committer,
+    pub tokens: Tokens,
+    /// HMAC keys of the webhook sources whose secret is set, by source name.
+    pub hook_keys: HashMap<String, Vec<u8>>,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub options: ServerOptions,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/v1/events", post(ingest::post_events))
+        .route("/v1/events/{id}", get(get_event))
+        .route("/v1/tasks", get(list_tasks))
+        .route("/v1/tasks/{id}", get(get_task))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(api)
+        // Senders of webhooks cannot send our bearer token; their signature authenticates them.
+        .route("/v1/hooks/{source}", post(hooks::post_hook))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(render_metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(state.options.max_body_bytes))
+        .with_state(state)
+}
+
+async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if state.tokens.allows(header) {
+        return next.run(request).await;
+    }
+    let message = if header.is_none() {
+        "this route needs an API token: send Authorization: Bearer <token>"
+    } else {
+        "the API token is not valid"
+    };
+    ApiError::unauthorized(message).into_response()
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.counts().await {
+        Ok(_) => Json(json!({ "status": "ok", "store": state.store.backend() })).into_response(),
+        Err(e) => ApiError::unavailable(&e).into_response(),
+    }
+}
+
+async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn task_json(t: &TaskRecord) -> serde_json::Value {
+    let mut v = serde_json::to_value(TaskOut::from_record(t)).unwrap_or_else(|_| json!({}));
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("event_id".into(), json!(t.event_id));
+        obj.insert("rule".into(), json!(t.rule));
+        obj.insert("after_task_id".into(), json!(t.after_task_id));
+        obj.insert("attempts".into(), json!(t.attempts));
+        obj.insert("batch_id".into(), json!(t.batch_id));
+        obj.insert("last_error".into(), json!(t.last_error));
+        obj.insert("created_at".into(), json!(rfc3339(t.created_at)));
+        obj.insert("updated_at".into(), json!(rfc3339(t.updated_at)));
+    }
+    v
+}
+
+async fn get_event(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (event, tasks) = state
+        .store
+        .event(&id)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?
+        .ok_or_else(|| ApiError::not_found("event", &id))?;
+    Ok(Json(json!({
+        "id": event.id,
+        "type": event.event_type,
+        "payload": event.payload,
+        "idempotency_key": event.idempotency_key,
+        "source": event.source,
+        "received_at": rfc3339(event.received_at),
+        "tasks": tasks.iter().map(task_json).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+async fn get_task(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let TaskDetail { task, result, attempt_log, cost_nanousd } = state
+        .store
+        .task(&id)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?
+        .ok_or_else(|| ApiError::not_found("task", &id))?;
+    let mut v = task_json(&task);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("decision".into(), task.decision.clone());
+        obj.insert("result".into(), json!(result));
+        obj.insert("attempt_log".into(), json!(attempt_log));
+        obj.insert("cost_usd".into(), json!(cost_nanousd as f64 / 1e9));
+    }
+    Ok(Json(v).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    state: Option<String>,
+    workload: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+const MAX_PAGE: i64 = 500;
+
+async fn list_tasks(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let task_state = match p.state.as_deref() {
+        None => None,
+        Some(s) => Some(TaskState::parse(s).ok_or_else(|| {
+            let known: Vec<&str> = TaskState::ALL.iter().map(|t| t.as_str()).collect();
+            ApiError::unprocessable(
+                "invalid_query",
+                format!("state {s:?} is not one of {}", known.join(", ")),
+            )
+        })?),
+    };
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::unprocessable(
+            "invalid_query",
+            format!("limit must be 1 to {MAX_PAGE}, not {limit}"),
+        ));
+    }
+    let query = TaskQuery { state: task_state, workload: p.workload, after_id: p.cursor, limit };
+    let tasks = state.store.tasks(&query).await.map_err(|e| ApiError::unavailable(&e))?;
+    let next_cursor =
+        (tasks.len() as i64 == limit).then(|| tasks.last().map(|t| t.id.clone())).flatten();
+    Ok(Json(json!({
+        "tasks": tasks.iter().map(task_json).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    }))
+    .into_response())
+}
+
+/// The webhook keys of the config's sources, read from their environment variables. Sources whose
+/// variable is unset are named in the returned list (their deliveries get `503`).
+pub fn hook_keys(
+    config: &Config,
+    env: impl Fn(&str) -> Option<String>,
+) -> (HashMap<String, Vec<u8>>, Vec<String>) {
+    let mut keys = HashMap::new();
+    let mut missing = Vec::new();
+    for hook in &config.hooks {
+        match env(&hook.secret_env).and_then(|s| hooks::decode_secret(&s)) {
+            Some(key) => {
+                keys.insert(hook.name.clone(), key);
+            }
+            None => missing.push(format!("{} ({})", hook.name, hook.secret_env)),
+        }
+    }
+    (keys, missing)
+}
+
+/// Installs the metrics recorder (once per process).
+pub fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    metrics::install()
+}

@@ -1,0 +1,156 @@
+//! `sluice serve`: the HTTP API on a durable store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use sluice_core::Config;
+use sluice_server::auth::Tokens;
+use sluice_server::ingest::Committer;
+use sluice_server::{AppState, ServerOptions};
+use sluice_store::{SqliteDurability, Store};
+
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Without SLUICE_API_TOKENS only loopback addresses are allowed.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Where to keep events and results: sqlite://PATH or postgres://USER@HOST/DB.
+    /// Default: an SQLite file in the data folder.
+    #[arg(long, env = "SLUICE_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// Folder for the default SQLite store.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "sluice-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// SQLite durability: `full` survives power loss (default); `normal` only a crash of sluice,
+    /// and commits faster.
+    #[arg(long, value_enum, default_value_t = Sync::Full)]
+    pub sqlite_sync: Sync,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sync {
+    Full,
+    Normal,
+}
+
+pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    let tokens = Tokens::parse(&std::env::var("SLUICE_API_TOKENS").unwrap_or_default());
+    if tokens.is_empty() && !args.listen.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {} without API tokens: anyone who can reach it could post events and read results.\n\
+             Set SLUICE_API_TOKENS (comma-separated), or listen on a loopback address such as 127.0.0.1:8080.",
+            args.listen
+        );
+    }
+    let url = args
+        .store
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("sluice.db").display()));
+    let durability = match args.sqlite_sync {
+        Sync::Full => SqliteDurability::Full,
+        Sync::Normal => SqliteDurability::Normal,
+    };
+    let store = Store::open(&url, durability)
+        .await
+        .with_context(|| format!("cannot open the store {}", redact(&url)))?;
+    let (hook_keys, missing) = sluice_server::hook_keys(&config, |name| std::env::var(name).ok());
+    for m in &missing {
+        tracing::warn!(hook = %m, "webhook secret not set: deliveries to this source are refused with 503");
+    }
+    let workers = if store.backend() == "postgres" { 4 } else { 1 };
+    let (committer, committers) = Committer::start(store.clone(), workers);
+    let state = AppState {
+        config: Arc::new(config),
+        store,
+        committer,
+        tokens: tokens.clone(),
+        hook_keys,
+        metrics: sluice_server::metrics_handle(),
+        options: ServerOptions { max_body_bytes: args.max_body_bytes },
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let running = sluice_server::start(listener, state, committers, shutdown_signal())?;
+    output::print(&format!(
+        "sluice serving on http://{} (store: {})\n",
+        running.addr,
+        redact(&url)
+    ))?;
+    if tokens.is_empty() {
+        tracing::warn!(
+            "no SLUICE_API_TOKENS set: the API is open to anyone on this machine, and listens on loopback only"
+        );
+    } else {
+        tracing::info!(tokens = tokens.len(), "API tokens required on /v1 routes");
+    }
+    running.stopped().await?;
+    tracing::info!("stopped: every accepted event is committed");
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: no new requests; finishing the ones in flight");
+}
+
+/// A store URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(super::redact("postgres://app:s3cret@db/x"), "postgres://app:***@db/x");
+        assert_eq!(super::redact("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(super::redact("sqlite://data/s.db"), "sqlite://data/s.db");
+    }
+}
