@@ -1,0 +1,358 @@
+//! Answers the simulator does not give, from a small axum fake on 127.0.0.1: quota 429s, streams
+//! chopped into tiny chunks with `\r\n` endings, streams that go silent or end early, HTTP-date
+//! `retry-after`, and a 429 slowing down every caller of the key.
+//!
+//! The scenario is the first path segment of the base URL (`http://127.0.0.1:PORT/<scenario>`).
+
+// Tests may unwrap and panic (helpers outside #[test] fns included).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::post;
+use futures::StreamExt;
+use sluice_core::config::{Provider, ProviderKind, RateLimits};
+use sluice_providers::{
+    ApiKey, ChatRequest, Client, ClientOptions, ErrorClass, ErrorKind, Message, PermanentCause,
+    RetryCause, RetryPolicy, StreamEvent, TimeoutPhase, Timeouts,
+};
+
+const TEST_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Fake {
+    hits: AtomicU32,
+}
+
+const ANTHROPIC_STREAM: &str = concat!(
+    ": hello\r\n",
+    "event: message_start\r\n",
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-x\",\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\r\n",
+    "\r\n",
+    "event: content_block_start\r\n",
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\r\n",
+    "\r\n",
+    "event: content_block_delta\r\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Grüße, \"}}\r\n",
+    "\r\n",
+    "event: ping\r\n",
+    "data: {\"type\":\"ping\"}\r\n",
+    "\r\n",
+    "event: content_block_delta\r\n",
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"日本 ✓\"}}\r\n",
+    "\r\n",
+    "event: message_delta\r\n",
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\r\n",
+    "\r\n",
+    "event: message_stop\r\n",
+    "data: {\"type\":\"message_stop\"}\r\n",
+    "\r\n",
+);
+
+const OPENAI_STREAM_NO_DONE: &str = concat!(
+    "data: {\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n",
+    "data: {\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+);
+
+fn json(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
+    let mut r = Response::builder().status(status).header("content-type", "application/json");
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.body(Body::from(body.to_owned())).unwrap()
+}
+
+/// An SSE body sent in `chunk`-byte pieces, `gap` apart.
+fn sse(text: &'static str, chunk: usize, gap: Duration) -> Response {
+    let pieces: Vec<Vec<u8>> = text.as_bytes().chunks(chunk).map(<[u8]>::to_vec).collect();
+    let stream = futures::stream::iter(pieces).then(move |p| async move {
+        tokio::time::sleep(gap).await;
+        Ok::<_, std::io::Error>(p)
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .header("request-id", "req_fake")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+async fn handle(
+    State(fake): State<Arc<Fake>>,
+    Path(scenario): Path<String>,
+    _headers: HeaderMap,
+) -> Response {
+    let hit = fake.hits.fetch_add(1, Ordering::SeqCst);
+    match scenario.as_str() {
+        "openai-quota" => json(
+            429,
+            &[("retry-after", "1")],
+            r#"{"error":{"message":"You exceeded your current quota.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
+        ),
+        "anthropic-spend" => json(
+            429,
+            &[("retry-after", "1")],
+            r#"{"type":"error","error":{"type":"rate_limit_error","message":"spend limit","details":{"error_code":"enforced_spend_limit_reached"}},"request_id":"req_s"}"#,
+        ),
+        "anthropic-chopped" => sse(ANTHROPIC_STREAM, 3, Duration::ZERO),
+        "anthropic-silent" => {
+            // Half the stream, then a pause longer than the idle timeout.
+            let half = &ANTHROPIC_STREAM[..ANTHROPIC_STREAM.len() / 2];
+            let pieces = vec![half.as_bytes().to_vec(), b"event: ping\n".to_vec()];
+            let stream =
+                futures::stream::iter(pieces.into_iter().enumerate()).then(|(i, p)| async move {
+                    if i == 1 {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    Ok::<_, std::io::Error>(p)
+                });
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(stream))
+                .unwrap()
+        }
+        "anthropic-early-end" => {
+            let cut = ANTHROPIC_STREAM.find("event: message_stop").unwrap();
+            sse(&ANTHROPIC_STREAM[..cut], 64, Duration::ZERO)
+        }
+        "openai-no-done" => sse(OPENAI_STREAM_NO_DONE, 16, Duration::ZERO),
+        "http-date" => json(
+            503,
+            &[("retry-after", "Wed, 21 Oct 2099 07:28:00 GMT")],
+            r#"{"error":{"message":"down","type":"server_error","param":null,"code":null}}"#,
+        ),
+        "retry-after-ms" => json(
+            503,
+            &[("retry-after-ms", "250"), ("retry-after", "9")],
+            r#"{"error":{"message":"down","type":"server_error","param":null,"code":null}}"#,
+        ),
+        "html-502" => Response::builder()
+            .status(502)
+            .header("content-type", "text/html")
+            .body(Body::from("<html><body>Bad gateway</body></html>"))
+            .unwrap(),
+        // The first call gets a 429 with retry-after 1 s; every later one succeeds.
+        "shared-429" if hit == 0 => json(
+            429,
+            &[("retry-after", "1")],
+            r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
+        ),
+        "shared-429" => json(
+            200,
+            &[],
+            r#"{"id":"c","object":"chat.completion","created":1,"model":"gpt-x","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
+        ),
+        _ => json(
+            404,
+            &[],
+            r#"{"error":{"message":"no such scenario","type":"invalid_request_error"}}"#,
+        ),
+    }
+}
+
+async fn start() -> (String, Arc<Fake>) {
+    let fake = Arc::new(Fake::default());
+    let app = Router::new()
+        .route("/{scenario}/v1/messages", post(handle))
+        .route("/{scenario}/v1/chat/completions", post(handle))
+        .with_state(Arc::clone(&fake));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), fake)
+}
+
+fn client(kind: ProviderKind, base: &str, scenario: &str) -> Client {
+    let base_url = match kind {
+        ProviderKind::Anthropic => format!("{base}/{scenario}"),
+        _ => format!("{base}/{scenario}/v1"),
+    };
+    let t = Timeouts {
+        connect: Duration::from_secs(2),
+        first_byte: Duration::from_secs(2),
+        idle: Duration::from_millis(300),
+        total: Duration::from_secs(5),
+    };
+    Client::with_options(
+        &Provider {
+            name: scenario.to_owned(),
+            kind,
+            base_url: base_url.parse().unwrap(),
+            api_key_env: None,
+            limits: RateLimits::default(),
+            batch_api: false,
+            batch_turnaround_p50: Duration::from_secs(60),
+            batch_turnaround_p95: Duration::from_secs(600),
+        },
+        Some(ApiKey::new("fake-key")),
+        ClientOptions { standard: t, flex: t },
+    )
+    .unwrap()
+}
+
+fn req() -> ChatRequest {
+    ChatRequest {
+        model: "m".into(),
+        messages: vec![Message::user("hello")],
+        max_tokens: 50,
+        ..Default::default()
+    }
+}
+
+fn quick() -> RetryPolicy {
+    RetryPolicy { base_delay: Duration::from_millis(5), ..Default::default() }
+}
+
+#[tokio::test]
+async fn quota_429s_are_permanent_and_not_retried() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (base, fake) = start().await;
+        for (kind, scenario) in
+            [(ProviderKind::Openai, "openai-quota"), (ProviderKind::Anthropic, "anthropic-spend")]
+        {
+            let before = fake.hits.load(Ordering::SeqCst);
+            let c = client(kind, &base, scenario);
+            let e = c.call(&req(), &quick()).await.unwrap_err();
+            assert_eq!(e.class(), ErrorClass::Permanent { cause: PermanentCause::QuotaExhausted });
+            assert_eq!(fake.hits.load(Ordering::SeqCst) - before, 1, "{scenario}: one attempt");
+            // Not a rate limit: the key is not paused.
+            assert_eq!(c.limiter().headroom("m").paused_for, Duration::ZERO);
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_in_three_byte_pieces_with_crlf() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (base, _) = start().await;
+        let c = client(ProviderKind::Anthropic, &base, "anthropic-chopped");
+        let mut s = c.stream(&req());
+        let mut deltas = Vec::new();
+        let mut done = None;
+        for _ in 0..1000 {
+            match s.next().await {
+                Some(Ok(StreamEvent::Delta(t))) => deltas.push(t),
+                Some(Ok(StreamEvent::Done(r))) => done = Some(r),
+                Some(Err(e)) => panic!("{e}"),
+                None => break,
+            }
+        }
+        let done = done.expect("Done");
+        assert_eq!(deltas, vec!["Grüße, ".to_owned(), "日本 ✓".to_owned()]);
+        assert_eq!(done.text, "Grüße, 日本 ✓");
+        assert_eq!(done.usage.input_tokens, 7);
+        assert_eq!(done.usage.output_tokens, 9);
+        assert_eq!(done.provider_request_id.as_deref(), Some("req_fake"));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn silence_between_chunks_times_out() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (base, _) = start().await;
+        let c = client(ProviderKind::Anthropic, &base, "anthropic-silent");
+        let mut s = c.stream(&req());
+        let mut last = None;
+        for _ in 0..100 {
+            match s.next().await {
+                Some(item) => last = Some(item),
+                None => break,
+            }
+        }
+        let e = last.unwrap().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout(TimeoutPhase::Idle));
+        assert_eq!(e.class(), ErrorClass::Retryable { cause: RetryCause::Timeout });
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_without_its_final_event_is_a_cut() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (base, _) = start().await;
+        for (kind, scenario) in [
+            (ProviderKind::Anthropic, "anthropic-early-end"),
+            (ProviderKind::Openai, "openai-no-done"),
+        ] {
+            let c = client(kind, &base, scenario);
+            let items: Vec<_> = c.stream(&req()).take(100).collect().await;
+            assert!(matches!(items.first(), Some(Ok(StreamEvent::Delta(_)))), "{scenario}");
+            let e = items.last().unwrap().as_ref().unwrap_err();
+            assert_eq!(
+                e.class(),
+                ErrorClass::Retryable { cause: RetryCause::StreamCut },
+                "{scenario}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn retry_after_forms_and_non_json_errors() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (base, _) = start().await;
+        let once = RetryPolicy { max_attempts: 1, ..Default::default() };
+        let c = client(ProviderKind::Openai, &base, "http-date");
+        let e = c.call(&req(), &once).await.unwrap_err();
+        assert!(e.retry_after.unwrap() > Duration::from_secs(86_400 * 365));
+        // Far too long to wait in-request: the default policy gives up at once.
+        assert_eq!(RetryPolicy::default().next_delay(0, &e), None);
+
+        let c = client(ProviderKind::Openai, &base, "retry-after-ms");
+        let e = c.call(&req(), &once).await.unwrap_err();
+        assert_eq!(e.retry_after, Some(Duration::from_millis(250)));
+
+        let c = client(ProviderKind::Anthropic, &base, "html-502");
+        let e = c.call(&req(), &once).await.unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Retryable { cause: RetryCause::ServerError });
+        assert!(e.message.contains("Bad gateway"), "{}", e.message);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_429_slows_every_caller_of_the_key() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (base, fake) = start().await;
+        let c = client(ProviderKind::Openai, &base, "shared-429");
+        // Caller A gets the 429 (retry-after 1 s) and retries after it.
+        let a = {
+            let c = c.clone();
+            tokio::spawn(async move { c.call(&req(), &quick()).await })
+        };
+        let mut paused = Duration::ZERO;
+        for _ in 0..400 {
+            paused = c.limiter().headroom("m").paused_for;
+            if !paused.is_zero() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(paused > Duration::from_millis(500), "A's 429 paused the key: {paused:?}");
+        // Caller B never saw the 429, yet waits out the pause before it is sent.
+        let start = std::time::Instant::now();
+        let b = c.call(&req(), &quick()).await.unwrap();
+        assert_eq!(b.text, "ok");
+        assert!(start.elapsed() + Duration::from_millis(50) >= paused, "{:?}", start.elapsed());
+        assert_eq!(a.await.unwrap().unwrap().text, "ok");
+        assert_eq!(fake.hits.load(Ordering::SeqCst), 3);
+    })
+    .await
+    .unwrap();
+}
