@@ -72,13 +72,13 @@ pub fn parse_body(body: &[u8], header_key: Option<&str>) -> Result<(Vec<EventIn>
         if !is_array && ev.idempotency_key.is_none() {
             ev.idempotency_key = header_key.map(str::to_owned);
         }
-        if let Some(key) = &ev.idempotency_key {
-            if key.is_empty() || key.len() > MAX_KEY_LEN {
-                return Err(ApiError::unprocessable(
-                    "invalid_event",
-                    format!("{at}idempotency_key must be 1 to {MAX_KEY_LEN} characters"),
-                ));
-            }
+        if let Some(key) = &ev.idempotency_key
+            && (key.is_empty() || key.len() > MAX_KEY_LEN)
+        {
+            return Err(ApiError::unprocessable(
+                "invalid_event",
+                format!("{at}idempotency_key must be 1 to {MAX_KEY_LEN} characters"),
+            ));
         }
         events.push(ev);
     }

@@ -40,8 +40,15 @@ pub fn start(
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
+                // Dropping the handle without calling shutdown leaves the server running, as
+                // dropping a JoinHandle leaves its task running.
+                let asked = async {
+                    if stopped.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
                 tokio::select! {
-                    _ = stopped => {}
+                    () = asked => {}
                     () = signal => {}
                 }
             })

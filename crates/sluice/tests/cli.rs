@@ -1,5 +1,7 @@
 //! The CLI as a user runs it: the real binary, real files, exit codes and messages.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)] // test code: a failure should stop loudly
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -47,12 +49,19 @@ fn explain_gives_every_example_workload_its_lane() {
             .unwrap()
             .to_owned()
     };
-    for name in ["ticket-triage", "lead-routing", "ad-spend-monitor", "fraud-check", "form-follow-up"] {
+    for name in
+        ["ticket-triage", "lead-routing", "ad-spend-monitor", "fraud-check", "form-follow-up"]
+    {
         assert_eq!(lane(name), "stream", "{name}");
     }
-    for name in
-        ["support-digest", "lead-scoring", "reconciliation", "daily-report", "content-analysis", "data-cleanup"]
-    {
+    for name in [
+        "support-digest",
+        "lead-scoring",
+        "reconciliation",
+        "daily-report",
+        "content-analysis",
+        "data-cleanup",
+    ] {
         assert_eq!(lane(name), "batch", "{name}");
     }
     assert_eq!(lane("social-reply"), "flex");
@@ -68,7 +77,16 @@ fn explain_table_shows_lanes_reasons_and_the_total() {
     let out = sluice(&["explain", "--config", "examples/sluice.toml"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let table = text(&out.stdout);
-    for needle in ["ticket-triage", "stream", "flex", "batch", "too soon for", "saves $", "total (12 workloads)", "a month saved"] {
+    for needle in [
+        "ticket-triage",
+        "stream",
+        "flex",
+        "batch",
+        "too soon for",
+        "saves $",
+        "total (12 workloads)",
+        "a month saved",
+    ] {
         assert!(table.contains(needle), "missing {needle:?} in\n{table}");
     }
     assert!(!table.contains('\u{1b}'), "no colour codes when NO_COLOR is set");
@@ -119,7 +137,11 @@ fn check_refuses_an_after_cycle() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("`after` goes round in a circle"), "{err}");
-    assert!(err.contains("lead-routing → lead-scoring → lead-routing") || err.contains("lead-scoring → lead-routing → lead-scoring"), "{err}");
+    assert!(
+        err.contains("lead-routing → lead-scoring → lead-routing")
+            || err.contains("lead-scoring → lead-routing → lead-scoring"),
+        "{err}"
+    );
     assert!(err.contains("sluice.toml:"), "{err}");
 }
 
@@ -134,12 +156,16 @@ fn a_missing_config_says_how_to_name_one() {
 
 #[test]
 fn every_command_and_flag_has_help() {
-    for args in [&["--help"][..], &["explain", "--help"], &["check", "--help"], &["sim", "--help"]] {
+    for args in [&["--help"][..], &["explain", "--help"], &["check", "--help"], &["sim", "--help"]]
+    {
         let out = sluice(args);
         assert!(out.status.success());
         let help = text(&out.stdout);
         assert!(help.lines().count() > 3, "{help}");
     }
     let help = text(&sluice(&["explain", "--help"]).stdout);
-    assert!(help.contains("--config") && help.contains("--format") && help.contains("json"), "{help}");
+    assert!(
+        help.contains("--config") && help.contains("--format") && help.contains("json"),
+        "{help}"
+    );
 }

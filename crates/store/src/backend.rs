@@ -108,6 +108,16 @@ impl Store {
         dispatch!(self, ingest(requests))
     }
 
+    /// [`Store::ingest`]'s fallback when another instance stored one of the group's keys between
+    /// its look-up and its insert: each request in its own savepoint. Slower; public so that both
+    /// paths are held to the same tests.
+    pub async fn ingest_one_by_one(
+        &self,
+        requests: &[Vec<NewEvent>],
+    ) -> Result<Vec<RequestOutcome>, StoreError> {
+        dispatch!(self, ingest_one_by_one(requests))
+    }
+
     pub async fn event(
         &self,
         id: &str,
@@ -270,7 +280,255 @@ macro_rules! queries {
             Ok(())
         }
 
+        /// The usual path: a few statements for the whole group. Idempotency keys are looked up
+        /// first, conflicts settled in memory, and then every new event and task is written with
+        /// one multi-row INSERT each. Per-statement overhead, not the fsync, is what limits a
+        /// single writer, so this is what makes group commit pay.
         pub(super) async fn ingest(
+            pool: &Pool<$db>,
+            requests: &[Vec<NewEvent>],
+        ) -> Result<Vec<RequestOutcome>, StoreError> {
+            let mut tx = begin_write(pool).await?;
+            let keys: Vec<&str> = requests.iter().flatten().filter_map(|e| e.idempotency_key.as_deref()).collect();
+            let stored = events_by_key(&mut tx, &keys).await?;
+
+            // Settle every request: replay, conflict, or new events to insert.
+            enum Seen<'a> {
+                Stored(&'a EventRecord),
+                New(&'a NewEvent),
+            }
+            let mut in_group: std::collections::HashMap<&str, &NewEvent> = std::collections::HashMap::new();
+            let mut plans: Vec<Result<Vec<Seen<'_>>, KeyConflict>> = Vec::with_capacity(requests.len());
+            let mut to_insert: Vec<&NewEvent> = Vec::new();
+            for request in requests {
+                let mut plan = Vec::with_capacity(request.len());
+                let mut new_keys: std::collections::HashMap<&str, &NewEvent> = std::collections::HashMap::new();
+                let mut conflict = None;
+                for ev in request {
+                    let Some(key) = ev.idempotency_key.as_deref() else {
+                        plan.push(Seen::New(ev));
+                        continue;
+                    };
+                    let (hash, id, seen) = if let Some(record) = stored.get(key) {
+                        (record.request_hash.as_str(), record.id.as_str(), Seen::Stored(record))
+                    } else if let Some(first) = in_group.get(key).or_else(|| new_keys.get(key)) {
+                        (first.request_hash.as_str(), first.id.as_str(), Seen::New(first))
+                    } else {
+                        new_keys.insert(key, ev);
+                        plan.push(Seen::New(ev));
+                        continue;
+                    };
+                    if hash != ev.request_hash {
+                        conflict = Some(KeyConflict { idempotency_key: key.to_owned(), existing_event_id: id.to_owned() });
+                        break;
+                    }
+                    plan.push(seen);
+                }
+                if let Some(c) = conflict {
+                    plans.push(Err(c));
+                    continue;
+                }
+                in_group.extend(new_keys);
+                for seen in &plan {
+                    if let Seen::New(ev) = seen {
+                        if !to_insert.iter().any(|e| e.id == ev.id) {
+                            to_insert.push(ev);
+                        }
+                    }
+                }
+                plans.push(Ok(plan));
+            }
+
+            let inserted = insert_events(&mut tx, &to_insert).await?;
+            if inserted < to_insert.len() {
+                // Another instance stored one of these keys since the look-up: settle request by
+                // request instead, each in its own savepoint.
+                tx.rollback().await?;
+                return ingest_one_by_one(pool, requests).await;
+            }
+            insert_tasks(&mut tx, &to_insert).await?;
+            let replayed_ids: Vec<&str> = plans
+                .iter()
+                .flatten()
+                .flatten()
+                .filter_map(|s| if let Seen::Stored(e) = s { Some(e.id.as_str()) } else { None })
+                .collect();
+            let mut replayed_tasks = tasks_of_events(&mut tx, &replayed_ids).await?;
+            tx.commit().await?;
+
+            let mut outcomes = Vec::with_capacity(plans.len());
+            for plan in plans {
+                outcomes.push(match plan {
+                    Err(c) => Err(c),
+                    Ok(seen) => Ok(seen
+                        .into_iter()
+                        .map(|s| match s {
+                            Seen::Stored(e) => Ok(Ingested {
+                                event: e.clone(),
+                                tasks: replayed_tasks.remove(&e.id).unwrap_or_default(),
+                                replayed: true,
+                            }),
+                            Seen::New(ev) => new_ingested(ev, false),
+                        })
+                        .collect::<Result<Vec<_>, StoreError>>()?),
+                });
+            }
+            mark_group_replays(&mut outcomes);
+            Ok(outcomes)
+        }
+
+        /// Within one group the same new event can be named by two requests (the same key twice):
+        /// the first gets it as stored, every later one as a replay.
+        fn mark_group_replays(outcomes: &mut [RequestOutcome]) {
+            let mut first_seen = std::collections::HashSet::new();
+            for done in outcomes.iter_mut().flatten() {
+                for ingested in done.iter_mut() {
+                    if !ingested.replayed && !first_seen.insert(ingested.event.id.clone()) {
+                        ingested.replayed = true;
+                    }
+                }
+            }
+        }
+
+        fn new_ingested(ev: &NewEvent, replayed: bool) -> Result<Ingested, StoreError> {
+            let tasks = ev
+                .tasks
+                .iter()
+                .map(|t| {
+                    Ok(TaskRecord {
+                        id: t.id.clone(),
+                        event_id: ev.id.clone(),
+                        workload: t.workload.clone(),
+                        lane: t.lane.clone(),
+                        state: t.state,
+                        rule: t.rule.clone(),
+                        reason: t.reason.clone(),
+                        decision: json("tasks", &t.decision)?,
+                        deadline: t.deadline,
+                        priority: t.priority,
+                        after_task_id: t.after_task_id.clone(),
+                        attempts: 0,
+                        lease_owner: None,
+                        lease_expires_at: None,
+                        fence: 0,
+                        batch_id: None,
+                        last_error: None,
+                        created_at: ev.received_at,
+                        updated_at: ev.received_at,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let event = EventRecord {
+                id: ev.id.clone(),
+                event_type: ev.event_type.clone(),
+                payload: json("events", &ev.payload)?,
+                idempotency_key: ev.idempotency_key.clone(),
+                request_hash: ev.request_hash.clone(),
+                needed_within_ms: ev.needed_within_ms,
+                source: ev.source.clone(),
+                received_at: ev.received_at,
+            };
+            Ok(Ingested { event, tasks, replayed })
+        }
+
+        /// Rows per multi-row statement: well under both databases' bind-parameter limits.
+        const CHUNK: usize = 500;
+
+        async fn events_by_key(
+            conn: &mut Conn,
+            keys: &[&str],
+        ) -> Result<std::collections::HashMap<String, EventRecord>, StoreError> {
+            let mut found = std::collections::HashMap::new();
+            for chunk in keys.chunks(CHUNK) {
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM events WHERE idempotency_key IN (");
+                let mut list = q.separated(", ");
+                for k in chunk {
+                    list.push_bind(k.to_string());
+                }
+                list.push_unseparated(")");
+                for row in q.build().fetch_all(&mut *conn).await? {
+                    let e = event_from_row(&row)?;
+                    if let Some(k) = e.idempotency_key.clone() {
+                        found.insert(k, e);
+                    }
+                }
+            }
+            Ok(found)
+        }
+
+        /// Returns how many rows were inserted (fewer than given when a key was taken meanwhile).
+        async fn insert_events(conn: &mut Conn, events: &[&NewEvent]) -> Result<usize, StoreError> {
+            let mut inserted = 0;
+            for chunk in events.chunks(CHUNK / 8) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO events (id, event_type, payload, idempotency_key, request_hash, needed_within_ms, source, received_at) ",
+                );
+                q.push_values(chunk, |mut row, ev| {
+                    row.push_bind(ev.id.clone())
+                        .push_bind(ev.event_type.clone())
+                        .push_bind(ev.payload.clone())
+                        .push_bind(ev.idempotency_key.clone())
+                        .push_bind(ev.request_hash.clone())
+                        .push_bind(ev.needed_within_ms)
+                        .push_bind(ev.source.clone())
+                        .push_bind(ev.received_at);
+                });
+                q.push(" ON CONFLICT (idempotency_key) DO NOTHING");
+                inserted += q.build().execute(&mut *conn).await?.rows_affected() as usize;
+            }
+            Ok(inserted)
+        }
+
+        async fn insert_tasks(conn: &mut Conn, events: &[&NewEvent]) -> Result<(), StoreError> {
+            let tasks: Vec<(&NewEvent, &crate::NewTask)> = events.iter().flat_map(|e| e.tasks.iter().map(move |t| (*e, t))).collect();
+            for chunk in tasks.chunks(CHUNK / 12) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO tasks (id, event_id, workload, lane, state, rule, reason, decision, deadline, priority,
+                                        after_task_id, created_at, updated_at) ",
+                );
+                q.push_values(chunk, |mut row, (ev, t)| {
+                    row.push_bind(t.id.clone())
+                        .push_bind(ev.id.clone())
+                        .push_bind(t.workload.clone())
+                        .push_bind(t.lane.clone())
+                        .push_bind(t.state.as_str())
+                        .push_bind(t.rule.clone())
+                        .push_bind(t.reason.clone())
+                        .push_bind(t.decision.clone())
+                        .push_bind(t.deadline)
+                        .push_bind(t.priority)
+                        .push_bind(t.after_task_id.clone())
+                        .push_bind(ev.received_at)
+                        .push_bind(ev.received_at);
+                });
+                q.build().execute(&mut *conn).await?;
+            }
+            Ok(())
+        }
+
+        async fn tasks_of_events(
+            conn: &mut Conn,
+            event_ids: &[&str],
+        ) -> Result<std::collections::HashMap<String, Vec<TaskRecord>>, StoreError> {
+            let mut by_event: std::collections::HashMap<String, Vec<TaskRecord>> = std::collections::HashMap::new();
+            for chunk in event_ids.chunks(CHUNK) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE event_id IN ("));
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.to_string());
+                }
+                list.push_unseparated(") ORDER BY id");
+                for row in q.build().fetch_all(&mut *conn).await? {
+                    let t = task_from_row(&row)?;
+                    by_event.entry(t.event_id.clone()).or_default().push(t);
+                }
+            }
+            Ok(by_event)
+        }
+
+        /// The careful path, for the rare race with another instance: each request in its own
+        /// savepoint, so that a conflict undoes only that request.
+        pub(super) async fn ingest_one_by_one(
             pool: &Pool<$db>,
             requests: &[Vec<NewEvent>],
         ) -> Result<Vec<RequestOutcome>, StoreError> {

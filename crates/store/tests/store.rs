@@ -1,6 +1,8 @@
 //! One suite, run against both backends: SQLite in a temporary file, and PostgreSQL in a fresh
 //! schema of the database named by `SLUICE_TEST_DATABASE_URL` (skipped, saying so, when unset).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)] // test code: a failure should stop loudly
+
 use sluice_store::*;
 
 fn id() -> String {
@@ -155,6 +157,20 @@ macro_rules! suite {
             }
 
             #[tokio::test]
+            async fn the_careful_path_settles_keys_the_same_way() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                store.ingest_one_by_one(&[vec![event(Some("k-1"), "h1")]]).await.unwrap();
+                let good = event(Some("k-2"), "h2");
+                let bad = vec![event(Some("k-3"), "h3"), event(Some("k-1"), "different")];
+                let replay = event(Some("k-1"), "h1");
+                let out = store.ingest_one_by_one(&[vec![good], bad, vec![replay]]).await.unwrap();
+                assert!(out[0].is_ok());
+                assert_eq!(out[1].as_ref().unwrap_err().idempotency_key, "k-1");
+                assert!(out[2].as_ref().unwrap()[0].replayed);
+                assert_eq!(store.counts().await.unwrap(), (2, 4));
+            }
+
+            #[tokio::test]
             async fn the_same_key_twice_in_one_group_is_one_event() {
                 let Some((store, _guard, _)) = super::$backend().await else { return };
                 let out = store
@@ -163,7 +179,22 @@ macro_rules! suite {
                     .unwrap();
                 assert!(!out[0].as_ref().unwrap()[0].replayed);
                 assert!(out[1].as_ref().unwrap()[0].replayed);
-                assert_eq!(store.counts().await.unwrap(), (1, 2));
+                assert_eq!(
+                    out[0].as_ref().unwrap()[0].event.id,
+                    out[1].as_ref().unwrap()[0].event.id
+                );
+                // The same key twice within one request, and once with another body.
+                let out = store
+                    .ingest(&[
+                        vec![event(Some("j"), "h"), event(Some("j"), "h")],
+                        vec![event(Some("j"), "x")],
+                    ])
+                    .await
+                    .unwrap();
+                let both = out[0].as_ref().unwrap();
+                assert_eq!(both[0].event.id, both[1].event.id);
+                assert!(out[1].is_err());
+                assert_eq!(store.counts().await.unwrap(), (2, 4));
             }
 
             #[tokio::test]

@@ -1,0 +1,177 @@
+//! Durable ingest throughput, beside the ceiling of a plain axum handler that stores nothing.
+//!
+//! `cargo bench -p sluice-server --bench ingest` (PostgreSQL too when `SLUICE_TEST_DATABASE_URL`
+//! is set). Clients and server share the machine, as they do for the ceiling. Prints a markdown
+//! table for docs/benchmarks.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)] // test code: a failure should stop loudly
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde_json::{Value, json};
+use sluice_core::Config;
+use sluice_server::auth::Tokens;
+use sluice_server::ingest::Committer;
+use sluice_server::{AppState, ServerOptions};
+use sluice_store::{SqliteDurability, Store};
+
+const CLIENTS: usize = 64;
+const RUN: Duration = Duration::from_secs(6);
+const WARMUP: Duration = Duration::from_secs(1);
+const ARRAY: usize = 20;
+
+fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn samples() -> Vec<Value> {
+    std::fs::read_to_string(repo().join("examples/events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("idempotency_key");
+            v
+        })
+        .collect()
+}
+
+/// The ceiling: parse the same JSON, answer 202, store nothing.
+async fn plain(body: Bytes) -> (StatusCode, axum::Json<Value>) {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let n = v.as_array().map_or(1, Vec::len);
+    (StatusCode::ACCEPTED, axum::Json(json!({ "events": n, "event_id": "evt_0" })))
+}
+
+async fn start_plain() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/v1/events", post(plain));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+async fn start_sluice(url: &str) -> String {
+    let store = Store::open(url, SqliteDurability::Full).await.unwrap();
+    let config = Config::parse(
+        &std::fs::read_to_string(repo().join("examples/sluice.toml")).unwrap(),
+        "sluice.toml",
+    )
+    .unwrap();
+    let workers = if store.backend() == "postgres" { 4 } else { 1 };
+    let (committer, committers) = Committer::start(store.clone(), workers);
+    let state = AppState {
+        config: Arc::new(config),
+        store,
+        committer,
+        tokens: Tokens::default(),
+        hook_keys: Default::default(),
+        metrics: None,
+        options: ServerOptions::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running =
+        sluice_server::start(listener, state, committers, std::future::pending()).unwrap();
+    format!("http://{}", running.addr)
+}
+
+/// Events per second accepted with `202` by `CLIENTS` concurrent clients over `RUN`.
+async fn load(base: &str, per_request: usize) -> f64 {
+    let samples = Arc::new(samples());
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(CLIENTS)
+        .build()
+        .unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let measure_from = start + WARMUP;
+    let end = measure_from + RUN;
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (http, samples, accepted, failed, base) =
+            (http.clone(), samples.clone(), accepted.clone(), failed.clone(), base.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut i = c * 7;
+            while Instant::now() < end {
+                let body = if per_request == 1 {
+                    samples[i % samples.len()].clone()
+                } else {
+                    Value::Array(
+                        (0..per_request)
+                            .map(|k| samples[(i + k) % samples.len()].clone())
+                            .collect(),
+                    )
+                };
+                i += per_request;
+                match http.post(format!("{base}/v1/events")).json(&body).send().await {
+                    Ok(r) if r.status() == StatusCode::ACCEPTED => {
+                        let _ = r.bytes().await;
+                        if Instant::now() >= measure_from {
+                            accepted.fetch_add(per_request as u64, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let f = failed.load(Ordering::Relaxed);
+    if f > 0 {
+        eprintln!("  ({f} requests failed)");
+    }
+    accepted.load(Ordering::Relaxed) as f64 / RUN.as_secs_f64()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut targets: Vec<(String, String)> = vec![
+        ("plain axum handler, no storage (ceiling)".into(), start_plain().await),
+        (
+            "sluice, SQLite, synchronous=FULL".into(),
+            start_sluice(&format!("sqlite://{}", dir.path().join("a.db").display())).await,
+        ),
+    ];
+    if let Ok(base) = std::env::var("SLUICE_TEST_DATABASE_URL") {
+        let url = Store::isolated_postgres_url(&base).await.unwrap();
+        targets.push(("sluice, PostgreSQL".into(), start_sluice(&url).await));
+    } else {
+        eprintln!("PostgreSQL skipped: SLUICE_TEST_DATABASE_URL is not set");
+    }
+    println!("| target | single events (events/s) | arrays of {ARRAY} (events/s) |");
+    println!("| --- | ---: | ---: |");
+    let mut ceiling = (0.0, 0.0);
+    for (i, (name, base)) in targets.iter().enumerate() {
+        let single = load(base, 1).await;
+        let array = load(base, ARRAY).await;
+        if i == 0 {
+            ceiling = (single, array);
+            println!("| {name} | {single:.0} | {array:.0} |");
+        } else {
+            println!(
+                "| {name} | {single:.0} ({:.0}% of ceiling) | {array:.0} ({:.0}% of ceiling) |",
+                100.0 * single / ceiling.0,
+                100.0 * array / ceiling.1
+            );
+        }
+    }
+    println!(
+        "\n{CLIENTS} concurrent clients in the same process, {}s per cell after {}s warm-up; payloads from examples/events.jsonl fanned out by examples/sluice.toml.",
+        RUN.as_secs(),
+        WARMUP.as_secs()
+    );
+}

@@ -1,0 +1,240 @@
+//! Nothing accepted is lost: `kill -9` the real server under load from concurrent clients, start it
+//! again on the same store, and check that every event that got a `202` is there with all its
+//! tasks, and none twice. On SQLite and (when `SLUICE_TEST_DATABASE_URL` is set) PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)] // test code: a failure should stop loudly
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_store::{SqliteDurability, Store};
+use tokio::sync::Mutex;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Starts `sluice serve` on a free port; returns the child and its base URL.
+fn serve(store_url: &str, dir: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--config"])
+        .arg(repo().join("examples/sluice.toml"))
+        .args(["--listen", "127.0.0.1:0", "--store", store_url])
+        .current_dir(dir)
+        .env_remove("SLUICE_API_TOKENS")
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sluice serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read the address line");
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (child, addr.to_owned())
+}
+
+fn sample_events() -> Vec<Value> {
+    let text = std::fs::read_to_string(repo().join("examples/events.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[derive(Debug, Clone)]
+struct Acked {
+    event_id: String,
+    tasks: usize,
+}
+
+async fn crash_and_recover(store_url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, base) = serve(store_url, dir.path());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let samples = Arc::new(sample_events());
+    let acked: Arc<Mutex<HashMap<String, Acked>>> = Arc::default();
+    let sent = Arc::new(AtomicUsize::new(0));
+    const CLIENTS: usize = 16;
+    const MAX_EVENTS: usize = 6_000;
+    const KILL_AFTER_ACKS: usize = 1_500;
+    let deadline = Instant::now() + Duration::from_secs(30);
+
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let (http, base, samples, acked, sent) =
+            (http.clone(), base.clone(), samples.clone(), acked.clone(), sent.clone());
+        clients.push(tokio::spawn(async move {
+            // Half the clients post single events, half arrays of five.
+            let per_request = if c % 2 == 0 { 1 } else { 5 };
+            while Instant::now() < deadline {
+                let start = sent.fetch_add(per_request, Ordering::SeqCst);
+                if start >= MAX_EVENTS {
+                    break;
+                }
+                let batch: Vec<(String, Value)> = (start..start + per_request)
+                    .map(|i| {
+                        let mut ev = samples[i % samples.len()].clone();
+                        let key = format!("crash-{i}");
+                        ev["idempotency_key"] = json!(key);
+                        (key, ev)
+                    })
+                    .collect();
+                let body = if per_request == 1 {
+                    batch[0].1.clone()
+                } else {
+                    Value::Array(batch.iter().map(|b| b.1.clone()).collect())
+                };
+                let Ok(r) = http.post(format!("{base}/v1/events")).json(&body).send().await else {
+                    break;
+                };
+                if r.status() != reqwest::StatusCode::ACCEPTED {
+                    break;
+                }
+                let Ok(v) = r.json::<Value>().await else { break };
+                let outs: Vec<Value> = if per_request == 1 {
+                    vec![v]
+                } else {
+                    v["events"].as_array().cloned().unwrap_or_default()
+                };
+                let mut acked = acked.lock().await;
+                for ((key, _), out) in batch.iter().zip(outs) {
+                    let tasks = out["tasks"].as_array().map_or(0, Vec::len);
+                    acked.insert(
+                        key.clone(),
+                        Acked {
+                            event_id: out["event_id"].as_str().unwrap_or_default().to_owned(),
+                            tasks,
+                        },
+                    );
+                }
+            }
+        }));
+    }
+
+    // Mid-load, while requests are in flight: kill -9.
+    while acked.lock().await.len() < KILL_AFTER_ACKS && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill().expect("SIGKILL the server");
+    server.wait().unwrap();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let acked = acked.lock().await.clone();
+    assert!(
+        acked.len() >= KILL_AFTER_ACKS,
+        "only {} events acknowledged before the kill",
+        acked.len()
+    );
+    let in_flight = sent.load(Ordering::SeqCst).min(MAX_EVENTS);
+    assert!(in_flight > acked.len(), "the kill should have cut requests in flight");
+
+    // Restart on the same store: it must come up, and hold every acknowledged event.
+    let (mut again, base) = serve(store_url, dir.path());
+    let store = Store::open(store_url, SqliteDurability::Full).await.unwrap();
+    for (key, a) in &acked {
+        let (event, tasks) = store
+            .event(&a.event_id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("acknowledged event {key} is lost"));
+        assert_eq!(event.idempotency_key.as_deref(), Some(key.as_str()));
+        assert_eq!(tasks.len(), a.tasks, "event {key} lost tasks");
+    }
+    // None twice: one event per key, and every task belongs to a stored event.
+    let (events, tasks) = store.counts().await.unwrap();
+    assert!(events as usize >= acked.len());
+    assert!(events as usize <= in_flight, "{events} events stored for {in_flight} sent");
+    let page = http.get(format!("{base}/v1/tasks?limit=1")).send().await.unwrap();
+    assert_eq!(page.status(), reqwest::StatusCode::OK);
+    assert!(tasks >= events);
+    // A client retrying after the crash gets its original event back, not a second one.
+    let (key, a) = acked.iter().next().unwrap();
+    let i: usize = key.trim_start_matches("crash-").parse().unwrap();
+    let mut ev = sample_events()[i % samples.len()].clone();
+    ev["idempotency_key"] = json!(key);
+    let r: Value = http
+        .post(format!("{base}/v1/events"))
+        .json(&ev)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["event_id"].as_str(), Some(a.event_id.as_str()));
+    assert_eq!(r["replayed"], true);
+    assert_eq!(store.counts().await.unwrap().0, events);
+    again.kill().unwrap();
+    again.wait().unwrap();
+    eprintln!(
+        "crash test ({}): {} acknowledged, {events} stored, {in_flight} sent",
+        store.backend(),
+        acked.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_loses_no_acknowledged_event_on_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("crash.db").display());
+    crash_and_recover(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_loses_no_acknowledged_event_on_kill_9() {
+    let Ok(base) = std::env::var("SLUICE_TEST_DATABASE_URL") else {
+        eprintln!(
+            "skipped: SLUICE_TEST_DATABASE_URL is not set, so the PostgreSQL crash test did not run"
+        );
+        return;
+    };
+    crash_and_recover(&Store::isolated_postgres_url(&base).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("term.db").display());
+    let (mut server, base) = serve(&url, dir.path());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let samples = sample_events();
+    let mut posts = Vec::new();
+    for (i, ev) in samples.iter().take(200).enumerate() {
+        let mut ev = ev.clone();
+        ev["idempotency_key"] = json!(format!("term-{i}"));
+        let (http, base) = (http.clone(), base.clone());
+        posts.push(tokio::spawn(async move {
+            let r = http.post(format!("{base}/v1/events")).json(&ev).send().await.ok()?;
+            (r.status() == reqwest::StatusCode::ACCEPTED).then_some(())?;
+            r.json::<Value>().await.ok().and_then(|v| v["event_id"].as_str().map(str::to_owned))
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let status = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut acked = Vec::new();
+    for p in posts {
+        if let Some(id) = p.await.unwrap() {
+            acked.push(id);
+        }
+    }
+    let exit = server.wait().unwrap();
+    assert!(exit.success(), "sluice should exit 0 on SIGTERM, got {exit}");
+    let store = Store::open(&url, SqliteDurability::Full).await.unwrap();
+    for id in &acked {
+        assert!(
+            store.event(id).await.unwrap().is_some(),
+            "acknowledged event {id} lost on SIGTERM"
+        );
+    }
+}
