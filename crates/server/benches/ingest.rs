@@ -4,7 +4,13 @@
 //! is set). Clients and server share the machine, as they do for the ceiling. Prints a markdown
 //! table for docs/benchmarks.md.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)] // test code: a failure should stop loudly
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr
+)] // test code: a failure should stop loudly
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +26,10 @@ use sluice_server::auth::Tokens;
 use sluice_server::ingest::Committer;
 use sluice_server::{AppState, ServerOptions};
 use sluice_store::{SqliteDurability, Store};
+
+/// As in the sluice binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CLIENTS: usize = 64;
 const RUN: Duration = Duration::from_secs(6);

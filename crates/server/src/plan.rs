@@ -174,16 +174,23 @@ pub fn plan(
         });
     }
 
+    // serde_json keeps object keys sorted, so the text is canonical: the same payload, however
+    // its keys were ordered, hashes the same.
+    let payload = ev.payload.to_string();
     let request_hash = {
-        let canonical = serde_json::json!({
-            "type": ev.event_type, "payload": ev.payload, "needed_within": ev.needed_within,
-        });
-        hex(&Sha256::digest(canonical.to_string().as_bytes()))
+        let mut h = Sha256::new();
+        for part in
+            [ev.event_type.as_str(), payload.as_str(), ev.needed_within.as_deref().unwrap_or("")]
+        {
+            h.update(part.len().to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        hex(&h.finalize())
     };
     Ok(NewEvent {
         id: event_id,
         event_type: ev.event_type,
-        payload: ev.payload.to_string(),
+        payload,
         idempotency_key: ev.idempotency_key,
         request_hash,
         needed_within_ms: override_slack.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),

@@ -142,7 +142,10 @@ async fn get_task(
         .ok_or_else(|| ApiError::not_found("task", &id))?;
     let mut v = task_json(&task);
     if let Some(obj) = v.as_object_mut() {
-        obj.insert("decision".into(), task.decision.clone());
+        obj.insert(
+            "decision".into(),
+            serde_json::from_str(task.decision.get()).unwrap_or_default(),
+        );
         obj.insert("result".into(), json!(result));
         obj.insert("attempt_log".into(), json!(attempt_log));
         obj.insert("cost_usd".into(), json!(cost_nanousd as f64 / 1e9));

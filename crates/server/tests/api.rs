@@ -1,7 +1,13 @@
 //! The HTTP API over real sockets, on SQLite and (when `SLUICE_TEST_DATABASE_URL` is set)
 //! PostgreSQL: fan-out, idempotency, bad input, auth, signed webhooks, pagination.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)] // test code: a failure should stop loudly
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr
+)] // test code: a failure should stop loudly
 
 use std::collections::HashMap;
 use std::sync::Arc;

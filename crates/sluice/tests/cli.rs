@@ -1,6 +1,12 @@
 //! The CLI as a user runs it: the real binary, real files, exit codes and messages.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)] // test code: a failure should stop loudly
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr
+)] // test code: a failure should stop loudly
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,7 +2,13 @@
 //! again on the same store, and check that every event that got a `202` is there with all its
 //! tasks, and none twice. On SQLite and (when `SLUICE_TEST_DATABASE_URL` is set) PostgreSQL.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)] // test code: a failure should stop loudly
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr
+)] // test code: a failure should stop loudly
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

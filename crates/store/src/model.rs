@@ -87,12 +87,13 @@ pub struct NewTask {
     pub after_task_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct EventRecord {
     pub id: String,
     #[serde(rename = "type")]
     pub event_type: String,
-    pub payload: serde_json::Value,
+    /// The payload as stored: JSON text, parsed only by whoever needs its fields.
+    pub payload: Box<serde_json::value::RawValue>,
     pub idempotency_key: Option<String>,
     #[serde(skip)]
     pub request_hash: String,
@@ -101,7 +102,7 @@ pub struct EventRecord {
     pub received_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct TaskRecord {
     pub id: String,
     pub event_id: String,
@@ -110,7 +111,8 @@ pub struct TaskRecord {
     pub state: TaskState,
     pub rule: String,
     pub reason: String,
-    pub decision: serde_json::Value,
+    /// The decision with its estimates, as JSON text.
+    pub decision: Box<serde_json::value::RawValue>,
     pub deadline: i64,
     pub priority: i64,
     pub after_task_id: Option<String>,
@@ -128,7 +130,7 @@ pub struct TaskRecord {
 }
 
 /// What happened to one event of an ingest request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Ingested {
     pub event: EventRecord,
     pub tasks: Vec<TaskRecord>,
@@ -144,7 +146,7 @@ pub struct KeyConflict {
 }
 
 /// A task claimed under a lease; `fence` must accompany every later write about it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Claimed {
     pub task: TaskRecord,
     pub fence: i64,
@@ -222,7 +224,7 @@ pub struct AttemptRecord {
 }
 
 /// Everything about one task, for `GET /v1/tasks/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct TaskDetail {
     #[serde(flatten)]
     pub task: TaskRecord,

@@ -1,7 +1,13 @@
 //! One suite, run against both backends: SQLite in a temporary file, and PostgreSQL in a fresh
 //! schema of the database named by `SLUICE_TEST_DATABASE_URL` (skipped, saying so, when unset).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)] // test code: a failure should stop loudly
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    clippy::print_stderr
+)] // test code: a failure should stop loudly
 
 use sluice_store::*;
 
@@ -115,7 +121,9 @@ macro_rules! suite {
                 let done = out[0].as_ref().unwrap();
                 assert!(!done[0].replayed);
                 let (stored, tasks) = store.event(&ev.id).await.unwrap().unwrap();
-                assert_eq!(stored.payload["subject"], "Refund");
+                let payload: serde_json::Value =
+                    serde_json::from_str(stored.payload.get()).unwrap();
+                assert_eq!(payload["subject"], "Refund");
                 assert_eq!(tasks.len(), 2);
                 assert_eq!(tasks[0].workload, "triage");
                 assert_eq!(tasks[1].state, TaskState::Pending);
