@@ -7,6 +7,7 @@
 //! - [`explain`]: the verdict table of `sluice explain`, one row per workload.
 //! - [`template`]: prompt templates (minijinja) compiled once and rendered per event.
 //! - [`units`]: durations and dollars as people read and write them.
+//! - [`webhook`]: Standard Webhooks signatures, for inbound hooks and outbound deliveries.
 //!
 //! Everything here is unit-testable in microseconds; later crates (store, engine, server) call into
 //! it and never the other way round.
@@ -17,6 +18,7 @@ pub mod policy;
 pub mod price;
 pub mod template;
 pub mod units;
+pub mod webhook;
 
 pub use config::{Config, ConfigError};
 pub use policy::{Decision, Lane};

@@ -1,9 +1,36 @@
 //! The schedulers that turn stored tasks into provider calls and results.
 //!
-//! - the stream executor: earliest deadline first, under leases, through the rate limiter;
-//! - the batch assembler, submitter and poller: cut batches by size, age, deadline and off-peak
-//!   window; record before submit; resume after a crash;
-//! - the deadline guard: escalate a batched task to the stream lane when its batch runs late;
-//! - fan-out and `after` chains, sink delivery, crash recovery.
+//! - [`executor`]: the stream executor. It claims `stream` and `flex` tasks earliest deadline
+//!   first under leases (renewed while a call runs), renders their prompts, calls the provider
+//!   through its rate limiter and retry policy, forwards tokens to [`hub`] as they arrive, and
+//!   stores the result with its ledger line, releasing the tasks that run `after` it. A refused
+//!   flex call is retried in flex while the deadline allows, then falls back to stream.
+//! - [`hub`]: live token streams of running tasks, for `GET /v1/tasks/{id}/stream`: late watchers
+//!   first get what was already produced, many may watch one task.
+//! - [`sinks`]: delivery of results to signed webhooks (Standard Webhooks), JSONL files and
+//!   stdout, retried with backoff, every attempt recorded.
+//! - [`metrics`]: metric names and help texts.
 //!
-//! Nothing lives here yet; the stream- and batch-path issues fill it in.
+//! Not here yet: the batch assembler, submitter and poller, and the deadline guard (issue 6).
+
+pub mod executor;
+pub mod hub;
+pub mod metrics;
+pub mod sinks;
+
+pub use sinks::Deliverer;
+
+pub use executor::{Executor, ExecutorOptions};
+pub use hub::Hub;
+
+/// Milliseconds since the Unix epoch: the store's clock.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A store instant as RFC 3339, as templates and deliveries show it.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}

@@ -84,6 +84,8 @@ async fn start_sluice(url: &str) -> String {
         hook_keys: Default::default(),
         metrics: None,
         options: ServerOptions::default(),
+        hub: None,
+        wake: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let running =

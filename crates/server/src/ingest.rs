@@ -154,6 +154,13 @@ pub async fn store_events(
     }
     match state.committer.submit(planned).await? {
         Ok(done) => {
+            let streamed = done.iter().flat_map(|i| &i.tasks).any(|t| {
+                t.state == sluice_store::TaskState::Queued
+                    && (t.lane == "stream" || t.lane == "flex")
+            });
+            if let (true, Some(wake)) = (streamed, &state.wake) {
+                wake.notify_one();
+            }
             for ingested in &done {
                 let outcome = if ingested.replayed { "replayed" } else { "stored" };
                 metrics::counter!(m::INGEST_EVENTS, "outcome" => outcome).increment(1);

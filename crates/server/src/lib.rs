@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod plan;
 pub mod routes;
 pub mod serve;
+pub mod stream;
 
 pub use routes::{AppState, ServerOptions, hook_keys, metrics_handle, router};
 pub use serve::{Running, start};

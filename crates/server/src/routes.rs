@@ -44,6 +44,10 @@ pub struct AppState {
     pub hook_keys: HashMap<String, Vec<u8>>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub options: ServerOptions,
+    /// Live token streams; `None` when no executor runs in this process.
+    pub hub: Option<sluice_engine::Hub>,
+    /// Wakes the stream executor when ingest stored streamed tasks.
+    pub wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -52,6 +56,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/events/{id}", get(get_event))
         .route("/v1/tasks", get(list_tasks))
         .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/tasks/{id}/stream", get(crate::stream::stream_task))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(api)

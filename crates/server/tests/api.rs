@@ -110,6 +110,8 @@ impl Api {
             hook_keys,
             metrics: sluice_server::metrics_handle(),
             options: ServerOptions { max_body_bytes: 64 * 1024 },
+            hub: None,
+            wake: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running =

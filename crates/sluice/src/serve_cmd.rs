@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use sluice_core::Config;
+use sluice_engine::{Deliverer, Executor, ExecutorOptions, Hub};
 use sluice_server::auth::Tokens;
 use sluice_server::ingest::Committer;
 use sluice_server::{AppState, ServerOptions};
@@ -64,16 +65,28 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     for m in &missing {
         tracing::warn!(hook = %m, "webhook secret not set: deliveries to this source are refused with 503");
     }
+    let config = Arc::new(config);
+    let env = |name: &str| std::env::var(name).ok();
+    let hub = Hub::default();
+    let executor =
+        Executor::new(store.clone(), config.clone(), hub.clone(), env, ExecutorOptions::default())?;
+    let wake = executor.waker();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let executing = tokio::spawn(executor.run(stopping.clone()));
+    let delivering = tokio::spawn(Deliverer::new(store.clone(), config.clone(), env).run(stopping));
+
     let workers = if store.backend() == "postgres" { 4 } else { 1 };
     let (committer, committers) = Committer::start(store.clone(), workers);
     let state = AppState {
-        config: Arc::new(config),
+        config,
         store,
         committer,
         tokens: tokens.clone(),
         hook_keys,
         metrics: sluice_server::metrics_handle(),
         options: ServerOptions { max_body_bytes: args.max_body_bytes },
+        hub: Some(hub),
+        wake: Some(wake),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -92,7 +105,11 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(tokens = tokens.len(), "API tokens required on /v1 routes");
     }
     running.stopped().await?;
-    tracing::info!("stopped: every accepted event is committed");
+    tracing::info!("every accepted event is committed; waiting for the calls in flight");
+    let _ = stop.send(true);
+    let _ = executing.await;
+    let _ = delivering.await;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -26,14 +26,27 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Starts `sluice serve` on a free port; returns the child and its base URL.
-fn serve(store_url: &str, dir: &Path) -> (Child, String) {
+/// The example config with its providers pointed at a simulator, written into `dir`.
+fn example_config(dir: &Path, sim: &str) -> PathBuf {
+    let src = std::fs::read_to_string(repo().join("examples/sluice.toml")).unwrap();
+    let src = src
+        .replace("kind = \"anthropic\"\n", &format!("kind = \"anthropic\"\nbase_url = \"{sim}\"\n"))
+        .replace("kind = \"openai\"\n", &format!("kind = \"openai\"\nbase_url = \"{sim}/v1\"\n"));
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, src).unwrap();
+    path
+}
+
+/// Starts `sluice serve` on a free port against a simulator; returns the child and its base URL.
+fn serve(store_url: &str, dir: &Path, sim: &str) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--config"])
-        .arg(repo().join("examples/sluice.toml"))
+        .arg(example_config(dir, sim))
         .args(["--listen", "127.0.0.1:0", "--store", store_url])
         .current_dir(dir)
         .env_remove("SLUICE_API_TOKENS")
+        .env("ANTHROPIC_API_KEY", "sk-crash-test")
+        .env("OPENAI_API_KEY", "sk-crash-test")
         .env("SLUICE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -62,7 +75,9 @@ struct Acked {
 
 async fn crash_and_recover(store_url: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, base) = serve(store_url, dir.path());
+    let sim =
+        sluice_sim::Sim::start(sluice_sim::SimConfig::default(), "127.0.0.1:0").await.unwrap();
+    let (mut server, base) = serve(store_url, dir.path(), sim.base_url());
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let samples = Arc::new(sample_events());
@@ -144,7 +159,7 @@ async fn crash_and_recover(store_url: &str) {
     assert!(in_flight > acked.len(), "the kill should have cut requests in flight");
 
     // Restart on the same store: it must come up, and hold every acknowledged event.
-    let (mut again, base) = serve(store_url, dir.path());
+    let (mut again, base) = serve(store_url, dir.path(), sim.base_url());
     let store = Store::open(store_url, SqliteDurability::Full).await.unwrap();
     for (key, a) in &acked {
         let (event, tasks) = store
@@ -210,7 +225,9 @@ async fn postgres_loses_no_acknowledged_event_on_kill_9() {
 async fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("term.db").display());
-    let (mut server, base) = serve(&url, dir.path());
+    let sim =
+        sluice_sim::Sim::start(sluice_sim::SimConfig::default(), "127.0.0.1:0").await.unwrap();
+    let (mut server, base) = serve(&url, dir.path(), sim.base_url());
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let samples = sample_events();

@@ -13,8 +13,9 @@ use sqlx::{Pool, Postgres, Sqlite};
 
 use crate::migrations::{self, Migration};
 use crate::{
-    AttemptRecord, Claimed, Completion, EventRecord, Ingested, KeyConflict, LeaseLost, NewEvent,
-    ResultRecord, SqliteDurability, StoreError, TaskDetail, TaskQuery, TaskRecord, TaskState,
+    AttemptRecord, Claimed, Completion, DeliveryOutcome, DueDelivery, EventRecord, Ingested,
+    KeyConflict, LeaseLost, NewEvent, ResultRecord, SqliteDurability, StoreError, TaskDetail,
+    TaskInput, TaskQuery, TaskRecord, TaskState,
 };
 
 /// The store: SQLite or PostgreSQL. Cheap to clone (it is a connection pool).
@@ -189,6 +190,46 @@ impl Store {
         dispatch!(self, requeue(task_id, fence, run_after, attempt))
     }
 
+    /// Moves a claimed task to another lane (a refused flex call falling back to stream), with
+    /// the reason, to be claimed again from `run_after`.
+    pub async fn reroute(
+        &self,
+        task_id: &str,
+        fence: i64,
+        lane: &str,
+        reason: &str,
+        run_after: i64,
+        attempt: &AttemptRecord,
+    ) -> Result<Result<(), LeaseLost>, StoreError> {
+        dispatch!(self, reroute(task_id, fence, lane, reason, run_after, attempt))
+    }
+
+    /// The event of a task and, if it runs after another, that task's workload and output.
+    pub async fn task_input(&self, task: &TaskRecord) -> Result<Option<TaskInput>, StoreError> {
+        dispatch!(self, task_input(task))
+    }
+
+    /// Claims deliveries that are due, each for `lease_ms` (a crashed deliverer's are retried).
+    pub async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        dispatch!(self, claim_deliveries(now, lease_ms, limit))
+    }
+
+    /// Records a delivery attempt and its outcome.
+    pub async fn finish_delivery(
+        &self,
+        delivery: &DueDelivery,
+        attempt_id: &str,
+        started_at: i64,
+        outcome: &DeliveryOutcome,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, finish_delivery(delivery, attempt_id, started_at, outcome))
+    }
+
     /// Number of events and tasks stored (for health checks and tests).
     pub async fn counts(&self) -> Result<(i64, i64), StoreError> {
         dispatch!(self, counts())
@@ -199,7 +240,7 @@ const TASK_COLUMNS: &str = "id, event_id, workload, lane, state, rule, reason, d
      after_task_id, attempts, lease_owner, lease_expires_at, fence, batch_id, last_error, created_at, updated_at";
 
 macro_rules! queries {
-    ($db:ty, $claim_sql:expr) => {
+    ($db:ty, $claim_sql:expr, $skip_locked:expr) => {
         use sqlx::{Connection, Row};
 
         type Conn = <$db as sqlx::Database>::Connection;
@@ -1010,6 +1051,120 @@ macro_rules! queries {
             Ok(Ok(()))
         }
 
+        pub(super) async fn reroute(
+            pool: &Pool<$db>,
+            task_id: &str,
+            fence: i64,
+            lane: &str,
+            reason: &str,
+            run_after: i64,
+            a: &AttemptRecord,
+        ) -> Result<Result<(), LeaseLost>, StoreError> {
+            let mut tx = begin_write(pool).await?;
+            let now = a.ended_at.unwrap_or(a.started_at);
+            if !settle(&mut tx, task_id, fence, TaskState::Queued, run_after, a.error.as_deref(), now).await? {
+                tx.rollback().await?;
+                return Ok(Err(LeaseLost { fence }));
+            }
+            sqlx::query("UPDATE tasks SET lane = $1, reason = $2 WHERE id = $3")
+                .bind(lane)
+                .bind(reason)
+                .bind(task_id)
+                .execute(&mut *tx)
+                .await?;
+            record_attempt(&mut tx, task_id, fence, a).await?;
+            tx.commit().await?;
+            Ok(Ok(()))
+        }
+
+        pub(super) async fn task_input(pool: &Pool<$db>, task: &TaskRecord) -> Result<Option<TaskInput>, StoreError> {
+            let mut conn = pool.acquire().await?;
+            let row = sqlx::query("SELECT * FROM events WHERE id = $1").bind(&task.event_id).fetch_optional(&mut *conn).await?;
+            let Some(row) = row else { return Ok(None) };
+            let event = event_from_row(&row)?;
+            let upstream = match &task.after_task_id {
+                None => None,
+                Some(id) => {
+                    let row = sqlx::query("SELECT t.workload, r.output FROM tasks t JOIN results r ON r.task_id = t.id WHERE t.id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    match row {
+                        Some(r) => Some((r.try_get("workload")?, r.try_get("output")?)),
+                        None => return Ok(None),
+                    }
+                }
+            };
+            Ok(Some(TaskInput { event, upstream }))
+        }
+
+        pub(super) async fn claim_deliveries(
+            pool: &Pool<$db>,
+            now: i64,
+            lease_ms: i64,
+            limit: i64,
+        ) -> Result<Vec<DueDelivery>, StoreError> {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, next_attempt_at = $1, updated_at = $2
+                 WHERE id IN (SELECT id FROM deliveries WHERE state IN ('pending', 'sending') AND next_attempt_at <= $2
+                              ORDER BY next_attempt_at LIMIT $3 {})
+                 RETURNING id, task_id, sink, attempts",
+                $skip_locked
+            )))
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(DueDelivery {
+                        id: r.try_get("id")?,
+                        task_id: r.try_get("task_id")?,
+                        sink: r.try_get("sink")?,
+                        attempts: r.try_get("attempts")?,
+                    })
+                })
+                .collect()
+        }
+
+        pub(super) async fn finish_delivery(
+            pool: &Pool<$db>,
+            d: &DueDelivery,
+            attempt_id: &str,
+            started_at: i64,
+            outcome: &DeliveryOutcome,
+        ) -> Result<(), StoreError> {
+            let (state, status, error, next) = match outcome {
+                DeliveryOutcome::Delivered { status } => ("delivered", *status, None, 0),
+                DeliveryOutcome::Retry { status, error, next_attempt_at } => ("pending", *status, Some(error.as_str()), *next_attempt_at),
+                DeliveryOutcome::Failed { status, error } => ("failed", *status, Some(error.as_str()), 0),
+            };
+            let mut tx = begin_write(pool).await?;
+            sqlx::query("INSERT INTO delivery_attempts (id, delivery_id, started_at, status, error) VALUES ($1, $2, $3, $4, $5)")
+                .bind(attempt_id)
+                .bind(&d.id)
+                .bind(started_at)
+                .bind(status)
+                .bind(error)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE deliveries SET state = $1, last_status = $2, last_error = $3, next_attempt_at = $4, updated_at = $5
+                 WHERE id = $6",
+            )
+            .bind(state)
+            .bind(status)
+            .bind(error)
+            .bind(next)
+            .bind(now_ms())
+            .bind(&d.id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
         pub(super) async fn counts(pool: &Pool<$db>) -> Result<(i64, i64), StoreError> {
             let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(pool).await?;
             let tasks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks").fetch_one(pool).await?;
@@ -1058,7 +1213,7 @@ mod sqlite {
     /// In-process: no network to mind, and fewer statements are cheaper.
     const CHUNK_BYTES: usize = 1024 * 1024;
 
-    queries!(Sqlite, claim_sql());
+    queries!(Sqlite, claim_sql(), "");
 }
 
 mod postgres {
@@ -1091,5 +1246,5 @@ mod postgres {
     /// Statements are kept small enough to leave in one write.
     const CHUNK_BYTES: usize = 12 * 1024;
 
-    queries!(Postgres, claim_sql());
+    queries!(Postgres, claim_sql(), "FOR UPDATE SKIP LOCKED");
 }

@@ -243,3 +243,40 @@ pub struct TaskQuery {
     pub after_id: Option<String>,
     pub limit: i64,
 }
+
+/// A result waiting to reach a sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueDelivery {
+    pub id: String,
+    pub task_id: String,
+    pub sink: String,
+    /// Attempts so far, this one included.
+    pub attempts: i64,
+}
+
+/// How a delivery attempt went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryOutcome {
+    Delivered {
+        status: Option<i64>,
+    },
+    /// Try again at `next_attempt_at`.
+    Retry {
+        status: Option<i64>,
+        error: String,
+        next_attempt_at: i64,
+    },
+    /// Give up.
+    Failed {
+        status: Option<i64>,
+        error: String,
+    },
+}
+
+/// What a task needs to be run: its event and, for a task that runs `after` another, that
+/// task's output.
+#[derive(Debug, Clone)]
+pub struct TaskInput {
+    pub event: EventRecord,
+    pub upstream: Option<(String, String)>,
+}

@@ -1,0 +1,569 @@
+//! The stream executor: `stream` and `flex` tasks, earliest deadline first, under leases.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_core::config::{Deliver, OutputFormat, Workload};
+use sluice_core::template::{AfterInfo, EventInfo, RenderContext};
+use sluice_core::{Config, Lane};
+use sluice_providers::{
+    ApiKey, ChatRequest, ChatResponse, Client, ErrorClass, Message, ProviderError, RetryPolicy,
+    Tier,
+};
+use sluice_store::{
+    AttemptRecord, Claimed, Completion, LedgerEntry, NewDelivery, Store, TaskRecord,
+};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::hub::{Hub, Update};
+use crate::metrics as m;
+use crate::now_ms;
+
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// How long a claim holds before another worker may take the task; renewed every third.
+    pub lease: Duration,
+    /// Calls in flight at once (the rate limiter narrows this further per provider key).
+    pub max_in_flight: usize,
+    /// How often to look for work when nothing wakes the executor.
+    pub poll: Duration,
+    /// Attempts (claims) of one task before it fails with its last error.
+    pub max_attempts: i64,
+    /// Retries inside one attempt.
+    pub retry: RetryPolicy,
+    /// Added to every provider call (tests use it to ask the simulator for faults).
+    pub extra_headers: Vec<(String, String)>,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        ExecutorOptions {
+            lease: Duration::from_secs(30),
+            max_in_flight: 64,
+            poll: Duration::from_millis(250),
+            max_attempts: 5,
+            retry: RetryPolicy::default(),
+            extra_headers: Vec::new(),
+        }
+    }
+}
+
+/// Why the executor could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "provider {provider:?} needs its API key in the environment variable {env}, which is not set"
+    )]
+    MissingKey { provider: String, env: String },
+    #[error("provider {provider:?}: {message}")]
+    Client { provider: String, message: String },
+}
+
+/// Runs streamed tasks. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    config: Arc<Config>,
+    clients: HashMap<String, Client>,
+    hub: Hub,
+    owner: String,
+    wake: Arc<Notify>,
+    opts: ExecutorOptions,
+}
+
+impl Executor {
+    /// Builds a client per provider, with its key from `env` (the process environment in
+    /// production).
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        hub: Hub,
+        env: impl Fn(&str) -> Option<String>,
+        opts: ExecutorOptions,
+    ) -> Result<Executor, SetupError> {
+        let mut clients = HashMap::new();
+        for p in &config.providers {
+            let key = match &p.api_key_env {
+                None => None,
+                Some(var) => {
+                    Some(ApiKey::new(env(var).filter(|k| !k.is_empty()).ok_or_else(|| {
+                        SetupError::MissingKey { provider: p.name.clone(), env: var.clone() }
+                    })?))
+                }
+            };
+            let client = Client::new(p, key).map_err(|e| SetupError::Client {
+                provider: p.name.clone(),
+                message: e.to_string(),
+            })?;
+            clients.insert(p.name.clone(), client);
+        }
+        m::describe();
+        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+        Ok(Executor {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                clients,
+                hub,
+                owner,
+                wake: Arc::new(Notify::new()),
+                opts,
+            }),
+        })
+    }
+
+    /// Wakes the executor at once (after ingest stored streamed tasks), instead of at its next poll.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.inner.wake.clone()
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// Claims and runs tasks until `stop` turns true; then stops claiming and waits for the calls in
+    /// flight (a task whose call outlives the process is taken over when its lease runs out).
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let inner = self.inner;
+        let slots = Arc::new(Semaphore::new(inner.opts.max_in_flight));
+        let mut running = JoinSet::new();
+        let mut headroom_at = Instant::now();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            loop {
+                let free = slots.available_permits();
+                if free == 0 {
+                    break;
+                }
+                let lanes = [Lane::Stream.as_str(), Lane::Flex.as_str()];
+                let lease_ms = millis(inner.opts.lease);
+                let claimed = match inner
+                    .store
+                    .claim(&lanes, &inner.owner, now_ms(), lease_ms, free as i64)
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot claim tasks");
+                        break;
+                    }
+                };
+                if claimed.is_empty() {
+                    break;
+                }
+                for c in claimed {
+                    let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                    let inner = inner.clone();
+                    running.spawn(async move {
+                        run_task(&inner, c).await;
+                        drop(slot);
+                    });
+                }
+            }
+            while running.try_join_next().is_some() {}
+            if headroom_at.elapsed() > Duration::from_secs(5) {
+                headroom_at = Instant::now();
+                report_headroom(&inner);
+            }
+            tokio::select! {
+                _ = inner.wake.notified() => {}
+                _ = tokio::time::sleep(inner.opts.poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        while running.join_next().await.is_some() {}
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn report_headroom(inner: &Inner) {
+    for w in &inner.config.workloads {
+        let p = inner.config.provider(w);
+        let Some(client) = inner.clients.get(&p.name) else { continue };
+        let h = client.limiter().headroom(&w.model);
+        let dims = [
+            ("requests", h.requests),
+            ("input_tokens", h.input_tokens),
+            ("output_tokens", h.output_tokens),
+        ];
+        for (dimension, value) in dims {
+            if let Some(v) = value {
+                metrics::gauge!(m::LIMITER_HEADROOM, "provider" => p.name.clone(), "model" => w.model.clone(), "dimension" => dimension)
+                    .set(v);
+            }
+        }
+    }
+}
+
+/// What became of one attempt.
+enum Outcome {
+    Done(Box<ChatResponse>, Option<i64>),
+    Failed(ProviderError),
+    /// The task cannot run at all (its workload is gone, its template does not render).
+    Broken(String),
+    LeaseLost,
+}
+
+async fn run_task(inner: &Arc<Inner>, c: Claimed) {
+    let task = c.task;
+    let fence = c.fence;
+    let labels = [("lane", task.lane.clone()), ("workload", task.workload.clone())];
+    metrics::counter!(m::TASKS_STARTED, &labels).increment(1);
+    let started = now_ms();
+    inner.hub.start(&task.id);
+
+    let outcome = match prepare(inner, &task).await {
+        Err(reason) => Outcome::Broken(reason),
+        Ok((client, req)) => {
+            let call = call(inner, &task, &client, &req, started);
+            let keep = keep_lease(inner, &task.id, fence);
+            tokio::select! {
+                outcome = call => outcome,
+                () = keep => Outcome::LeaseLost,
+            }
+        }
+    };
+    settle(inner, &task, fence, started, outcome).await;
+}
+
+/// The provider request of a task: its workload's templates rendered over the event and, for an
+/// `after` task, the upstream output.
+async fn prepare(inner: &Inner, task: &TaskRecord) -> Result<(Client, ChatRequest), String> {
+    let config = &inner.config;
+    let w = config
+        .workload(&task.workload)
+        .ok_or_else(|| format!("workload {:?} is no longer in the config", task.workload))?;
+    let provider = config.provider(w);
+    let client = inner
+        .clients
+        .get(&provider.name)
+        .cloned()
+        .ok_or_else(|| format!("no client for provider {:?}", provider.name))?;
+    let input = inner
+        .store
+        .task_input(task)
+        .await
+        .map_err(|e| format!("cannot read the task's event: {e}"))?
+        .ok_or_else(|| "the task's event or upstream result is missing".to_owned())?;
+    let payload: serde_json::Value = serde_json::from_str(input.event.payload.get())
+        .map_err(|e| format!("stored payload: {e}"))?;
+    let received = crate::rfc3339(input.event.received_at);
+    let upstream_json;
+    let after = match &input.upstream {
+        None => None,
+        Some((workload, output)) => {
+            let upstream_is_json =
+                config.workload(workload).is_some_and(|u| u.output == OutputFormat::Json);
+            upstream_json = if upstream_is_json {
+                serde_json::from_str::<serde_json::Value>(output).ok()
+            } else {
+                None
+            };
+            Some(AfterInfo { workload, output, json: upstream_json.as_ref() })
+        }
+    };
+    let ctx = RenderContext {
+        payload: &payload,
+        event: EventInfo {
+            id: &input.event.id,
+            event_type: &input.event.event_type,
+            received_at: &received,
+        },
+        after,
+    };
+    let prompt = config
+        .prompts
+        .render(&w.prompt_template(), &ctx)
+        .map_err(|e| format!("the prompt does not render: {e}"))?;
+    let system = match w.system_template() {
+        Some(name) => Some(
+            config
+                .prompts
+                .render(&name, &ctx)
+                .map_err(|e| format!("the system prompt does not render: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok((client, request(w, &task.lane, system, prompt, &task.id, &inner.opts.extra_headers)))
+}
+
+fn request(
+    w: &Workload,
+    lane: &str,
+    system: Option<String>,
+    prompt: String,
+    task_id: &str,
+    headers: &[(String, String)],
+) -> ChatRequest {
+    ChatRequest {
+        model: w.model.clone(),
+        system,
+        messages: vec![Message::user(prompt)],
+        max_tokens: w.max_tokens,
+        temperature: w.temperature,
+        json_output: w.output == OutputFormat::Json,
+        tier: if lane == Lane::Flex.as_str() { Tier::Flex } else { Tier::Standard },
+        request_tag: Some(task_id.to_owned()),
+        extra_headers: headers.to_vec(),
+    }
+}
+
+async fn call(
+    inner: &Inner,
+    task: &TaskRecord,
+    client: &Client,
+    req: &ChatRequest,
+    started: i64,
+) -> Outcome {
+    let mut first_token: Option<i64> = None;
+    let hub = &inner.hub;
+    let id = task.id.as_str();
+    let result = client
+        .call_streaming(req, &inner.opts.retry, |delta| {
+            if first_token.is_none() {
+                first_token = Some(now_ms() - started);
+            }
+            hub.delta(id, delta);
+        })
+        .await;
+    match result {
+        Ok(r) => Outcome::Done(Box::new(r), first_token),
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// Renews the lease every third of its length; returns only when it is lost.
+async fn keep_lease(inner: &Inner, task_id: &str, fence: i64) {
+    let every = inner.opts.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match inner.store.heartbeat(task_id, fence, now_ms(), millis(inner.opts.lease)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            // The store is unreachable: keep calling; the result write will tell.
+            Err(e) => tracing::warn!(error = %e, task = task_id, "cannot renew a lease"),
+        }
+    }
+}
+
+async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outcome: Outcome) {
+    let labels = [("lane", task.lane.clone()), ("workload", task.workload.clone())];
+    let attempt =
+        |outcome: &str, error: Option<String>, request_id: Option<String>| AttemptRecord {
+            id: format!("att_{}", uuid::Uuid::now_v7().simple()),
+            lane: task.lane.clone(),
+            batch_id: None,
+            started_at: started,
+            ended_at: Some(now_ms()),
+            outcome: outcome.to_owned(),
+            error,
+            provider_request_id: request_id,
+        };
+    let store = &inner.store;
+    let written = match outcome {
+        Outcome::LeaseLost => {
+            metrics::counter!(m::LEASES_LOST).increment(1);
+            inner.hub.end(&task.id, Update::Stopped("another worker took the task over".into()));
+            return;
+        }
+        Outcome::Done(resp, first_token) => {
+            let completion = completion(inner, task, &resp, started, first_token);
+            let cost = completion.ledger.cost_nanousd;
+            let r = store.complete(&task.id, fence, &completion).await;
+            if matches!(r, Ok(Ok(()))) {
+                metrics::counter!(m::TASKS_FINISHED, &labels).increment(1);
+                metrics::counter!(m::DOLLARS_SPENT, &labels)
+                    .increment(u64::try_from(cost / 1000).unwrap_or(0));
+                if let Some(t) = first_token {
+                    metrics::histogram!(m::TIME_TO_FIRST_TOKEN, &labels).record(t as f64 / 1000.0);
+                }
+                if let Ok(Some((event, _))) =
+                    store.event(&task.event_id).await.map(|e| e.map(|(ev, t)| (ev.received_at, t)))
+                {
+                    metrics::histogram!(m::TASK_LATENCY, &labels)
+                        .record((now_ms() - event) as f64 / 1000.0);
+                }
+                inner.hub.end(&task.id, Update::Finished);
+                // Tasks that ran after this one are queued now; some may be streamed.
+                inner.wake.notify_one();
+            }
+            r
+        }
+        Outcome::Broken(reason) => {
+            metrics::counter!(
+                m::TASKS_FAILED,
+                &[&labels[..], &[("cause", "broken".to_owned())]].concat()
+            )
+            .increment(1);
+            inner.hub.end(&task.id, Update::Stopped(reason.clone()));
+            store.fail(&task.id, fence, &attempt("failed", Some(reason), None)).await
+        }
+        Outcome::Failed(e) => {
+            let request_id = e.request_id.clone();
+            let class = e.class();
+            let message = e.to_string();
+            let now = now_ms();
+            inner.hub.reset(&task.id);
+            match class {
+                ErrorClass::FlexUnavailable => {
+                    let w = inner.config.workload(&task.workload);
+                    let room = w.map_or(Duration::ZERO, |w| {
+                        let t = inner.config.policy_input(w, Duration::ZERO).timing;
+                        t.flex_p99 + t.stream_p99 + t.margin
+                    });
+                    metrics::counter!(m::TASK_RETRIES, "cause" => "flex_unavailable").increment(1);
+                    if now + millis(room) < task.deadline {
+                        inner.hub.end(
+                            &task.id,
+                            Update::Stopped("flex refused; trying again shortly".into()),
+                        );
+                        store
+                            .requeue(
+                                &task.id,
+                                fence,
+                                now + 2_000,
+                                &attempt("flex_unavailable", Some(message), request_id),
+                            )
+                            .await
+                    } else {
+                        let reason = format!(
+                            "{}; flex was refused and too little time was left to wait for it, so it fell back to stream",
+                            task.reason
+                        );
+                        inner.hub.end(
+                            &task.id,
+                            Update::Stopped("flex refused; falling back to stream".into()),
+                        );
+                        store
+                            .reroute(
+                                &task.id,
+                                fence,
+                                Lane::Stream.as_str(),
+                                &reason,
+                                now,
+                                &attempt("flex_unavailable", Some(message), request_id),
+                            )
+                            .await
+                    }
+                }
+                ErrorClass::Retryable { cause } if task.attempts < inner.opts.max_attempts => {
+                    let label = format!("{cause:?}").to_lowercase();
+                    metrics::counter!(m::TASK_RETRIES, "cause" => label).increment(1);
+                    // Longer waits than the in-call retries: 2, 4, 8 … seconds, or what the
+                    // provider asked for.
+                    let backoff = e
+                        .retry_after
+                        .unwrap_or(Duration::from_secs(1 << task.attempts.clamp(1, 6)));
+                    inner.hub.end(
+                        &task.id,
+                        Update::Stopped(format!("attempt failed ({message}); retrying later")),
+                    );
+                    store
+                        .requeue(
+                            &task.id,
+                            fence,
+                            now + millis(backoff),
+                            &attempt("retry", Some(message), request_id),
+                        )
+                        .await
+                }
+                _ => {
+                    let cause = class.label().to_owned();
+                    metrics::counter!(
+                        m::TASKS_FAILED,
+                        &[&labels[..], &[("cause", cause)]].concat()
+                    )
+                    .increment(1);
+                    inner.hub.end(&task.id, Update::Stopped(message.clone()));
+                    store.fail(&task.id, fence, &attempt("failed", Some(message), request_id)).await
+                }
+            }
+        }
+    };
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(lost)) => {
+            metrics::counter!(m::LEASES_LOST).increment(1);
+            tracing::warn!(task = %task.id, fence = lost.fence, "another worker took this task over; its result was not stored");
+        }
+        Err(e) => {
+            tracing::error!(task = %task.id, error = %e, "cannot store the outcome of a task; it runs again when its lease expires")
+        }
+    }
+}
+
+fn completion(
+    inner: &Inner,
+    task: &TaskRecord,
+    resp: &ChatResponse,
+    started: i64,
+    first_token: Option<i64>,
+) -> Completion {
+    let w = inner.config.workload(&task.workload);
+    let tokens = resp.usage.tokens();
+    let (cost, stream_cost) = match w {
+        Some(w) => {
+            let standard = w.price.standard_cost(tokens);
+            let paid = if task.lane == Lane::Flex.as_str() {
+                w.price.flex_cost(tokens).unwrap_or(standard)
+            } else {
+                standard
+            };
+            (paid, standard)
+        }
+        None => (0.0, 0.0),
+    };
+    let nano = |usd: f64| (usd * 1e9).round() as i64;
+    let now = now_ms();
+    let provider = w.map(|w| inner.config.provider(w).name.clone()).unwrap_or_default();
+    let deliveries = w
+        .map(|w| match &w.deliver {
+            Deliver::None => Vec::new(),
+            Deliver::Stdout => vec!["stdout".to_owned()],
+            Deliver::File { path } => vec![format!("file:{path}")],
+            Deliver::Webhook { url, .. } => vec![format!("webhook:{url}")],
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .map(|sink| NewDelivery { id: format!("dlv_{}", uuid::Uuid::now_v7().simple()), sink })
+        .collect();
+    let i64_of = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    Completion {
+        attempt_id: format!("att_{}", uuid::Uuid::now_v7().simple()),
+        started_at: started,
+        finished_at: now,
+        provider_request_id: resp.provider_request_id.clone(),
+        output: resp.text.clone(),
+        stop_reason: format!("{:?}", resp.stop_reason).to_lowercase(),
+        input_tokens: i64_of(resp.usage.input_tokens),
+        cached_input_tokens: i64_of(resp.usage.cached_input_tokens),
+        output_tokens: i64_of(resp.usage.output_tokens),
+        first_token_ms: first_token,
+        ledger: LedgerEntry {
+            id: format!("led_{}", uuid::Uuid::now_v7().simple()),
+            workload: task.workload.clone(),
+            provider,
+            model: resp.model.clone(),
+            lane: task.lane.clone(),
+            input_tokens: i64_of(resp.usage.input_tokens),
+            cached_input_tokens: i64_of(resp.usage.cached_input_tokens),
+            output_tokens: i64_of(resp.usage.output_tokens),
+            cost_nanousd: nano(cost),
+            stream_cost_nanousd: nano(stream_cost),
+            created_at: now,
+        },
+        deliveries,
+    }
+}

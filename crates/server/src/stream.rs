@@ -1,0 +1,134 @@
+//! `GET /v1/tasks/{id}/stream`: a task's tokens as Server-Sent Events, as the provider produces
+//! them.
+//!
+//! Events: `delta` (`{"text": …}`: a watcher that connects late first gets everything produced so
+//! far in one delta), `reset` (an attempt failed after producing text; a retry starts over),
+//! `status` (`{"message": …}`: the task is waiting to run again), and a final `done` (the result,
+//! its usage and cost) or `failed` (the reason). A task that is not running in this process is
+//! followed through the store until it runs here or ends.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::channel::mpsc;
+use futures::{SinkExt, Stream};
+use serde_json::json;
+use sluice_engine::hub::Update;
+use sluice_store::{TaskDetail, TaskState};
+
+use crate::error::ApiError;
+use crate::routes::AppState;
+
+type Tx = mpsc::Sender<Result<Event, Infallible>>;
+
+pub async fn stream_task(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // Unknown ids are a 404 now, not an empty stream.
+    state
+        .store
+        .task(&id)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?
+        .ok_or_else(|| ApiError::not_found("task", &id))?;
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(follow(state, id, tx));
+    Ok(Sse::new(rx).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn event(name: &str, data: serde_json::Value) -> Result<Event, Infallible> {
+    Ok(Event::default().event(name).data(data.to_string()))
+}
+
+/// Feeds one watcher until the task ends or the watcher hangs up (a send fails).
+async fn follow(state: Arc<AppState>, id: String, mut tx: Tx) {
+    let Some(hub) = state.hub.clone() else { return };
+    let mut waiting_said = false;
+    // Bounded by the task's life: it ends, or the watcher leaves; a poll every 200 ms between.
+    loop {
+        if let Some(mut watch) = hub.watch(&id) {
+            waiting_said = false;
+            if !watch.so_far.is_empty()
+                && tx.send(event("delta", json!({ "text": watch.so_far }))).await.is_err()
+            {
+                return;
+            }
+            loop {
+                match watch.updates.recv().await {
+                    Ok(Update::Delta(text)) => {
+                        if tx.send(event("delta", json!({ "text": text }))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Update::Reset) => {
+                        if tx.send(event("reset", json!({}))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Update::Stopped(message)) => {
+                        if tx.send(event("status", json!({ "message": message }))).await.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                    // Finished, or the sender went away (finished meanwhile): ask the store.
+                    Ok(Update::Finished) | Err(_) => break,
+                }
+            }
+        }
+        match state.store.task(&id).await {
+            Ok(Some(detail)) if detail.task.state.is_final() => {
+                let _ = tx.send(final_event(&detail)).await;
+                return;
+            }
+            Ok(Some(detail)) => {
+                if !waiting_said {
+                    waiting_said = true;
+                    let message = format!(
+                        "the task is {} in the {} lane",
+                        detail.task.state.as_str(),
+                        detail.task.lane
+                    );
+                    if tx.send(event("status", json!({ "message": message }))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(None) => return,
+            Err(e) => tracing::warn!(error = %e, "cannot read a task for its stream"),
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn final_event(d: &TaskDetail) -> Result<Event, Infallible> {
+    let t = &d.task;
+    if t.state == TaskState::Succeeded {
+        let r = d.result.as_ref();
+        event(
+            "done",
+            json!({
+                "task_id": t.id,
+                "workload": t.workload,
+                "lane": t.lane,
+                "output": r.map(|r| r.output.clone()),
+                "stop_reason": r.map(|r| r.stop_reason.clone()),
+                "usage": r.map(|r| json!({
+                    "input_tokens": r.input_tokens,
+                    "cached_input_tokens": r.cached_input_tokens,
+                    "output_tokens": r.output_tokens,
+                })),
+                "cost_usd": d.cost_nanousd as f64 / 1e9,
+            }),
+        )
+    } else {
+        event("failed", json!({ "task_id": t.id, "state": t.state, "reason": t.last_error }))
+    }
+}

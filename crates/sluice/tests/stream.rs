@@ -1,0 +1,388 @@
+//! The stream path end to end, in one process over real sockets: ingest → stream executor →
+//! the simulator → tokens to a watcher as they arrive → the stored result and ledger → a signed
+//! webhook. Also: a permanent error fails cleanly without retries, a fault is retried, and the
+//! simulator's charge log shows nothing paid twice.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use sluice_core::Config;
+use sluice_engine::{Deliverer, Executor, ExecutorOptions, Hub};
+use sluice_server::auth::Tokens;
+use sluice_server::ingest::Committer;
+use sluice_server::{AppState, ServerOptions};
+use sluice_sim::{RunningSim, Sim, SimConfig};
+use sluice_store::{SqliteDurability, Store};
+
+const SECRET: &str = "whsec_c2x1aWNlLWUyZS13ZWJob29rLXNlY3JldA==";
+
+fn config(sim: &str, hook: &str) -> String {
+    format!(
+        r#"
+min_daily_savings = 0.5
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{sim}"
+[providers.openai]
+kind = "openai"
+base_url = "{sim}/v1"
+
+[[workloads]]
+name = "triage"
+on = "ticket.created"
+provider = "anthropic"
+model = "claude-haiku-5-5"
+max_tokens = 200
+prompt = "Triage: {{{{ payload.subject }}}}"
+needed_within = "2m"
+delay_cost = "significant"
+volume_per_day = 1000
+deliver = {{ webhook = "{hook}", secret_env = "E2E_HOOK_SECRET" }}
+
+[[workloads]]
+name = "reply"
+on = "ticket.created"
+after = "triage"
+provider = "openai"
+model = "gpt-5.4-mini"
+max_tokens = 100
+prompt = "Reply given {{{{ after.output }}}}"
+lane = "stream"
+
+[[workloads]]
+name = "broken"
+on = "broken.thing"
+provider = "openai"
+model = "gpt-unknown-model"
+max_tokens = 50
+prompt = "{{{{ payload.x }}}}"
+lane = "stream"
+
+[providers.openai.prices."gpt-unknown-model"]
+input = 1.0
+output = 1.0
+"#
+    )
+}
+
+struct World {
+    base: String,
+    http: reqwest::Client,
+    sim: RunningSim,
+    store: Store,
+    hooks: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    _dir: tempfile::TempDir,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn world(sim_config: SimConfig, extra_headers: Vec<(String, String)>) -> World {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = Sim::start(sim_config, "127.0.0.1:0").await.unwrap();
+    // A webhook receiver that records what it gets.
+    let hooks: Arc<Mutex<Vec<(HeaderMap, Bytes)>>> = Arc::default();
+    let seen = hooks.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |h: HeaderMap, b: Bytes| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push((h, b));
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+
+    let config = Arc::new(Config::parse(&config(sim.base_url(), &hook), "e2e.toml").unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &format!("sqlite://{}", dir.path().join("e2e.db").display()),
+        SqliteDurability::Full,
+    )
+    .await
+    .unwrap();
+    let env = |name: &str| match name {
+        "ANTHROPIC_API_KEY" | "OPENAI_API_KEY" => Some("sk-e2e".to_owned()),
+        "E2E_HOOK_SECRET" => Some(SECRET.to_owned()),
+        _ => None,
+    };
+    let hub = Hub::default();
+    // Quick retries, so that tests of faults take seconds.
+    let retry = sluice_providers::RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        max_retry_after: Duration::from_secs(1),
+        ..sluice_providers::RetryPolicy::default()
+    };
+    let opts =
+        ExecutorOptions { extra_headers, retry, max_attempts: 3, ..ExecutorOptions::default() };
+    let executor = Executor::new(store.clone(), config.clone(), hub.clone(), env, opts).unwrap();
+    let wake = executor.waker();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(executor.run(stopping.clone()));
+    tokio::spawn(Deliverer::new(store.clone(), config.clone(), env).run(stopping));
+    let (committer, committers) = Committer::start(store.clone(), 1);
+    let state = AppState {
+        config,
+        store: store.clone(),
+        committer,
+        tokens: Tokens::default(),
+        hook_keys: Default::default(),
+        metrics: sluice_server::metrics_handle(),
+        options: ServerOptions::default(),
+        hub: Some(hub),
+        wake: Some(wake),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running =
+        sluice_server::start(listener, state, committers, std::future::pending()).unwrap();
+    World {
+        base: format!("http://{}", running.addr),
+        http: reqwest::Client::new(),
+        sim,
+        store,
+        hooks,
+        _dir: dir,
+        stop,
+    }
+}
+
+/// Reads an SSE response into (event, data) pairs until `done` or `failed`, within `limit`.
+async fn sse(resp: reqwest::Response, limit: Duration) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    let mut buf = String::new();
+    let mut body = resp.bytes_stream();
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        let Ok(Some(chunk)) = tokio::time::timeout(end - Instant::now(), body.next()).await else {
+            break;
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(i) = buf.find("\n\n") {
+            let block: String = buf.drain(..i + 2).collect();
+            let name =
+                block.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("").to_owned();
+            let data = block.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or("null");
+            if !name.is_empty() {
+                let finished = name == "done" || name == "failed";
+                events.push((name, serde_json::from_str(data).unwrap_or(Value::Null)));
+                if finished {
+                    return events;
+                }
+            }
+        }
+    }
+    events
+}
+
+async fn wait_for<T>(limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_streams_tokens_to_its_watcher_and_a_signed_result_to_its_webhook() {
+    let w = world(SimConfig::default(), Vec::new()).await;
+    let r: Value = w
+        .http
+        .post(format!("{}/v1/events", w.base))
+        .json(&json!({"type": "ticket.created", "payload": {"subject": "Refund for a double charge"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let triage = &r["tasks"][0];
+    let url = format!("{}{}", w.base, triage["stream_url"].as_str().unwrap());
+    let events = sse(w.http.get(&url).send().await.unwrap(), Duration::from_secs(10)).await;
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.last(), Some(&"done"), "{names:?}");
+    let deltas: String = events
+        .iter()
+        .filter(|(n, _)| n == "delta")
+        .map(|(_, d)| d["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.iter().filter(|n| **n == "delta").count() >= 2,
+        "tokens arrive as produced: {names:?}"
+    );
+    let done = &events.last().unwrap().1;
+    assert_eq!(done["output"].as_str().unwrap(), deltas, "the deltas add up to the result");
+    assert!(done["cost_usd"].as_f64().unwrap() > 0.0);
+
+    // A watcher that connects after the end gets the whole result at once.
+    let late = sse(w.http.get(&url).send().await.unwrap(), Duration::from_secs(5)).await;
+    assert_eq!(late.last().unwrap().1["output"], done["output"]);
+
+    // The task that runs after it is released, streamed, and uses its output.
+    let reply_id = r["tasks"][1]["id"].as_str().unwrap().to_owned();
+    let reply = wait_for(Duration::from_secs(10), async || {
+        let d = w.store.task(&reply_id).await.unwrap().unwrap();
+        (d.task.state == sluice_store::TaskState::Succeeded).then_some(d)
+    })
+    .await;
+    assert_eq!(reply.task.lane, "stream");
+
+    // The webhook got the signed result.
+    let (headers, body) =
+        wait_for(Duration::from_secs(10), async || w.hooks.lock().unwrap().first().cloned()).await;
+    let h = |n: &str| headers.get(n).unwrap().to_str().unwrap().to_owned();
+    let key = sluice_core::webhook::decode_secret(SECRET).unwrap();
+    let ts: i64 = h("webhook-timestamp").parse().unwrap();
+    assert!(sluice_core::webhook::matches(
+        &key,
+        &h("webhook-id"),
+        ts,
+        &body,
+        &h("webhook-signature")
+    ));
+    let delivered: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(delivered["task_id"], triage["id"]);
+    assert_eq!(delivered["output"], done["output"]);
+
+    // Each task paid once, at the standard price, and the ledger agrees with the sim.
+    let charges = w.sim.charges().all();
+    for id in [triage["id"].as_str().unwrap(), reply_id.as_str()] {
+        let n = charges
+            .iter()
+            .filter(|c| c.user_id.as_deref() == Some(id) || c.user.as_deref() == Some(id))
+            .count();
+        assert_eq!(n, 1, "task {id} charged {n} times");
+    }
+    let ledger = w.store.task(triage["id"].as_str().unwrap()).await.unwrap().unwrap().cost_nanousd
+        as f64
+        / 1e9;
+    let charged: f64 = charges
+        .iter()
+        .filter(|c| c.user_id.as_deref() == triage["id"].as_str())
+        .map(|c| c.total_usd)
+        .sum();
+    assert!((ledger - charged).abs() < 1e-9, "ledger {ledger} vs sim {charged}");
+    let _ = w.stop.send(true);
+    w.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_are_retried_to_success_and_paid_once() {
+    // One call in three meets a fault: 429, 500, 529, a reset or a cut stream.
+    let mut sim = SimConfig::default();
+    sim.faults.rate_429 = 0.07;
+    sim.faults.rate_500 = 0.07;
+    sim.faults.rate_529 = 0.07;
+    sim.faults.rate_reset = 0.06;
+    sim.faults.rate_cut = 0.06;
+    sim.faults.retry_after = Duration::from_millis(100);
+    let w = world(sim, Vec::new()).await;
+    let events: Vec<Value> = (0..30)
+        .map(|i| json!({"type": "ticket.created", "payload": {"subject": format!("ticket {i}")}}))
+        .collect();
+    let r: Value = w
+        .http
+        .post(format!("{}/v1/events", w.base))
+        .json(&events)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<String> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["tasks"][0]["id"].as_str().unwrap().to_owned())
+        .collect();
+    for id in &ids {
+        let d = wait_for(Duration::from_secs(60), async || {
+            let d = w.store.task(id).await.unwrap().unwrap();
+            d.task.state.is_final().then_some(d)
+        })
+        .await;
+        assert_eq!(d.task.state, sluice_store::TaskState::Succeeded, "{:?}", d.attempt_log);
+        // Paid once for the answer it kept (a cut stream is billed by the sim too: the model ran).
+        let charges = w.sim.charges().all();
+        let paid: Vec<_> =
+            charges.iter().filter(|c| c.user_id.as_deref() == Some(id.as_str())).collect();
+        assert!(!paid.is_empty(), "task {id} was never billed");
+        assert!(paid.len() <= 1 + d.attempt_log.len(), "task {id} billed {} times", paid.len());
+    }
+    let _ = w.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_on_every_attempt_fails_the_task_cleanly_and_unbilled() {
+    let w = world(SimConfig::default(), vec![("x-sim-fault".into(), "529".into())]).await;
+    let r: Value = w
+        .http
+        .post(format!("{}/v1/events", w.base))
+        .json(&json!({"type": "ticket.created", "payload": {"subject": "x"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = r["tasks"][0]["id"].as_str().unwrap().to_owned();
+    let d = wait_for(Duration::from_secs(30), async || {
+        let d = w.store.task(&id).await.unwrap().unwrap();
+        d.task.state.is_final().then_some(d)
+    })
+    .await;
+    assert_eq!(d.task.state, sluice_store::TaskState::Failed);
+    assert_eq!(d.attempt_log.len(), 3, "{:?}", d.attempt_log);
+    assert!(
+        d.task.last_error.as_deref().unwrap().contains("overloaded"),
+        "{:?}",
+        d.task.last_error
+    );
+    // The task that runs after it fails with it.
+    let (_, tasks) = w.store.event(&d.task.event_id).await.unwrap().unwrap();
+    assert!(tasks.iter().all(|t| t.state == sluice_store::TaskState::Failed));
+    assert!(w.sim.charges().all().is_empty(), "a 529 is not billed");
+    let _ = w.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_error_fails_the_task_without_retrying() {
+    // A model the provider does not know: 404, permanent.
+    let w = world(SimConfig::default(), Vec::new()).await;
+    let r: Value = w
+        .http
+        .post(format!("{}/v1/events", w.base))
+        .json(&json!({"type": "broken.thing", "payload": {"x": "y"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = r["tasks"][0]["id"].as_str().unwrap().to_owned();
+    let d = wait_for(Duration::from_secs(10), async || {
+        let d = w.store.task(&id).await.unwrap().unwrap();
+        d.task.state.is_final().then_some(d)
+    })
+    .await;
+    assert_eq!(d.task.state, sluice_store::TaskState::Failed);
+    assert_eq!(d.attempt_log.len(), 1, "not retried: {:?}", d.attempt_log);
+    assert!(
+        d.task.last_error.as_deref().unwrap().contains("gpt-unknown-model"),
+        "{:?}",
+        d.task.last_error
+    );
+    let _ = w.stop.send(true);
+}
