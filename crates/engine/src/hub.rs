@@ -31,6 +31,8 @@ struct Live {
 #[derive(Debug, Clone, Default)]
 pub struct Hub {
     live: Arc<Mutex<HashMap<String, Live>>>,
+    /// Rung whenever a task starts, so a watcher waiting for its task never misses the start.
+    started: Arc<tokio::sync::Notify>,
 }
 
 /// A subscription: the text so far, and what comes next.
@@ -52,6 +54,15 @@ impl Hub {
             live.entry(task_id.to_owned())
                 .or_insert_with(|| Live { text: String::new(), tx: broadcast::channel(1024).0 });
         });
+        self.started.notify_waiters();
+    }
+
+    /// Resolves at the next start of any task. Create it *before* checking [`Hub::watch`], so that
+    /// a start in between is not missed.
+    pub fn started(&self) -> std::pin::Pin<Box<tokio::sync::futures::OwnedNotified>> {
+        let mut n = Box::pin(self.started.clone().notified_owned());
+        n.as_mut().enable();
+        n
     }
 
     pub fn delta(&self, task_id: &str, text: &str) {

@@ -50,6 +50,7 @@ async fn follow(state: Arc<AppState>, id: String, mut tx: Tx) {
     let mut waiting_said = false;
     // Bounded by the task's life: it ends, or the watcher leaves; a poll every 200 ms between.
     loop {
+        let started = hub.started();
         if let Some(mut watch) = hub.watch(&id) {
             waiting_said = false;
             if !watch.so_far.is_empty()
@@ -104,7 +105,10 @@ async fn follow(state: Arc<AppState>, id: String, mut tx: Tx) {
         if tx.is_closed() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::select! {
+            _ = started => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
     }
 }
 

@@ -63,6 +63,16 @@ max_tokens = 50
 prompt = "{{{{ payload.x }}}}"
 lane = "stream"
 
+[[workloads]]
+name = "social"
+on = "social.mention"
+provider = "openai"
+model = "gpt-5.4-mini"
+max_tokens = 100
+prompt = "Reply to {{{{ payload.text }}}}"
+needed_within = "45m"
+lane = "flex"
+
 [providers.openai.prices."gpt-unknown-model"]
 input = 1.0
 output = 1.0
@@ -196,7 +206,11 @@ async fn wait_for<T>(limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_streams_tokens_to_its_watcher_and_a_signed_result_to_its_webhook() {
-    let w = world(SimConfig::default(), Vec::new()).await;
+    // Slow enough tokens that the watcher, connecting right after the 202, sees them arrive.
+    let mut sim = SimConfig::default();
+    sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(150));
+    sim.latency.per_token = sluice_sim::Dist::Fixed(Duration::from_millis(5));
+    let w = world(sim, Vec::new()).await;
     let r: Value = w
         .http
         .post(format!("{}/v1/events", w.base))
@@ -384,5 +398,63 @@ async fn a_permanent_error_fails_the_task_without_retrying() {
         "{:?}",
         d.task.last_error
     );
+    let _ = w.stop.send(true);
+}
+
+async fn post_social(w: &World, needed_within: &str) -> String {
+    let r: Value = w
+        .http
+        .post(format!("{}/v1/events", w.base))
+        .json(&json!({"type": "social.mention", "payload": {"text": "love it"}, "needed_within": needed_within}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["tasks"][0]["lane"], "flex", "{r}");
+    r["tasks"][0]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flex_is_billed_at_the_flex_price() {
+    let w = world(SimConfig::default(), Vec::new()).await;
+    let id = post_social(&w, "45m").await;
+    let d = wait_for(Duration::from_secs(10), async || {
+        let d = w.store.task(&id).await.unwrap().unwrap();
+        d.task.state.is_final().then_some(d)
+    })
+    .await;
+    assert_eq!((d.task.state, d.task.lane.as_str()), (sluice_store::TaskState::Succeeded, "flex"));
+    let charges = w.sim.charges().all();
+    let c = charges.iter().find(|c| c.user.as_deref() == Some(id.as_str())).expect("billed");
+    assert_eq!(format!("{:?}", c.tier), "Flex");
+    let ledger = d.cost_nanousd as f64 / 1e9;
+    assert!((ledger - c.total_usd).abs() < 1e-9, "ledger {ledger} vs sim {}", c.total_usd);
+    let _ = w.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_flex_call_falls_back_to_stream_when_the_deadline_is_near() {
+    let mut sim = SimConfig::default();
+    sim.flex.refuse_rate = 1.0;
+    let w = world(sim, Vec::new()).await;
+    // Needed within 30 s: no time to wait for flex capacity.
+    let id = post_social(&w, "30s").await;
+    let d = wait_for(Duration::from_secs(10), async || {
+        let d = w.store.task(&id).await.unwrap().unwrap();
+        d.task.state.is_final().then_some(d)
+    })
+    .await;
+    assert_eq!(
+        (d.task.state, d.task.lane.as_str()),
+        (sluice_store::TaskState::Succeeded, "stream")
+    );
+    assert!(d.task.reason.contains("fell back to stream"), "{}", d.task.reason);
+    assert_eq!(d.attempt_log[0].outcome, "flex_unavailable");
+    let charges = w.sim.charges().all();
+    let paid: Vec<_> = charges.iter().filter(|c| c.user.as_deref() == Some(id.as_str())).collect();
+    assert_eq!(paid.len(), 1, "the refusal is not billed; the stream call is");
+    assert_eq!(format!("{:?}", paid[0].tier), "Standard");
     let _ = w.stop.send(true);
 }
