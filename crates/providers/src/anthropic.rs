@@ -22,8 +22,9 @@ pub const SENDS_TEMPERATURE: bool = matches!(API_VERSION.as_bytes(), b"2023-06-0
 
 // ---- request ----
 
+/// The body of `POST /v1/messages`, also a batch line's `params` (`crate::batch`).
 #[derive(Serialize)]
-struct WireRequest<'a> {
+pub(crate) struct WireRequest<'a> {
     model: &'a str,
     max_tokens: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,6 +141,9 @@ impl WireError {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Anthropic {
+    /// The API root, without a trailing slash (batch routes and relative `results_url`s hang
+    /// off it).
+    pub root: String,
     pub messages_url: String,
     pub key: Option<ApiKey>,
 }
@@ -148,7 +152,36 @@ impl Anthropic {
     pub fn new(base_url: &url::Url, key: Option<ApiKey>) -> Self {
         // The base is the API root ("https://api.anthropic.com", perhaps behind a path prefix).
         let root = base_url.as_str().trim_end_matches('/');
-        Anthropic { messages_url: format!("{root}/v1/messages"), key }
+        Anthropic { messages_url: format!("{root}/v1/messages"), root: root.to_owned(), key }
+    }
+
+    /// The request body. `stream: false` is also a batch line's `params` (which must not stream).
+    pub(crate) fn body<'a>(&self, req: &'a ChatRequest, stream: bool) -> WireRequest<'a> {
+        WireRequest {
+            model: &req.model,
+            max_tokens: req.max_tokens,
+            system: req.system.as_deref(),
+            messages: req
+                .messages
+                .iter()
+                .map(|m| WireMessage { role: m.role.as_str(), content: &m.text })
+                .collect(),
+            temperature: if SENDS_TEMPERATURE { req.temperature } else { None },
+            metadata: req.request_tag.as_deref().map(|t| WireMetadata { user_id: t }),
+            stream,
+        }
+    }
+
+    /// The version header and the key, on any request to the API (batch routes included).
+    pub(crate) fn authorize(
+        &self,
+        b: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let b = b.header("anthropic-version", API_VERSION);
+        match &self.key {
+            Some(k) => Ok(b.header("x-api-key", crate::client::key_header(K, k.expose())?)),
+            None => Ok(b),
+        }
     }
 }
 
@@ -174,26 +207,11 @@ impl Dialect for Anthropic {
                 "Anthropic has no flex tier; use the standard tier or the Batch API",
             ));
         }
-        let body = WireRequest {
-            model: &req.model,
-            max_tokens: req.max_tokens,
-            system: req.system.as_deref(),
-            messages: req
-                .messages
-                .iter()
-                .map(|m| WireMessage { role: m.role.as_str(), content: &m.text })
-                .collect(),
-            temperature: if SENDS_TEMPERATURE { req.temperature } else { None },
-            metadata: req.request_tag.as_deref().map(|t| WireMetadata { user_id: t }),
-            stream,
-        };
-        let mut b = http
+        let body = self.body(req, stream);
+        let b = http
             .post(&self.messages_url)
-            .header("anthropic-version", API_VERSION)
             .header("accept", if stream { "text/event-stream" } else { "application/json" });
-        if let Some(k) = &self.key {
-            b = b.header("x-api-key", crate::client::key_header(K, k.expose())?);
-        }
+        let mut b = self.authorize(b)?;
         b = crate::client::extra_headers(K, b, &req.extra_headers)?;
         Ok(b.json(&body))
     }

@@ -46,14 +46,14 @@ pub enum Client {
 
 #[derive(Debug, Clone)]
 pub struct AnthropicClient {
-    transport: Transport<Anthropic>,
+    pub(crate) transport: Transport<Anthropic>,
     limiter: Arc<RateLimiter>,
     name: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct OpenAiClient {
-    transport: Transport<OpenAi>,
+    pub(crate) transport: Transport<OpenAi>,
     limiter: Arc<RateLimiter>,
     name: String,
 }

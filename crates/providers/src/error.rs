@@ -155,6 +155,19 @@ impl fmt::Display for ProviderError {
     }
 }
 
+/// Equal when they say the same thing: provider, kind, status, type, code and message (not the
+/// request id, retry-after or rate-limit snapshot, which differ from one occurrence to the next).
+impl PartialEq for ProviderError {
+    fn eq(&self, other: &Self) -> bool {
+        self.provider == other.provider
+            && self.kind == other.kind
+            && self.status == other.status
+            && self.error_type == other.error_type
+            && self.code == other.code
+            && self.message == other.message
+    }
+}
+
 impl std::ops::Deref for ProviderError {
     type Target = ErrorDetails;
     fn deref(&self) -> &ErrorDetails {

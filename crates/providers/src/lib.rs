@@ -26,9 +26,15 @@
 //!   minute and concurrency; reserve an estimate, settle with the real usage; tightened by the
 //!   providers' rate-limit headers ([`ratelimit::headers`]); a 429 pauses every caller of the key.
 //! - [`secret`]: [`ApiKey`], which never prints.
-//!
-//! Not here yet: the Batch API clients (issue 6).
+//! - [`batch`]: the Batch APIs (Anthropic Message Batches; OpenAI Files + Batches) as more
+//!   methods of [`Client`] — `submit_batch`, `batch_status`, `batch_results`, `cancel_batch`,
+//!   `list_batches`, `find_submitted` — over one normalized model ([`BatchItem`],
+//!   [`BatchHandle`], [`BatchStatus`], [`BatchItemResult`]). Batches are checked against the
+//!   provider's limits before sending ([`BatchLimits`], [`BatchInvalid`]); results are matched
+//!   by `custom_id`; a create is never re-sent once the provider may have acted on it: a lost
+//!   answer is [`BatchError::OutcomeUnknown`], reconciled by listing.
 
+pub mod batch;
 pub mod client;
 pub mod error;
 pub mod model;
@@ -42,6 +48,10 @@ mod anthropic;
 mod openai;
 mod transport;
 
+pub use batch::{
+    BatchCounts, BatchError, BatchHandle, BatchInvalid, BatchItem, BatchItemResult, BatchLimits,
+    BatchOutcome, BatchPage, BatchState, BatchStatus, ReconcileProbe, SLUICE_BATCH_ID,
+};
 pub use client::{BuildError, Client, ClientOptions};
 pub use error::{ErrorClass, ErrorKind, PermanentCause, ProviderError, RetryCause, TimeoutPhase};
 pub use model::{

@@ -20,8 +20,9 @@ use crate::transport::{Accumulator, Dialect, Step, parse_json};
 
 // ---- request ----
 
+/// The body of `POST /chat/completions`, also a batch line's `body` (`crate::batch`).
 #[derive(Serialize)]
-struct WireRequest<'a> {
+pub(crate) struct WireRequest<'a> {
     model: &'a str,
     messages: Vec<WireMessage<'a>>,
     max_completion_tokens: u32,
@@ -157,6 +158,8 @@ impl WireError {
 #[derive(Debug, Clone)]
 pub(crate) struct OpenAi {
     pub kind: ProviderKind,
+    /// The base URL (ending in `/v1`), without a trailing slash: files and batches hang off it.
+    pub root: String,
     pub completions_url: String,
     pub key: Option<ApiKey>,
 }
@@ -165,7 +168,62 @@ impl OpenAi {
     pub fn new(kind: ProviderKind, base_url: &url::Url, key: Option<ApiKey>) -> Self {
         // The base ends in `/v1`, as the SDKs take it; paths are relative to it.
         let root = base_url.as_str().trim_end_matches('/');
-        OpenAi { kind, completions_url: format!("{root}/chat/completions"), key }
+        OpenAi {
+            kind,
+            completions_url: format!("{root}/chat/completions"),
+            root: root.to_owned(),
+            key,
+        }
+    }
+
+    /// The bearer key, on any request to the API (files and batches included).
+    pub(crate) fn authorize(
+        &self,
+        b: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        match &self.key {
+            Some(k) => {
+                let bearer = format!("Bearer {}", k.expose());
+                Ok(b.header("authorization", crate::client::key_header(self.kind, &bearer)?))
+            }
+            None => Ok(b),
+        }
+    }
+
+    /// The request body. A batch line (`batch: true`) never streams and never asks for a service
+    /// tier: the batch is its own tier, at its own price.
+    pub(crate) fn body<'a>(
+        &self,
+        req: &'a ChatRequest,
+        stream: bool,
+        batch: bool,
+    ) -> WireRequest<'a> {
+        let stream = stream && !batch;
+        let mut messages = Vec::with_capacity(req.messages.len() + 1);
+        if let Some(s) = &req.system {
+            // `system`, not `developer`: OpenAI maps it for newer models, and compatible servers
+            // only know `system`.
+            messages.push(WireMessage { role: "system", content: s });
+        }
+        messages.extend(
+            req.messages.iter().map(|m| WireMessage { role: m.role.as_str(), content: &m.text }),
+        );
+        WireRequest {
+            model: &req.model,
+            messages,
+            max_completion_tokens: req.max_tokens,
+            temperature: req.temperature,
+            response_format: req.json_output.then_some(ResponseFormat { kind: "json_object" }),
+            service_tier: (req.tier == Tier::Flex && !batch).then_some("flex"),
+            user: req.request_tag.as_deref(),
+            metadata: req
+                .request_tag
+                .as_deref()
+                .filter(|_| !self.compatible())
+                .map(|t| Metadata { sluice_tag: t }),
+            stream,
+            stream_options: stream.then_some(StreamOptions { include_usage: true }),
+        }
     }
 
     fn compatible(&self) -> bool {
@@ -203,38 +261,11 @@ impl Dialect for OpenAi {
                 self.error(ErrorKind::Unsupported, "an OpenAI-compatible server has no flex tier")
             );
         }
-        let mut messages = Vec::with_capacity(req.messages.len() + 1);
-        if let Some(s) = &req.system {
-            // `system`, not `developer`: OpenAI maps it for newer models, and compatible servers
-            // only know `system`.
-            messages.push(WireMessage { role: "system", content: s });
-        }
-        messages.extend(
-            req.messages.iter().map(|m| WireMessage { role: m.role.as_str(), content: &m.text }),
-        );
-        let body = WireRequest {
-            model: &req.model,
-            messages,
-            max_completion_tokens: req.max_tokens,
-            temperature: req.temperature,
-            response_format: req.json_output.then_some(ResponseFormat { kind: "json_object" }),
-            service_tier: (req.tier == Tier::Flex).then_some("flex"),
-            user: req.request_tag.as_deref(),
-            metadata: req
-                .request_tag
-                .as_deref()
-                .filter(|_| !self.compatible())
-                .map(|t| Metadata { sluice_tag: t }),
-            stream,
-            stream_options: stream.then_some(StreamOptions { include_usage: true }),
-        };
-        let mut b = http
+        let body = self.body(req, stream, false);
+        let b = http
             .post(&self.completions_url)
             .header("accept", if stream { "text/event-stream" } else { "application/json" });
-        if let Some(k) = &self.key {
-            let bearer = format!("Bearer {}", k.expose());
-            b = b.header("authorization", crate::client::key_header(self.kind, &bearer)?);
-        }
+        let mut b = self.authorize(b)?;
         b = crate::client::extra_headers(self.kind, b, &req.extra_headers)?;
         Ok(b.json(&body))
     }

@@ -136,7 +136,7 @@ impl<D: Dialect> Transport<D> {
         }
     }
 
-    fn err(&self, kind: ErrorKind, msg: impl Into<String>) -> ProviderError {
+    pub(crate) fn err(&self, kind: ErrorKind, msg: impl Into<String>) -> ProviderError {
         ProviderError::new(self.dialect.kind(), kind, msg)
     }
 
@@ -162,7 +162,11 @@ impl<D: Dialect> Transport<D> {
         Err(self.status_error(resp, deadline).await)
     }
 
-    async fn status_error(&self, resp: reqwest::Response, deadline: Instant) -> ProviderError {
+    pub(crate) async fn status_error(
+        &self,
+        resp: reqwest::Response,
+        deadline: Instant,
+    ) -> ProviderError {
         let status = resp.status();
         let headers = resp.headers().clone();
         // The error body is small; if it does not come in time, the status alone classifies.
