@@ -61,6 +61,29 @@ pub enum SetupError {
     Client { provider: String, message: String },
 }
 
+/// A client per provider of the config, with its key from `env` (the process environment in
+/// production). Shared by the executor and the batcher.
+pub fn build_clients(
+    config: &Config,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<HashMap<String, Client>, SetupError> {
+    let mut clients = HashMap::new();
+    for p in &config.providers {
+        let key = match &p.api_key_env {
+            None => None,
+            Some(var) => {
+                Some(ApiKey::new(env(var).filter(|k| !k.is_empty()).ok_or_else(|| {
+                    SetupError::MissingKey { provider: p.name.clone(), env: var.clone() }
+                })?))
+            }
+        };
+        let client = Client::new(p, key)
+            .map_err(|e| SetupError::Client { provider: p.name.clone(), message: e.to_string() })?;
+        clients.insert(p.name.clone(), client);
+    }
+    Ok(clients)
+}
+
 /// Runs streamed tasks. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Executor {
@@ -88,22 +111,7 @@ impl Executor {
         env: impl Fn(&str) -> Option<String>,
         opts: ExecutorOptions,
     ) -> Result<Executor, SetupError> {
-        let mut clients = HashMap::new();
-        for p in &config.providers {
-            let key = match &p.api_key_env {
-                None => None,
-                Some(var) => {
-                    Some(ApiKey::new(env(var).filter(|k| !k.is_empty()).ok_or_else(|| {
-                        SetupError::MissingKey { provider: p.name.clone(), env: var.clone() }
-                    })?))
-                }
-            };
-            let client = Client::new(p, key).map_err(|e| SetupError::Client {
-                provider: p.name.clone(),
-                message: e.to_string(),
-            })?;
-            clients.insert(p.name.clone(), client);
-        }
+        let clients = build_clients(&config, env)?;
         m::describe();
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
         Ok(Executor {
@@ -251,8 +259,22 @@ async fn prepare(inner: &Inner, task: &TaskRecord) -> Result<(Client, ChatReques
         .get(&provider.name)
         .cloned()
         .ok_or_else(|| format!("no client for provider {:?}", provider.name))?;
-    let input = inner
-        .store
+    let req = render_request(&inner.store, config, task, &inner.opts.extra_headers).await?;
+    Ok((client, req))
+}
+
+/// The provider request of a task: its workload's templates rendered over the event and, for an
+/// `after` task, the upstream output. Shared by the executor and the batcher.
+pub async fn render_request(
+    store: &Store,
+    config: &Config,
+    task: &TaskRecord,
+    headers: &[(String, String)],
+) -> Result<ChatRequest, String> {
+    let w = config
+        .workload(&task.workload)
+        .ok_or_else(|| format!("workload {:?} is no longer in the config", task.workload))?;
+    let input = store
         .task_input(task)
         .await
         .map_err(|e| format!("cannot read the task's event: {e}"))?
@@ -296,7 +318,7 @@ async fn prepare(inner: &Inner, task: &TaskRecord) -> Result<(Client, ChatReques
         ),
         None => None,
     };
-    Ok((client, request(w, &task.lane, system, prompt, &task.id, &inner.opts.extra_headers)))
+    Ok(request(w, &task.lane, system, prompt, &task.id, headers))
 }
 
 fn request(
@@ -511,15 +533,27 @@ fn completion(
     started: i64,
     first_token: Option<i64>,
 ) -> Completion {
-    let w = inner.config.workload(&task.workload);
+    completion_for(&inner.config, task, resp, started, first_token)
+}
+
+/// A task's result, its ledger line at its lane's price (flex and batch at theirs), and its
+/// deliveries.
+pub fn completion_for(
+    config: &Config,
+    task: &TaskRecord,
+    resp: &ChatResponse,
+    started: i64,
+    first_token: Option<i64>,
+) -> Completion {
+    let w = config.workload(&task.workload);
     let tokens = resp.usage.tokens();
     let (cost, stream_cost) = match w {
         Some(w) => {
             let standard = w.price.standard_cost(tokens);
-            let paid = if task.lane == Lane::Flex.as_str() {
-                w.price.flex_cost(tokens).unwrap_or(standard)
-            } else {
-                standard
+            let paid = match task.lane.as_str() {
+                "flex" => w.price.flex_cost(tokens).unwrap_or(standard),
+                "batch" => w.price.batch_cost(tokens),
+                _ => standard,
             };
             (paid, standard)
         }
@@ -527,7 +561,7 @@ fn completion(
     };
     let nano = |usd: f64| (usd * 1e9).round() as i64;
     let now = now_ms();
-    let provider = w.map(|w| inner.config.provider(w).name.clone()).unwrap_or_default();
+    let provider = w.map(|w| config.provider(w).name.clone()).unwrap_or_default();
     let deliveries = w
         .map(|w| match &w.deliver {
             Deliver::None => Vec::new(),

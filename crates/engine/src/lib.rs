@@ -11,8 +11,10 @@
 //!   stdout, retried with backoff, every attempt recorded.
 //! - [`metrics`]: metric names and help texts.
 //!
-//! Not here yet: the batch assembler, submitter and poller, and the deadline guard (issue 6).
+//! - [`batcher`]: the batch path — assembler, submitter (record before submit), poller,
+//!   reconciliation after a crash or a lost create answer, and the deadline guard.
 
+pub mod batcher;
 pub mod executor;
 pub mod hub;
 pub mod metrics;
@@ -20,6 +22,7 @@ pub mod sinks;
 
 pub use sinks::Deliverer;
 
+pub use batcher::{Batcher, BatcherOptions};
 pub use executor::{Executor, ExecutorOptions};
 pub use hub::Hub;
 

@@ -57,6 +57,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/tasks", get(list_tasks))
         .route("/v1/tasks/{id}", get(get_task))
         .route("/v1/tasks/{id}/stream", get(crate::stream::stream_task))
+        .route("/v1/batches", get(list_batches))
+        .route("/v1/batches/{id}", get(get_batch))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(api)
@@ -154,6 +156,53 @@ async fn get_task(
         obj.insert("result".into(), json!(result));
         obj.insert("attempt_log".into(), json!(attempt_log));
         obj.insert("cost_usd".into(), json!(cost_nanousd as f64 / 1e9));
+    }
+    Ok(Json(v).into_response())
+}
+
+fn batch_json(b: &sluice_store::BatchRecord) -> serde_json::Value {
+    json!({
+        "id": b.id,
+        "provider": b.provider,
+        "model": b.model,
+        "state": b.state,
+        "provider_batch_id": b.provider_batch_id,
+        "items": b.item_count,
+        "bytes": b.bytes,
+        "created_at": rfc3339(b.created_at),
+        "submitted_at": b.submitted_at.map(rfc3339),
+        "ended_at": b.ended_at.map(rfc3339),
+        "last_error": b.last_error,
+    })
+}
+
+/// `GET /v1/batches`: the latest batches, newest first.
+async fn list_batches(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let batches = state.store.batches(100).await.map_err(|e| ApiError::unavailable(&e))?;
+    Ok(Json(json!({ "batches": batches.iter().map(batch_json).collect::<Vec<_>>() }))
+        .into_response())
+}
+
+/// `GET /v1/batches/{id}`: a batch, the count of its tasks by state, and the tasks.
+async fn get_batch(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (batch, tasks) = state
+        .store
+        .batch(&id)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?
+        .ok_or_else(|| ApiError::not_found("batch", &id))?;
+    let mut counts = serde_json::Map::new();
+    for t in &tasks {
+        let n = counts.get(t.state.as_str()).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        counts.insert(t.state.as_str().to_owned(), json!(n + 1));
+    }
+    let mut v = batch_json(&batch);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("counts".into(), serde_json::Value::Object(counts));
+        obj.insert("tasks".into(), json!(tasks.iter().map(task_json).collect::<Vec<_>>()));
     }
     Ok(Json(v).into_response())
 }

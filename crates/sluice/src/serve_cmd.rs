@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use sluice_core::Config;
-use sluice_engine::{Deliverer, Executor, ExecutorOptions, Hub};
+use sluice_engine::{Batcher, BatcherOptions, Deliverer, Executor, ExecutorOptions, Hub};
 use sluice_server::auth::Tokens;
 use sluice_server::ingest::Committer;
 use sluice_server::{AppState, ServerOptions};
@@ -73,6 +73,14 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let wake = executor.waker();
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let executing = tokio::spawn(executor.run(stopping.clone()));
+    let batcher = Batcher::new(
+        store.clone(),
+        config.clone(),
+        env,
+        Some(wake.clone()),
+        BatcherOptions::default(),
+    )?;
+    let batching = tokio::spawn(batcher.run(stopping.clone()));
     let delivering = tokio::spawn(Deliverer::new(store.clone(), config.clone(), env).run(stopping));
 
     let workers = if store.backend() == "postgres" { 4 } else { 1 };
@@ -108,6 +116,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("every accepted event is committed; waiting for the calls in flight");
     let _ = stop.send(true);
     let _ = executing.await;
+    let _ = batching.await;
     let _ = delivering.await;
     tracing::info!("stopped");
     Ok(())

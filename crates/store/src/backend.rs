@@ -13,9 +13,9 @@ use sqlx::{Pool, Postgres, Sqlite};
 
 use crate::migrations::{self, Migration};
 use crate::{
-    AttemptRecord, Claimed, Completion, DeliveryOutcome, DueDelivery, EventRecord, Ingested,
-    KeyConflict, LeaseLost, NewEvent, ResultRecord, SqliteDurability, StoreError, TaskDetail,
-    TaskInput, TaskQuery, TaskRecord, TaskState,
+    AttemptRecord, BatchLine, BatchRecord, Claimed, Completion, DeliveryOutcome, DueDelivery,
+    EventRecord, Ingested, KeyConflict, LeaseLost, NewEvent, ResultRecord, SqliteDurability,
+    StoreError, TaskDetail, TaskInput, TaskQuery, TaskRecord, TaskState,
 };
 
 /// The store: SQLite or PostgreSQL. Cheap to clone (it is a connection pool).
@@ -228,6 +228,87 @@ impl Store {
         outcome: &DeliveryOutcome,
     ) -> Result<(), StoreError> {
         dispatch!(self, finish_delivery(delivery, attempt_id, started_at, outcome))
+    }
+
+    /// Queued batch-lane tasks that may go into a batch now, earliest deadline first.
+    pub async fn batch_queue(&self, now: i64, limit: i64) -> Result<Vec<TaskRecord>, StoreError> {
+        dispatch!(self, batch_queue(now, limit))
+    }
+
+    /// Records a batch as `submitting` and moves its tasks into it, before anything is sent:
+    /// after a crash the batch is reconciled, never submitted blind. Returns false (and records
+    /// nothing) if one of the tasks is no longer queued.
+    pub async fn record_batch(
+        &self,
+        batch: &BatchRecord,
+        task_ids: &[String],
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, record_batch(batch, task_ids))
+    }
+
+    /// Stores the provider's id of a recorded batch, as soon as it is known.
+    pub async fn batch_submitted(
+        &self,
+        id: &str,
+        provider_batch_id: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, batch_submitted(id, provider_batch_id, at))
+    }
+
+    /// Batches not yet ended (`submitting` or `submitted`), oldest first: what the poller follows,
+    /// also after a restart.
+    pub async fn open_batches(&self) -> Result<Vec<BatchRecord>, StoreError> {
+        dispatch!(self, open_batches())
+    }
+
+    pub async fn batches(&self, limit: i64) -> Result<Vec<BatchRecord>, StoreError> {
+        dispatch!(self, batches(limit))
+    }
+
+    pub async fn batch(
+        &self,
+        id: &str,
+    ) -> Result<Option<(BatchRecord, Vec<TaskRecord>)>, StoreError> {
+        dispatch!(self, batch(id))
+    }
+
+    /// Marks a batch ended (or failed), with why.
+    pub async fn finish_batch(
+        &self,
+        id: &str,
+        state: &str,
+        at: i64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, finish_batch(id, state, at, error))
+    }
+
+    /// Stores one batch line's result: as the task's result if the task is still in that batch,
+    /// in the ledger only if it was escalated meanwhile (it was paid for all the same).
+    pub async fn batch_line(
+        &self,
+        task_id: &str,
+        batch_id: &str,
+        done: &Completion,
+    ) -> Result<BatchLine, StoreError> {
+        dispatch!(self, batch_line(task_id, batch_id, done))
+    }
+
+    /// Takes a task out of its batch: back to the queue of `lane` from `run_after` (`state =
+    /// queued`), or failed (`state = failed`), with the reason. False if it had left the batch.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn unbatch(
+        &self,
+        task_id: &str,
+        batch_id: &str,
+        state: TaskState,
+        lane: &str,
+        run_after: i64,
+        reason: Option<&str>,
+        attempt: &AttemptRecord,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, unbatch(task_id, batch_id, state, lane, run_after, reason, attempt))
     }
 
     /// Number of events and tasks stored (for health checks and tests).
@@ -941,59 +1022,8 @@ macro_rules! queries {
                 provider_request_id: d.provider_request_id.clone(),
             };
             record_attempt(&mut tx, task_id, fence, &attempt).await?;
-            sqlx::query(
-                "INSERT INTO results (task_id, attempt_id, output, stop_reason, input_tokens, cached_input_tokens,
-                                      output_tokens, first_token_ms, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(task_id)
-            .bind(&d.attempt_id)
-            .bind(&d.output)
-            .bind(&d.stop_reason)
-            .bind(d.input_tokens)
-            .bind(d.cached_input_tokens)
-            .bind(d.output_tokens)
-            .bind(d.first_token_ms)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO ledger (id, task_id, attempt_id, workload, provider, model, lane, input_tokens,
-                                     cached_input_tokens, output_tokens, cost_nanousd, stream_cost_nanousd, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(&l.id)
-            .bind(task_id)
-            .bind(&d.attempt_id)
-            .bind(&l.workload)
-            .bind(&l.provider)
-            .bind(&l.model)
-            .bind(&l.lane)
-            .bind(l.input_tokens)
-            .bind(l.cached_input_tokens)
-            .bind(l.output_tokens)
-            .bind(l.cost_nanousd)
-            .bind(l.stream_cost_nanousd)
-            .bind(l.created_at)
-            .execute(&mut *tx)
-            .await?;
-            for delivery in &d.deliveries {
-                sqlx::query(
-                    "INSERT INTO deliveries (id, task_id, sink, state, next_attempt_at, created_at, updated_at)
-                     VALUES ($1, $2, $3, 'pending', $4, $4, $4)",
-                )
-                .bind(&delivery.id)
-                .bind(task_id)
-                .bind(&delivery.sink)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            sqlx::query("UPDATE tasks SET state = 'queued', updated_at = $1 WHERE after_task_id = $2 AND state = 'pending'")
-                .bind(now)
-                .bind(task_id)
-                .execute(&mut *tx)
-                .await?;
+            insert_ledger(&mut tx, task_id, d).await?;
+            insert_result_and_release(&mut tx, task_id, d).await?;
             tx.commit().await?;
             Ok(Ok(()))
         }
@@ -1162,6 +1192,246 @@ macro_rules! queries {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            Ok(())
+        }
+
+        fn batch_from_row(r: &DbRow) -> Result<BatchRecord, StoreError> {
+            Ok(BatchRecord {
+                id: r.try_get("id")?,
+                provider: r.try_get("provider")?,
+                model: r.try_get("model")?,
+                state: r.try_get("state")?,
+                provider_batch_id: r.try_get("provider_batch_id")?,
+                item_count: r.try_get("item_count")?,
+                bytes: r.try_get("bytes")?,
+                created_at: r.try_get("created_at")?,
+                submitted_at: r.try_get("submitted_at")?,
+                ended_at: r.try_get("ended_at")?,
+                last_error: r.try_get("last_error")?,
+            })
+        }
+
+        pub(super) async fn batch_queue(pool: &Pool<$db>, now: i64, limit: i64) -> Result<Vec<TaskRecord>, StoreError> {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE lane = 'batch' AND state = 'queued' AND run_after <= $1
+                 ORDER BY deadline, id LIMIT $2"
+            )))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(task_from_row).collect()
+        }
+
+        pub(super) async fn record_batch(pool: &Pool<$db>, b: &BatchRecord, task_ids: &[String]) -> Result<bool, StoreError> {
+            let mut tx = begin_write(pool).await?;
+            sqlx::query(
+                "INSERT INTO batches (id, provider, model, state, provider_batch_id, item_count, bytes, created_at)
+                 VALUES ($1, $2, $3, 'submitting', NULL, $4, $5, $6)",
+            )
+            .bind(&b.id)
+            .bind(&b.provider)
+            .bind(&b.model)
+            .bind(b.item_count)
+            .bind(b.bytes)
+            .bind(b.created_at)
+            .execute(&mut *tx)
+            .await?;
+            let mut moved = 0;
+            for chunk in task_ids.chunks(CHUNK) {
+                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET state = 'batched', batch_id = ");
+                q.push_bind(b.id.clone()).push(", updated_at = ").push_bind(b.created_at);
+                q.push(" WHERE state = 'queued' AND lane = 'batch' AND id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.clone());
+                }
+                list.push_unseparated(")");
+                moved += q.build().execute(&mut *tx).await?.rows_affected() as usize;
+            }
+            if moved != task_ids.len() {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            tx.commit().await?;
+            Ok(true)
+        }
+
+        pub(super) async fn batch_submitted(pool: &Pool<$db>, id: &str, provider_batch_id: &str, at: i64) -> Result<(), StoreError> {
+            sqlx::query("UPDATE batches SET state = 'submitted', provider_batch_id = $1, submitted_at = $2 WHERE id = $3")
+                .bind(provider_batch_id)
+                .bind(at)
+                .bind(id)
+                .execute(pool)
+                .await?;
+            Ok(())
+        }
+
+        pub(super) async fn open_batches(pool: &Pool<$db>) -> Result<Vec<BatchRecord>, StoreError> {
+            let rows = sqlx::query("SELECT * FROM batches WHERE state IN ('submitting', 'submitted') ORDER BY created_at, id")
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(batch_from_row).collect()
+        }
+
+        pub(super) async fn batches(pool: &Pool<$db>, limit: i64) -> Result<Vec<BatchRecord>, StoreError> {
+            let rows = sqlx::query("SELECT * FROM batches ORDER BY created_at DESC, id DESC LIMIT $1").bind(limit).fetch_all(pool).await?;
+            rows.iter().map(batch_from_row).collect()
+        }
+
+        pub(super) async fn batch(pool: &Pool<$db>, id: &str) -> Result<Option<(BatchRecord, Vec<TaskRecord>)>, StoreError> {
+            let Some(row) = sqlx::query("SELECT * FROM batches WHERE id = $1").bind(id).fetch_optional(pool).await? else {
+                return Ok(None);
+            };
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE batch_id = $1 ORDER BY id")))
+                .bind(id)
+                .fetch_all(pool)
+                .await?;
+            Ok(Some((batch_from_row(&row)?, rows.iter().map(task_from_row).collect::<Result<_, _>>()?)))
+        }
+
+        pub(super) async fn finish_batch(pool: &Pool<$db>, id: &str, state: &str, at: i64, error: Option<&str>) -> Result<(), StoreError> {
+            sqlx::query("UPDATE batches SET state = $1, ended_at = $2, last_error = $3 WHERE id = $4")
+                .bind(state)
+                .bind(at)
+                .bind(error)
+                .bind(id)
+                .execute(pool)
+                .await?;
+            Ok(())
+        }
+
+        pub(super) async fn batch_line(pool: &Pool<$db>, task_id: &str, batch_id: &str, d: &Completion) -> Result<BatchLine, StoreError> {
+            let mut tx = begin_write(pool).await?;
+            let owned = sqlx::query(
+                "UPDATE tasks SET state = 'succeeded', updated_at = $1 WHERE id = $2 AND batch_id = $3 AND state = 'batched'",
+            )
+            .bind(d.finished_at)
+            .bind(task_id)
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            let attempt = AttemptRecord {
+                id: d.attempt_id.clone(),
+                lane: d.ledger.lane.clone(),
+                batch_id: Some(batch_id.to_owned()),
+                started_at: d.started_at,
+                ended_at: Some(d.finished_at),
+                outcome: if owned { "succeeded" } else { "late" }.to_owned(),
+                error: None,
+                provider_request_id: d.provider_request_id.clone(),
+            };
+            let fence: i64 = sqlx::query_scalar("SELECT fence FROM tasks WHERE id = $1").bind(task_id).fetch_one(&mut *tx).await?;
+            record_attempt(&mut tx, task_id, fence, &attempt).await?;
+            insert_ledger(&mut tx, task_id, d).await?;
+            if owned {
+                insert_result_and_release(&mut tx, task_id, d).await?;
+            }
+            tx.commit().await?;
+            Ok(if owned { BatchLine::Stored } else { BatchLine::LedgerOnly })
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        pub(super) async fn unbatch(
+            pool: &Pool<$db>,
+            task_id: &str,
+            batch_id: &str,
+            state: TaskState,
+            lane: &str,
+            run_after: i64,
+            reason: Option<&str>,
+            a: &AttemptRecord,
+        ) -> Result<bool, StoreError> {
+            let mut tx = begin_write(pool).await?;
+            let now = a.ended_at.unwrap_or(a.started_at);
+            let moved = sqlx::query(
+                "UPDATE tasks SET state = $1, lane = $2, run_after = $3, batch_id = NULL, last_error = $4,
+                                  reason = COALESCE($5, reason), updated_at = $6
+                 WHERE id = $7 AND batch_id = $8 AND state = 'batched'",
+            )
+            .bind(state.as_str())
+            .bind(lane)
+            .bind(run_after)
+            .bind(&a.error)
+            .bind(reason)
+            .bind(now)
+            .bind(task_id)
+            .bind(batch_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if moved {
+                let fence: i64 = sqlx::query_scalar("SELECT fence FROM tasks WHERE id = $1").bind(task_id).fetch_one(&mut *tx).await?;
+                record_attempt(&mut tx, task_id, fence, a).await?;
+            }
+            tx.commit().await?;
+            Ok(moved)
+        }
+
+        async fn insert_ledger(conn: &mut Conn, task_id: &str, d: &Completion) -> Result<(), StoreError> {
+            let l = &d.ledger;
+            sqlx::query(
+                "INSERT INTO ledger (id, task_id, attempt_id, workload, provider, model, lane, input_tokens,
+                                     cached_input_tokens, output_tokens, cost_nanousd, stream_cost_nanousd, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(&l.id)
+            .bind(task_id)
+            .bind(&d.attempt_id)
+            .bind(&l.workload)
+            .bind(&l.provider)
+            .bind(&l.model)
+            .bind(&l.lane)
+            .bind(l.input_tokens)
+            .bind(l.cached_input_tokens)
+            .bind(l.output_tokens)
+            .bind(l.cost_nanousd)
+            .bind(l.stream_cost_nanousd)
+            .bind(l.created_at)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        /// The result, its deliveries, and the release of the tasks that run after it.
+        async fn insert_result_and_release(conn: &mut Conn, task_id: &str, d: &Completion) -> Result<(), StoreError> {
+            let now = d.finished_at;
+            sqlx::query(
+                "INSERT INTO results (task_id, attempt_id, output, stop_reason, input_tokens, cached_input_tokens,
+                                      output_tokens, first_token_ms, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(task_id)
+            .bind(&d.attempt_id)
+            .bind(&d.output)
+            .bind(&d.stop_reason)
+            .bind(d.input_tokens)
+            .bind(d.cached_input_tokens)
+            .bind(d.output_tokens)
+            .bind(d.first_token_ms)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            for delivery in &d.deliveries {
+                sqlx::query(
+                    "INSERT INTO deliveries (id, task_id, sink, state, next_attempt_at, created_at, updated_at)
+                     VALUES ($1, $2, $3, 'pending', $4, $4, $4)",
+                )
+                .bind(&delivery.id)
+                .bind(task_id)
+                .bind(&delivery.sink)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            }
+            sqlx::query("UPDATE tasks SET state = 'queued', updated_at = $1 WHERE after_task_id = $2 AND state = 'pending'")
+                .bind(now)
+                .bind(task_id)
+                .execute(&mut *conn)
+                .await?;
             Ok(())
         }
 

@@ -280,3 +280,30 @@ pub struct TaskInput {
     pub event: EventRecord,
     pub upstream: Option<(String, String)>,
 }
+
+/// A provider batch as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchRecord {
+    pub id: String,
+    pub provider: String,
+    pub model: String,
+    /// `submitting` (recorded, provider id not yet known), `submitted`, `ended`, `failed`.
+    pub state: String,
+    pub provider_batch_id: Option<String>,
+    pub item_count: i64,
+    pub bytes: i64,
+    pub created_at: i64,
+    pub submitted_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// What became of a batch line that came back with a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchLine {
+    /// Stored as the task's result.
+    Stored,
+    /// The task had been escalated (or finished) meanwhile: the line is paid for, so it is in the
+    /// ledger, but it does not overwrite the delivered result.
+    LedgerOnly,
+}

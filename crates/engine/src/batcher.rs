@@ -1,0 +1,494 @@
+//! The batch path: assembler, submitter, poller and deadline guard, in one loop.
+//!
+//! Each tick:
+//! 1. **Follow open batches** (also after a restart, from the store): a batch still `submitting`
+//!    (recorded, provider id unknown: a crash or a lost create answer) is reconciled — found by its
+//!    id (OpenAI metadata) or by time and size (Anthropic) — and submitted again only if the
+//!    provider has no such batch. A `submitted` one is polled with backoff; when it ends, every line
+//!    is matched to its task by `custom_id` (the task id) and stored at the batch price; retryable
+//!    errors and expired lines go back to the queue (or to stream when the deadline no longer
+//!    allows a batch); permanent errors fail the task with the reason.
+//! 2. **Guard deadlines**: a task whose batch is still running when its deadline draws near
+//!    (`deadline − stream p99 − margin`) is escalated to stream with the reason; its batch result,
+//!    if it comes, is kept in the ledger but not as the result. A batch whose tasks were all
+//!    escalated is cancelled.
+//! 3. **Cut new batches** per provider and model: at max items or bytes (never over the provider's
+//!    limits), when the oldest item has waited `max_age`, or when the earliest deadline demands it
+//!    (`deadline − turnaround p95 − stream p99 − margin`). With off-peak windows, only a deadline
+//!    cuts a batch outside them. Every batch is recorded with its tasks before it is sent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_core::Config;
+use sluice_providers::batch::{
+    BatchError, BatchHandle, BatchItem, BatchOutcome, ReconcileProbe, SLUICE_BATCH_ID,
+};
+use sluice_providers::{Client, RetryPolicy};
+use sluice_store::{AttemptRecord, BatchRecord, Store, TaskRecord, TaskState};
+use tokio::sync::{Notify, watch};
+
+use crate::executor::{SetupError, build_clients, completion_for, render_request};
+use crate::now_ms;
+
+pub const BATCHES_SUBMITTED: &str = "sluice_batches_submitted_total";
+pub const BATCHES_ENDED: &str = "sluice_batches_ended_total";
+pub const BATCH_TURNAROUND: &str = "sluice_batch_turnaround_seconds";
+pub const ESCALATIONS: &str = "sluice_escalations_total";
+
+#[derive(Debug, Clone)]
+pub struct BatcherOptions {
+    pub tick: Duration,
+    /// First and longest wait between two polls of one batch.
+    pub poll_min: Duration,
+    pub poll_max: Duration,
+    pub retry: RetryPolicy,
+    /// Added to batch creates (tests use it to ask the simulator for faults).
+    pub extra_headers: Vec<(String, String)>,
+}
+
+impl Default for BatcherOptions {
+    fn default() -> Self {
+        BatcherOptions {
+            tick: Duration::from_millis(500),
+            poll_min: Duration::from_secs(1),
+            poll_max: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+            extra_headers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Batcher {
+    store: Store,
+    config: Arc<Config>,
+    clients: HashMap<String, Client>,
+    opts: BatcherOptions,
+    /// When each open batch is next polled, and the wait after that.
+    polls: HashMap<String, (Instant, Duration)>,
+    /// Rung when escalated or released tasks may be waiting for the stream executor.
+    wake: Option<Arc<Notify>>,
+}
+
+impl Batcher {
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        env: impl Fn(&str) -> Option<String>,
+        wake: Option<Arc<Notify>>,
+        opts: BatcherOptions,
+    ) -> Result<Batcher, SetupError> {
+        let clients = build_clients(&config, env)?;
+        Ok(Batcher { store, config, clients, opts, polls: HashMap::new(), wake })
+    }
+
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = self.tick().await {
+                tracing::error!(error = %e, "batch tick failed; trying again next tick");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.opts.tick) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// One pass: follow open batches, guard deadlines, cut new batches.
+    pub async fn tick(&mut self) -> Result<(), sluice_store::StoreError> {
+        for b in self.store.open_batches().await? {
+            if b.state == "submitting" {
+                self.reconcile(&b).await?;
+            } else if self.due(&b.id) {
+                self.poll(&b).await?;
+            }
+        }
+        self.assemble().await
+    }
+
+    fn due(&mut self, id: &str) -> bool {
+        let (at, _) =
+            *self.polls.entry(id.to_owned()).or_insert((Instant::now(), self.opts.poll_min));
+        Instant::now() >= at
+    }
+
+    fn later(&mut self, id: &str) {
+        let max = self.opts.poll_max;
+        let e = self.polls.entry(id.to_owned()).or_insert((Instant::now(), self.opts.poll_min));
+        *e = (Instant::now() + e.1, (e.1 * 2).min(max));
+    }
+
+    fn client(&self, provider: &str) -> Option<&Client> {
+        self.clients.get(provider)
+    }
+
+    /// Room a task needs, before its deadline, to still be streamed if its batch is late.
+    fn stream_room(&self, task: &TaskRecord) -> (Duration, Duration) {
+        match self.config.workload(&task.workload) {
+            Some(w) => {
+                let t = self.config.policy_input(w, Duration::ZERO).timing;
+                (t.stream_p99 + t.margin, t.batch_turnaround_p95)
+            }
+            None => (Duration::from_secs(60), Duration::from_secs(7200)),
+        }
+    }
+
+    async fn assemble(&mut self) -> Result<(), sluice_store::StoreError> {
+        let now = now_ms();
+        let queue = self.store.batch_queue(now, 200_000).await?;
+        let mut groups: BTreeMap<(String, String), Vec<TaskRecord>> = BTreeMap::new();
+        for t in queue {
+            let Some(w) = self.config.workload(&t.workload) else { continue };
+            let key = (self.config.provider(w).name.clone(), w.model.clone());
+            groups.entry(key).or_default().push(t);
+        }
+        let settings = self.config.batch.clone();
+        let local = chrono::Utc::now().with_timezone(&self.config.timezone).time();
+        let in_window =
+            settings.off_peak.is_empty() || settings.off_peak.iter().any(|w| w.contains(local));
+        for ((provider, model), tasks) in groups {
+            let Some(client) = self.client(&provider).cloned() else { continue };
+            let limits = client.batch_limits();
+            let max_items = (settings.max_items as usize).min(limits.max_items).max(1);
+            let max_bytes = (settings.max_bytes as usize).min(limits.max_bytes);
+            let oldest = tasks.iter().map(|t| t.created_at).min().unwrap_or(now);
+            let forced = tasks.iter().any(|t| {
+                let (room, p95) = self.stream_room(t);
+                t.deadline - millis(room + p95) <= now
+            });
+            let full = tasks.len() >= max_items;
+            let aged = oldest + millis(settings.max_age) <= now;
+            if !(forced || (in_window && (full || aged))) {
+                continue;
+            }
+            let why = if forced {
+                "deadline"
+            } else if full {
+                "items"
+            } else {
+                "age"
+            };
+            let mut items = Vec::new();
+            let mut ids = Vec::new();
+            let mut bytes = 0usize;
+            let mut cut_by_bytes = false;
+            for t in &tasks {
+                if items.len() >= max_items {
+                    break;
+                }
+                let request = match render_request(&self.store, &self.config, t, &[]).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(task = %t.id, error = %e, "cannot render a batch task; it stays queued");
+                        continue;
+                    }
+                };
+                let item = BatchItem { custom_id: t.id.clone(), request };
+                let line = client.batch_line_bytes(&item);
+                if bytes + line > max_bytes && !items.is_empty() {
+                    cut_by_bytes = true;
+                    break;
+                }
+                bytes += line;
+                ids.push(t.id.clone());
+                items.push(item);
+            }
+            if items.is_empty() {
+                continue;
+            }
+            let why = if cut_by_bytes { "bytes" } else { why };
+            let record = BatchRecord {
+                id: format!("bat_{}", uuid::Uuid::now_v7().simple()),
+                provider: provider.clone(),
+                model,
+                state: "submitting".into(),
+                provider_batch_id: None,
+                item_count: i64::try_from(items.len()).unwrap_or(i64::MAX),
+                bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
+                created_at: now,
+                submitted_at: None,
+                ended_at: None,
+                last_error: None,
+            };
+            if !self.store.record_batch(&record, &ids).await? {
+                continue;
+            }
+            tracing::info!(batch = %record.id, provider = %provider, items = items.len(), bytes, trigger = why, "batch cut");
+            self.submit(&client, &record, &items).await?;
+        }
+        Ok(())
+    }
+
+    async fn submit(
+        &mut self,
+        client: &Client,
+        b: &BatchRecord,
+        items: &[BatchItem],
+    ) -> Result<(), sluice_store::StoreError> {
+        let metadata = BTreeMap::from([(SLUICE_BATCH_ID.to_owned(), b.id.clone())]);
+        match client
+            .submit_batch_with_headers(items, &metadata, &self.opts.extra_headers, &self.opts.retry)
+            .await
+        {
+            Ok(handle) => {
+                self.store.batch_submitted(&b.id, &handle.provider_batch_id, now_ms()).await?;
+                metrics::counter!(BATCHES_SUBMITTED, "provider" => b.provider.clone()).increment(1);
+            }
+            // Maybe created: reconciled on the next tick, never sent again blind.
+            Err(BatchError::OutcomeUnknown(e)) => {
+                tracing::warn!(batch = %b.id, error = %e, "batch create outcome unknown")
+            }
+            Err(e) => {
+                let retry = e.is_retryable();
+                let message = e.to_string();
+                self.store.finish_batch(&b.id, "failed", now_ms(), Some(&message)).await?;
+                let (state, after) = if retry {
+                    (TaskState::Queued, now_ms() + 30_000)
+                } else {
+                    (TaskState::Failed, 0)
+                };
+                for item in items {
+                    let a = attempt(&b.id, "batch_refused", Some(message.clone()));
+                    self.store
+                        .unbatch(&item.custom_id, &b.id, state, "batch", after, None, &a)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn reconcile(&mut self, b: &BatchRecord) -> Result<(), sluice_store::StoreError> {
+        let Some(client) = self.client(&b.provider).cloned() else { return Ok(()) };
+        let known: Vec<String> = self
+            .store
+            .batches(1000)
+            .await?
+            .into_iter()
+            .filter_map(|b| b.provider_batch_id)
+            .collect();
+        let probe = ReconcileProbe {
+            sluice_batch_id: &b.id,
+            item_count: usize::try_from(b.item_count).unwrap_or(0),
+            submitted_after: chrono::DateTime::from_timestamp_millis(b.created_at)
+                .unwrap_or_default(),
+            known_ids: &known,
+        };
+        match client.find_submitted(&probe, &self.opts.retry).await {
+            Ok(found) if found.len() == 1 => {
+                tracing::info!(batch = %b.id, provider_batch = %found[0].handle.provider_batch_id, "reconciled a batch whose create answer was lost");
+                self.store
+                    .batch_submitted(&b.id, &found[0].handle.provider_batch_id, now_ms())
+                    .await?;
+            }
+            Ok(found) if found.is_empty() => {
+                // Never created: send it now, with the same tasks.
+                let Some((_, tasks)) = self.store.batch(&b.id).await? else { return Ok(()) };
+                let mut items = Vec::new();
+                for t in tasks.iter().filter(|t| t.state == TaskState::Batched) {
+                    if let Ok(request) = render_request(&self.store, &self.config, t, &[]).await {
+                        items.push(BatchItem { custom_id: t.id.clone(), request });
+                    }
+                }
+                if items.is_empty() {
+                    self.store
+                        .finish_batch(&b.id, "ended", now_ms(), Some("no task left to submit"))
+                        .await?;
+                } else {
+                    self.submit(&client, b, &items).await?;
+                }
+            }
+            Ok(found) => {
+                tracing::warn!(batch = %b.id, candidates = found.len(), "several provider batches could be this one; waiting for their results to tell")
+            }
+            Err(e) => tracing::warn!(batch = %b.id, error = %e, "cannot reconcile a batch yet"),
+        }
+        Ok(())
+    }
+
+    async fn poll(&mut self, b: &BatchRecord) -> Result<(), sluice_store::StoreError> {
+        let (Some(client), Some(provider_id)) =
+            (self.client(&b.provider).cloned(), b.provider_batch_id.clone())
+        else {
+            return Ok(());
+        };
+        let handle = BatchHandle::new(client.kind(), provider_id);
+        let Some((_, tasks)) = self.store.batch(&b.id).await? else { return Ok(()) };
+        let waiting: Vec<&TaskRecord> =
+            tasks.iter().filter(|t| t.state == TaskState::Batched).collect();
+        let status = match client.batch_status(&handle, &self.opts.retry).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(batch = %b.id, error = %e, "cannot poll a batch; trying again later");
+                self.later(&b.id);
+                return Ok(());
+            }
+        };
+        if !status.state.is_terminal() {
+            self.guard(&client, &handle, b, &waiting).await?;
+            self.later(&b.id);
+            return Ok(());
+        }
+        let results = match client.batch_results(&handle, &self.opts.retry).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(batch = %b.id, error = %e, "cannot fetch a batch's results; trying again later");
+                self.later(&b.id);
+                return Ok(());
+            }
+        };
+        let now = now_ms();
+        let by_id: HashMap<&str, &BatchOutcome> =
+            results.iter().map(|r| (r.custom_id.as_str(), &r.outcome)).collect();
+        let mut released = false;
+        for t in &tasks {
+            let Some(outcome) = by_id.get(t.id.as_str()) else {
+                if t.state == TaskState::Batched {
+                    self.requeue_or_escalate(t, &b.id, "the batch returned no result for it")
+                        .await?;
+                }
+                continue;
+            };
+            match outcome {
+                BatchOutcome::Succeeded(resp) => {
+                    // Billed at the batch price, whatever became of the task meanwhile.
+                    let mut as_batch = t.clone();
+                    as_batch.lane = "batch".into();
+                    let started = b.submitted_at.unwrap_or(b.created_at);
+                    let done = completion_for(&self.config, &as_batch, resp, started, None);
+                    self.store.batch_line(&t.id, &b.id, &done).await?;
+                    released = true;
+                }
+                BatchOutcome::Errored(e)
+                    if e.class().is_retryable() && t.state == TaskState::Batched =>
+                {
+                    self.requeue_or_escalate(t, &b.id, &format!("its batch line failed: {e}"))
+                        .await?;
+                }
+                BatchOutcome::Errored(e) if t.state == TaskState::Batched => {
+                    let a = attempt(&b.id, "failed", Some(e.to_string()));
+                    self.store
+                        .unbatch(&t.id, &b.id, TaskState::Failed, &t.lane, 0, None, &a)
+                        .await?;
+                }
+                BatchOutcome::Expired | BatchOutcome::Cancelled
+                    if t.state == TaskState::Batched =>
+                {
+                    self.requeue_or_escalate(t, &b.id, "its batch ended before it ran").await?;
+                }
+                _ => {}
+            }
+        }
+        self.store.finish_batch(&b.id, "ended", now, None).await?;
+        self.polls.remove(&b.id);
+        metrics::counter!(BATCHES_ENDED, "provider" => b.provider.clone(), "state" => status.state.as_str()).increment(1);
+        if let Some(at) = b.submitted_at {
+            metrics::histogram!(BATCH_TURNAROUND, "provider" => b.provider.clone())
+                .record((now - at) as f64 / 1000.0);
+        }
+        if released {
+            if let Some(w) = &self.wake {
+                w.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Back into a later batch if the deadline still allows one, else to stream.
+    async fn requeue_or_escalate(
+        &mut self,
+        t: &TaskRecord,
+        batch_id: &str,
+        why: &str,
+    ) -> Result<(), sluice_store::StoreError> {
+        let (room, p95) = self.stream_room(t);
+        let now = now_ms();
+        let a = attempt(batch_id, "retry", Some(why.to_owned()));
+        if now + millis(room + p95) < t.deadline {
+            self.store.unbatch(&t.id, batch_id, TaskState::Queued, "batch", now, None, &a).await?;
+        } else {
+            let reason = format!(
+                "escalated to stream: {why}, and the deadline no longer leaves time for another batch"
+            );
+            self.escalate(t, batch_id, &reason, &a).await?;
+        }
+        Ok(())
+    }
+
+    async fn escalate(
+        &mut self,
+        t: &TaskRecord,
+        batch_id: &str,
+        reason: &str,
+        a: &AttemptRecord,
+    ) -> Result<bool, sluice_store::StoreError> {
+        let moved = self
+            .store
+            .unbatch(&t.id, batch_id, TaskState::Queued, "stream", now_ms(), Some(reason), a)
+            .await?;
+        if moved {
+            metrics::counter!(ESCALATIONS, "workload" => t.workload.clone()).increment(1);
+            if let Some(w) = &self.wake {
+                w.notify_one();
+            }
+        }
+        Ok(moved)
+    }
+
+    /// The deadline guard: escalates the tasks of a running batch whose deadline draws near, and
+    /// cancels the batch once none of its tasks waits for it.
+    async fn guard(
+        &mut self,
+        client: &Client,
+        handle: &BatchHandle,
+        b: &BatchRecord,
+        waiting: &[&TaskRecord],
+    ) -> Result<(), sluice_store::StoreError> {
+        let now = now_ms();
+        let mut left = waiting.len();
+        for t in waiting {
+            let (room, _) = self.stream_room(t);
+            if now + millis(room) >= t.deadline {
+                let reason = format!(
+                    "escalated to stream: its batch ({}) was still running {}s before the deadline",
+                    b.id,
+                    (t.deadline - now).max(0) / 1000
+                );
+                let a = attempt(&b.id, "escalated", Some(reason.clone()));
+                if self.escalate(t, &b.id, &reason, &a).await? {
+                    left -= 1;
+                }
+            }
+        }
+        if left == 0 && !waiting.is_empty() {
+            tracing::info!(batch = %b.id, "every task of the batch was escalated; cancelling it");
+            if let Err(e) = client.cancel_batch(handle, &self.opts.retry).await {
+                tracing::warn!(batch = %b.id, error = %e, "cannot cancel a batch");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn attempt(batch_id: &str, outcome: &str, error: Option<String>) -> AttemptRecord {
+    let now = now_ms();
+    AttemptRecord {
+        id: format!("att_{}", uuid::Uuid::now_v7().simple()),
+        lane: "batch".into(),
+        batch_id: Some(batch_id.to_owned()),
+        started_at: now,
+        ended_at: Some(now),
+        outcome: outcome.to_owned(),
+        error,
+        provider_request_id: None,
+    }
+}

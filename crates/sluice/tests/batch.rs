@@ -1,0 +1,201 @@
+//! The batch path end to end against the simulator with fast turnaround: batches cut by items
+//! and by age, every task ending with its result paid once at the batch price; and a task whose
+//! batch runs too long for its deadline escalated to stream and delivered in time.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+
+use std::time::Duration;
+
+use common::{World, wait_for};
+use serde_json::{Value, json};
+use sluice_sim::SimConfig;
+use sluice_store::TaskState;
+
+fn config(sim: &str, _hook: &str) -> String {
+    format!(
+        r#"
+min_daily_savings = 0.0
+[batch]
+max_items = 4
+max_age = "1s"
+margin = "5s"
+
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{sim}"
+batch_turnaround_p50 = "1s"
+batch_turnaround_p95 = "2s"
+[providers.openai]
+kind = "openai"
+base_url = "{sim}/v1"
+batch_turnaround_p50 = "1s"
+batch_turnaround_p95 = "2s"
+
+[[workloads]]
+name = "scoring"
+on = "lead.created"
+provider = "anthropic"
+model = "claude-sonnet-5-5"
+max_tokens = 200
+prompt = "Score {{{{ payload.name }}}}"
+lane = "batch"
+needed_within = "24h"
+
+[[workloads]]
+name = "cleanup"
+on = "record.imported"
+provider = "openai"
+model = "gpt-5-mini"
+max_tokens = 100
+prompt = "Clean {{{{ payload.name }}}}"
+lane = "batch"
+needed_within = "24h"
+"#
+    )
+}
+
+async fn post(w: &World, kind: &str, n: usize, needed_within: Option<&str>) -> Vec<String> {
+    let events: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut e = json!({"type": kind, "payload": {"name": format!("item {i}")}});
+            if let Some(d) = needed_within {
+                e["needed_within"] = json!(d);
+            }
+            e
+        })
+        .collect();
+    let r: Value = w
+        .http
+        .post(format!("{}/v1/events", w.base))
+        .json(&events)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["tasks"][0]["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn finished(w: &World, ids: &[String], limit: Duration) -> Vec<sluice_store::TaskDetail> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(
+            wait_for(limit, async || {
+                let d = w.store.task(id).await.unwrap().unwrap();
+                d.task.state.is_final().then_some(d)
+            })
+            .await,
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_cut_by_items_and_age_and_each_task_is_paid_once_at_the_batch_price() {
+    let w = common::world(SimConfig::instant(), Vec::new(), config).await;
+    // 10 leads: two full batches of 4 at once, the last 2 when they have waited a second.
+    let leads = post(&w, "lead.created", 10, None).await;
+    let records = post(&w, "record.imported", 3, None).await;
+    let done = finished(&w, &leads, Duration::from_secs(20)).await;
+    let done2 = finished(&w, &records, Duration::from_secs(20)).await;
+
+    let mut batches: Vec<String> = Vec::new();
+    for d in done.iter().chain(&done2) {
+        assert_eq!(d.task.state, TaskState::Succeeded, "{:?}", d.attempt_log);
+        assert_eq!(d.task.lane, "batch");
+        let b = d
+            .attempt_log
+            .iter()
+            .find(|a| a.outcome == "succeeded")
+            .unwrap()
+            .batch_id
+            .clone()
+            .unwrap();
+        if !batches.contains(&b) {
+            batches.push(b);
+        }
+    }
+    let stored = w.store.batches(100).await.unwrap();
+    let sizes = |provider: &str| {
+        let mut s: Vec<i64> =
+            stored.iter().filter(|b| b.provider == provider).map(|b| b.item_count).collect();
+        s.sort_unstable();
+        s
+    };
+    assert_eq!(sizes("anthropic"), [2, 4, 4], "cut by items, then by age");
+    assert_eq!(sizes("openai"), [3], "cut by age");
+    assert!(stored.iter().all(|b| b.state == "ended" && b.provider_batch_id.is_some()));
+    // The API shows them too.
+    let list: Value =
+        w.http.get(format!("{}/v1/batches", w.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["batches"].as_array().unwrap().len(), 4);
+    let one: Value = w
+        .http
+        .get(format!("{}/v1/batches/{}", w.base, batches[0]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["state"], "ended");
+    assert_eq!(one["counts"]["succeeded"], one["items"]);
+
+    // Paid once each, at the batch tier, and the ledger agrees with the simulator to the cent.
+    let charges = w.sim.charges().all();
+    for d in done.iter().chain(&done2) {
+        let paid: Vec<_> =
+            charges.iter().filter(|c| c.custom_id.as_deref() == Some(d.task.id.as_str())).collect();
+        assert_eq!(paid.len(), 1, "task {} paid {} times", d.task.id, paid.len());
+        assert_eq!(format!("{:?}", paid[0].tier), "Batch");
+        let ledger = d.cost_nanousd as f64 / 1e9;
+        assert!(
+            (ledger - paid[0].total_usd).abs() < 1e-9,
+            "ledger {ledger} vs sim {}",
+            paid[0].total_usd
+        );
+    }
+    let _ = w.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_too_slow_for_a_deadline_is_escalated_to_stream() {
+    // Batches take an hour here; these leads are needed within 30 s.
+    let mut sim = SimConfig::instant();
+    sim.batch.turnaround_median = Duration::from_secs(3600);
+    sim.batch.turnaround_p95 = Duration::from_secs(3600);
+    let w = common::world(sim, Vec::new(), config).await;
+    let urgent = post(&w, "lead.created", 2, Some("30s")).await;
+    let done = finished(&w, &urgent, Duration::from_secs(20)).await;
+    for d in &done {
+        assert_eq!(d.task.state, TaskState::Succeeded, "{:?}", d.attempt_log);
+        assert_eq!(d.task.lane, "stream", "escalated");
+        assert!(d.task.reason.contains("escalated to stream"), "{}", d.task.reason);
+        assert!(d.task.updated_at <= d.task.deadline, "delivered on time");
+    }
+    // Every task of the batch left it: the batch is cancelled, nothing of it billed.
+    let charges = wait_for(Duration::from_secs(10), async || {
+        let c = w.sim.charges().all();
+        (c.len() >= 2).then_some(c)
+    })
+    .await;
+    for d in &done {
+        let paid: Vec<_> = charges
+            .iter()
+            .filter(|c| {
+                c.custom_id.as_deref() == Some(d.task.id.as_str())
+                    || c.user_id.as_deref() == Some(d.task.id.as_str())
+            })
+            .collect();
+        assert_eq!(paid.len(), 1, "paid once: {paid:?}");
+        assert_eq!(format!("{:?}", paid[0].tier), "Standard");
+    }
+    let _ = w.stop.send(true);
+}
