@@ -391,10 +391,8 @@ impl Batcher {
             metrics::histogram!(BATCH_TURNAROUND, "provider" => b.provider.clone())
                 .record((now - at) as f64 / 1000.0);
         }
-        if released {
-            if let Some(w) = &self.wake {
-                w.notify_one();
-            }
+        if released && let Some(w) = &self.wake {
+            w.notify_one();
         }
         Ok(())
     }
