@@ -199,3 +199,30 @@ async fn a_batch_too_slow_for_a_deadline_is_escalated_to_stream() {
     }
     let _ = w.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errored_and_expired_lines_and_expired_batches_are_rebatched_until_done() {
+    let mut sim = SimConfig::instant();
+    sim.batch.line_error_rate = 0.25;
+    sim.batch.line_expire_rate = 0.15;
+    sim.batch.expire_rate = 0.2;
+    // A batch that expires whole does so at the end of its 24 h window: make that milliseconds.
+    sim.batch.acceleration = 1_000_000.0;
+    let w = common::world(sim, Vec::new(), config).await;
+    let leads = post(&w, "lead.created", 12, None).await;
+    let records = post(&w, "record.imported", 6, None).await;
+    let done = finished(&w, &[leads, records].concat(), Duration::from_secs(60)).await;
+    let charges = w.sim.charges().all();
+    let mut retried = 0;
+    for d in &done {
+        assert_eq!(d.task.state, TaskState::Succeeded, "{:?}", d.attempt_log);
+        retried += d.attempt_log.iter().filter(|a| a.outcome == "retry").count();
+        // Errored and expired lines are not billed: one charge per task, for the line that ran.
+        let paid =
+            charges.iter().filter(|c| c.custom_id.as_deref() == Some(d.task.id.as_str())).count();
+        assert_eq!(paid, 1, "task {} paid {paid} times", d.task.id);
+    }
+    assert!(retried > 0, "with these fault rates some lines must have gone round again");
+    assert!(w.store.batches(100).await.unwrap().len() > 4, "re-batched work makes more batches");
+    let _ = w.stop.send(true);
+}
