@@ -226,3 +226,55 @@ async fn errored_and_expired_lines_and_expired_batches_are_rebatched_until_done(
     assert!(w.store.batches(100).await.unwrap().len() > 4, "re-batched work makes more batches");
     let _ = w.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_the_off_peak_window_only_a_deadline_cuts_a_batch() {
+    // An off-peak window six hours from now (UTC, the config's clock): items and age wait for it,
+    // a near deadline does not.
+    let hour =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+            / 3600
+            % 24;
+    let window = format!("{:02}:00-{:02}:00", (hour + 6) % 24, (hour + 7) % 24);
+    let config = move |sim: &str, hook: &str| {
+        config(sim, hook).replacen(
+            "max_items = 4\n",
+            &format!("max_items = 2\noff_peak = [\"{window}\"]\n"),
+            1,
+        )
+    };
+    let w = common::world(SimConfig::instant(), Vec::new(), config).await;
+    let relaxed = post(&w, "lead.created", 3, None).await;
+    // Needed within 20 s: its deadline minus turnaround p95, stream p99 and margin is already past.
+    let urgent = post(&w, "record.imported", 1, Some("20s")).await;
+    let done = finished(&w, &urgent, Duration::from_secs(15)).await;
+    assert_eq!(done[0].task.state, TaskState::Succeeded);
+    assert_eq!(done[0].task.lane, "batch", "cut early for its deadline, not escalated");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in &relaxed {
+        let d = w.store.task(id).await.unwrap().unwrap();
+        assert_eq!(d.task.state, TaskState::Queued, "waits for the off-peak window");
+    }
+    let stored = w.store.batches(10).await.unwrap();
+    assert_eq!(stored.len(), 1, "only the deadline-forced batch was cut");
+    let _ = w.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_batch_is_cut_over_max_bytes() {
+    let config = |sim: &str, hook: &str| {
+        config(sim, hook).replacen("max_items = 4\n", "max_items = 100\nmax_bytes = 1500\n", 1)
+    };
+    let w = common::world(SimConfig::instant(), Vec::new(), config).await;
+    let leads = post(&w, "lead.created", 12, None).await;
+    let done = finished(&w, &leads, Duration::from_secs(20)).await;
+    assert!(done.iter().all(|d| d.task.state == TaskState::Succeeded));
+    let stored = w.store.batches(100).await.unwrap();
+    assert!(
+        stored.len() >= 2,
+        "12 lines of a few hundred bytes need several batches of 1,500: {stored:?}"
+    );
+    assert_eq!(stored.iter().map(|b| b.item_count).sum::<i64>(), 12);
+    assert!(stored.iter().all(|b| b.bytes <= 1500), "{stored:?}");
+    let _ = w.stop.send(true);
+}

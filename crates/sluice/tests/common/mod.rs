@@ -34,7 +34,7 @@ pub struct World {
 pub async fn world(
     sim_config: SimConfig,
     extra_headers: Vec<(String, String)>,
-    config: fn(&str, &str) -> String,
+    config: impl Fn(&str, &str) -> String,
 ) -> World {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let sim = Sim::start(sim_config, "127.0.0.1:0").await.unwrap();
