@@ -70,6 +70,7 @@ pub struct Batcher {
     polls: HashMap<String, (Instant, Duration)>,
     /// Rung when escalated or released tasks may be waiting for the stream executor.
     wake: Option<Arc<Notify>>,
+    turnarounds: crate::Turnarounds,
 }
 
 impl Batcher {
@@ -81,10 +82,34 @@ impl Batcher {
         opts: BatcherOptions,
     ) -> Result<Batcher, SetupError> {
         let clients = build_clients(&config, env)?;
-        Ok(Batcher { store, config, clients, opts, polls: HashMap::new(), wake })
+        let turnarounds = crate::Turnarounds::default();
+        Ok(Batcher { store, config, clients, opts, polls: HashMap::new(), wake, turnarounds })
+    }
+
+    /// What this batcher learns of turnaround, to share with ingest.
+    pub fn turnarounds(&self) -> crate::Turnarounds {
+        self.turnarounds.clone()
     }
 
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        // What the batches of earlier runs took.
+        match self.store.batches(500).await {
+            Ok(batches) => {
+                for b in batches.iter().rev() {
+                    if let (Some(s), Some(e), "ended") =
+                        (b.submitted_at, b.ended_at, b.state.as_str())
+                    {
+                        self.turnarounds.observe(
+                            &b.provider,
+                            Duration::from_millis(u64::try_from(e - s).unwrap_or(0)),
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read past batches; starting from the prior turnaround")
+            }
+        }
         loop {
             if *stop.borrow() {
                 return;
@@ -131,7 +156,9 @@ impl Batcher {
     fn stream_room(&self, task: &TaskRecord) -> (Duration, Duration) {
         match self.config.workload(&task.workload) {
             Some(w) => {
-                let t = self.config.policy_input(w, Duration::ZERO).timing;
+                let mut input = self.config.policy_input(w, Duration::ZERO);
+                self.turnarounds.apply(&self.config.provider(w).name, &mut input);
+                let t = input.timing;
                 (t.stream_p99 + t.margin, t.batch_turnaround_p95)
             }
             None => (Duration::from_secs(60), Duration::from_secs(7200)),
@@ -388,8 +415,10 @@ impl Batcher {
         self.polls.remove(&b.id);
         metrics::counter!(BATCHES_ENDED, "provider" => b.provider.clone(), "state" => status.state.as_str()).increment(1);
         if let Some(at) = b.submitted_at {
+            let took = Duration::from_millis(u64::try_from(now - at).unwrap_or(0));
+            self.turnarounds.observe(&b.provider, took);
             metrics::histogram!(BATCH_TURNAROUND, "provider" => b.provider.clone())
-                .record((now - at) as f64 / 1000.0);
+                .record(took.as_secs_f64());
         }
         if released && let Some(w) = &self.wake {
             w.notify_one();

@@ -9,6 +9,7 @@
 //!   first get what was already produced, many may watch one task.
 //! - [`sinks`]: delivery of results to signed webhooks (Standard Webhooks), JSONL files and
 //!   stdout, retried with backoff, every attempt recorded.
+//! - [`turnaround`]: batch turnaround learned from the batches that ended, replacing the prior.
 //! - [`metrics`]: metric names and help texts.
 //!
 //! - [`batcher`]: the batch path — assembler, submitter (record before submit), poller,
@@ -19,12 +20,14 @@ pub mod executor;
 pub mod hub;
 pub mod metrics;
 pub mod sinks;
+pub mod turnaround;
 
 pub use sinks::Deliverer;
 
 pub use batcher::{Batcher, BatcherOptions};
 pub use executor::{Executor, ExecutorOptions};
 pub use hub::Hub;
+pub use turnaround::Turnarounds;
 
 /// Milliseconds since the Unix epoch: the store's clock.
 pub fn now_ms() -> i64 {

@@ -86,6 +86,7 @@ async fn start_sluice(url: &str) -> String {
         options: ServerOptions::default(),
         hub: None,
         wake: None,
+        turnarounds: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let running =

@@ -150,7 +150,14 @@ pub async fn store_events(
     let now = chrono::Utc::now();
     let mut planned = Vec::with_capacity(events.len());
     for (i, ev) in events.into_iter().enumerate() {
-        planned.push(plan(&state.config, ev, is_array.then_some(i), now, source)?);
+        planned.push(plan(
+            &state.config,
+            ev,
+            is_array.then_some(i),
+            now,
+            source,
+            state.turnarounds.as_ref(),
+        )?);
     }
     match state.committer.submit(planned).await? {
         Ok(done) => {

@@ -108,6 +108,7 @@ pub fn plan(
     index: Option<usize>,
     now: DateTime<Utc>,
     source: &str,
+    learned: Option<&sluice_engine::Turnarounds>,
 ) -> Result<NewEvent, ApiError> {
     let at = index.map(|i| format!("events[{i}]: ")).unwrap_or_default();
     let workloads: Vec<&Workload> =
@@ -151,7 +152,11 @@ pub fn plan(
         let slack = override_slack
             .or_else(|| w.deadline.map(|d| d.slack_at(local_time)))
             .unwrap_or(Duration::from_secs(86_400));
-        let decision = decide(&config.policy_input(w, slack));
+        let mut input = config.policy_input(w, slack);
+        if let Some(learned) = learned {
+            learned.apply(&config.provider(w).name, &mut input);
+        }
+        let decision = decide(&input);
         let after_task_id = w.after.and_then(|upstream| {
             let name = &config.workloads[upstream].name;
             workloads.iter().position(|o| &o.name == name).map(|i| ids[i].clone())
@@ -327,9 +332,15 @@ volume_per_day = 5000
     #[test]
     fn an_event_fans_out_into_a_task_per_workload_with_its_lane() {
         let now = Utc::now();
-        let e =
-            plan(&config(), ev(serde_json::json!({"subject": "s", "body": "b"})), None, now, "api")
-                .unwrap();
+        let e = plan(
+            &config(),
+            ev(serde_json::json!({"subject": "s", "body": "b"})),
+            None,
+            now,
+            "api",
+            None,
+        )
+        .unwrap();
         assert_eq!(e.tasks.len(), 2);
         let (triage, digest) = (&e.tasks[0], &e.tasks[1]);
         assert_eq!((triage.lane.as_str(), triage.state), ("stream", TaskState::Queued));
@@ -343,23 +354,30 @@ volume_per_day = 5000
     fn a_needed_within_override_tightens_every_task() {
         let mut e = ev(serde_json::json!({"subject": "s", "body": "b"}));
         e.needed_within = Some("30s".into());
-        let planned = plan(&config(), e, None, Utc::now(), "api").unwrap();
+        let planned = plan(&config(), e, None, Utc::now(), "api", None).unwrap();
         assert!(planned.tasks.iter().all(|t| t.lane == "stream"), "{:?}", planned.tasks);
     }
 
     #[test]
     fn a_payload_missing_a_field_is_refused_naming_it() {
-        let e =
-            plan(&config(), ev(serde_json::json!({"subject": "s"})), Some(3), Utc::now(), "api")
-                .unwrap_err();
+        let e = plan(
+            &config(),
+            ev(serde_json::json!({"subject": "s"})),
+            Some(3),
+            Utc::now(),
+            "api",
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(
             e.message.contains("events[3]") && e.message.contains("payload.body"),
             "{}",
             e.message
         );
-        let e = plan(&config(), ev(serde_json::json!({"body": "b"})), None, Utc::now(), "api")
-            .unwrap_err();
+        let e =
+            plan(&config(), ev(serde_json::json!({"body": "b"})), None, Utc::now(), "api", None)
+                .unwrap_err();
         assert!(e.message.contains("payload.subject"), "{}", e.message);
     }
 
@@ -367,7 +385,7 @@ volume_per_day = 5000
     fn an_unknown_type_lists_the_known_ones() {
         let mut e = ev(serde_json::json!({}));
         e.event_type = "ticket.create".into();
-        let err = plan(&config(), e, None, Utc::now(), "api").unwrap_err();
+        let err = plan(&config(), e, None, Utc::now(), "api", None).unwrap_err();
         assert!(err.message.contains("did you mean \"ticket.created\""), "{}", err.message);
         assert_eq!(err.detail.unwrap()["known_event_types"][0], "ticket.created");
     }

@@ -48,6 +48,8 @@ pub struct AppState {
     pub hub: Option<sluice_engine::Hub>,
     /// Wakes the stream executor when ingest stored streamed tasks.
     pub wake: Option<Arc<tokio::sync::Notify>>,
+    /// Batch turnaround learned by the batcher, for decisions at ingest.
+    pub turnarounds: Option<sluice_engine::Turnarounds>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

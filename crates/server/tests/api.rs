@@ -112,6 +112,7 @@ impl Api {
             options: ServerOptions { max_body_bytes: 64 * 1024 },
             hub: None,
             wake: None,
+            turnarounds: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running =
@@ -442,7 +443,7 @@ async fn every_example_event_is_accepted_by_the_example_config() {
         let (evs, _) = sluice_server::plan::parse_body(line.as_bytes(), None)
             .unwrap_or_else(|e| panic!("line {}: {e:?}", i + 1));
         for ev in evs {
-            let planned = sluice_server::plan::plan(&config, ev, None, now, "api")
+            let planned = sluice_server::plan::plan(&config, ev, None, now, "api", None)
                 .unwrap_or_else(|e| panic!("line {}: {}", i + 1, e.message));
             tasks += planned.tasks.len();
         }

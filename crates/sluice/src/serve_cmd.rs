@@ -80,6 +80,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         Some(wake.clone()),
         BatcherOptions::default(),
     )?;
+    let turnarounds = batcher.turnarounds();
     let batching = tokio::spawn(batcher.run(stopping.clone()));
     let delivering = tokio::spawn(Deliverer::new(store.clone(), config.clone(), env).run(stopping));
 
@@ -95,6 +96,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         options: ServerOptions { max_body_bytes: args.max_body_bytes },
         hub: Some(hub),
         wake: Some(wake),
+        turnarounds: Some(turnarounds),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -278,3 +278,44 @@ async fn no_batch_is_cut_over_max_bytes() {
     assert!(stored.iter().all(|b| b.bytes <= 1500), "{stored:?}");
     let _ = w.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observed_turnaround_replaces_the_prior_in_decisions() {
+    // The config expects OpenAI batches to take hours, so work needed within 2 minutes streams;
+    // once batches are seen to take well under a second, the same work is batched.
+    let config = |sim: &str, hook: &str| {
+        let c = config(sim, hook).replace(
+            &format!("base_url = \"{sim}/v1\"\nbatch_turnaround_p50 = \"1s\"\nbatch_turnaround_p95 = \"2s\""),
+            &format!("base_url = \"{sim}/v1\"\nbatch_turnaround_p50 = \"1h\"\nbatch_turnaround_p95 = \"3h\""),
+        );
+        format!(
+            "{c}\n[[workloads]]\nname = \"enrich\"\non = \"contact.added\"\nprovider = \"openai\"\nmodel = \"gpt-5-mini\"\n\
+             max_tokens = 100\nprompt = \"Enrich {{{{ payload.name }}}}\"\nneeded_within = \"2m\"\ndelay_cost = \"minimal\"\n\
+             volume_per_day = 100000\n"
+        )
+    };
+    let w = common::world(SimConfig::instant(), Vec::new(), config).await;
+    let lane = async |w: &World| {
+        let r: Value = w
+            .http
+            .post(format!("{}/v1/events", w.base))
+            .json(&json!({"type": "contact.added", "payload": {"name": "Ada"}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            r["tasks"][0]["lane"].as_str().unwrap().to_owned(),
+            r["tasks"][0]["reason"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (before, why) = lane(&w).await;
+    assert_eq!(before, "stream", "{why}");
+    let records = post(&w, "record.imported", 20, None).await;
+    finished(&w, &records, Duration::from_secs(30)).await;
+    let (after, why) = lane(&w).await;
+    assert_eq!(after, "batch", "{why}");
+    let _ = w.stop.send(true);
+}

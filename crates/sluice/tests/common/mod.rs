@@ -91,6 +91,7 @@ pub async fn world(
     };
     let batcher =
         Batcher::new(store.clone(), config.clone(), env, Some(wake.clone()), batch_opts).unwrap();
+    let turnarounds = batcher.turnarounds();
     tokio::spawn(batcher.run(stopping.clone()));
     tokio::spawn(Deliverer::new(store.clone(), config.clone(), env).run(stopping));
     let (committer, committers) = Committer::start(store.clone(), 1);
@@ -104,6 +105,7 @@ pub async fn world(
         options: ServerOptions::default(),
         hub: Some(hub),
         wake: Some(wake),
+        turnarounds: Some(turnarounds),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let running =
