@@ -71,6 +71,7 @@ pub struct Batcher {
     /// Rung when escalated or released tasks may be waiting for the stream executor.
     wake: Option<Arc<Notify>>,
     turnarounds: crate::Turnarounds,
+    budget: crate::budget::Budget,
 }
 
 impl Batcher {
@@ -83,7 +84,17 @@ impl Batcher {
     ) -> Result<Batcher, SetupError> {
         let clients = build_clients(&config, env)?;
         let turnarounds = crate::Turnarounds::default();
-        Ok(Batcher { store, config, clients, opts, polls: HashMap::new(), wake, turnarounds })
+        let budget = crate::budget::Budget::new(config.clone(), store.clone());
+        Ok(Batcher {
+            store,
+            config,
+            clients,
+            opts,
+            polls: HashMap::new(),
+            wake,
+            turnarounds,
+            budget,
+        })
     }
 
     /// What this batcher learns of turnaround, to share with ingest.
@@ -166,6 +177,10 @@ impl Batcher {
     }
 
     async fn assemble(&mut self) -> Result<(), sluice_store::StoreError> {
+        if self.budget.hard_cap_reached().await? {
+            // Queued batch work waits; it is cut when the caps allow spending again.
+            return Ok(());
+        }
         let now = now_ms();
         let queue = self.store.batch_queue(now, 200_000).await?;
         let mut groups: BTreeMap<(String, String), Vec<TaskRecord>> = BTreeMap::new();

@@ -99,6 +99,7 @@ struct Inner {
     owner: String,
     wake: Arc<Notify>,
     opts: ExecutorOptions,
+    budget: crate::budget::Budget,
 }
 
 impl Executor {
@@ -116,6 +117,7 @@ impl Executor {
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
         Ok(Executor {
             inner: Arc::new(Inner {
+                budget: crate::budget::Budget::new(config.clone(), store.clone()),
                 store,
                 config,
                 clients,
@@ -181,6 +183,17 @@ impl Executor {
             if headroom_at.elapsed() > Duration::from_secs(5) {
                 headroom_at = Instant::now();
                 report_headroom(&inner);
+                // A new day, or a raised cap: held work runs again.
+                if matches!(inner.budget.allows_all().await, Ok(true)) {
+                    match inner.store.release_held(now_ms()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            tasks = n,
+                            "budget allows work again: held tasks released"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "cannot release held tasks"),
+                    }
+                }
             }
             tokio::select! {
                 _ = inner.wake.notified() => {}
@@ -230,6 +243,11 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed) {
     let labels = [("lane", task.lane.clone()), ("workload", task.workload.clone())];
     metrics::counter!(m::TASKS_STARTED, &labels).increment(1);
     let started = now_ms();
+    match inner.budget.check(&task).await {
+        Ok(crate::budget::Verdict::Go) => {}
+        Ok(verdict) => return budget_stop(inner, &task, fence, started, verdict).await,
+        Err(e) => tracing::warn!(error = %e, "cannot read today's spend; running the task"),
+    }
     inner.hub.start(&task.id);
 
     let outcome = match prepare(inner, &task).await {
@@ -244,6 +262,42 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed) {
         }
     };
     settle(inner, &task, fence, started, outcome).await;
+}
+
+/// A budget cap stops a task before its call: to a cheaper lane, or held.
+async fn budget_stop(
+    inner: &Inner,
+    task: &TaskRecord,
+    fence: i64,
+    started: i64,
+    verdict: crate::budget::Verdict,
+) {
+    let reason = match &verdict {
+        crate::budget::Verdict::Demote { reason, .. } | crate::budget::Verdict::Hold { reason } => {
+            reason.clone()
+        }
+        crate::budget::Verdict::Go => return,
+    };
+    let attempt = AttemptRecord {
+        id: format!("att_{}", uuid::Uuid::now_v7().simple()),
+        lane: task.lane.clone(),
+        batch_id: None,
+        started_at: started,
+        ended_at: Some(now_ms()),
+        outcome: "budget".to_owned(),
+        error: Some(reason.clone()),
+        provider_request_id: None,
+    };
+    let r = match verdict {
+        crate::budget::Verdict::Demote { lane, .. } => {
+            let why = format!("{}; {reason}", task.reason);
+            inner.store.reroute(&task.id, fence, lane.as_str(), &why, now_ms(), &attempt).await
+        }
+        _ => inner.store.hold(&task.id, fence, &reason, now_ms()).await,
+    };
+    if let Err(e) = r {
+        tracing::error!(task = %task.id, error = %e, "cannot store a budget decision; the task runs again when its lease expires");
+    }
 }
 
 /// The provider request of a task: its workload's templates rendered over the event and, for an

@@ -9,6 +9,8 @@
 //!   first get what was already produced, many may watch one task.
 //! - [`sinks`]: delivery of results to signed webhooks (Standard Webhooks), JSONL files and
 //!   stdout, retried with backoff, every attempt recorded.
+//! - [`budget`]: the daily caps — demote or hold low-urgency work past a soft cap, send nothing past
+//!   the hard one.
 //! - [`turnaround`]: batch turnaround learned from the batches that ended, replacing the prior.
 //! - [`metrics`]: metric names and help texts.
 //!
@@ -16,6 +18,7 @@
 //!   reconciliation after a crash or a lost create answer, and the deadline guard.
 
 pub mod batcher;
+pub mod budget;
 pub mod executor;
 pub mod hub;
 pub mod metrics;

@@ -311,6 +311,28 @@ impl Store {
         dispatch!(self, unbatch(task_id, batch_id, state, lane, run_after, reason, attempt))
     }
 
+    /// Nano-dollars spent since `since` (unix ms), by workload.
+    pub async fn spend_since(&self, since: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        dispatch!(self, spend_since(since))
+    }
+
+    /// Holds a claimed task back (a budget cap), with the reason; [`Store::release_held`] puts it
+    /// back in its queue.
+    pub async fn hold(
+        &self,
+        task_id: &str,
+        fence: i64,
+        reason: &str,
+        now: i64,
+    ) -> Result<Result<(), LeaseLost>, StoreError> {
+        dispatch!(self, hold(task_id, fence, reason, now))
+    }
+
+    /// Puts every held task back in its queue (the caps allow work again); returns how many.
+    pub async fn release_held(&self, now: i64) -> Result<u64, StoreError> {
+        dispatch!(self, release_held(now))
+    }
+
     /// Number of events and tasks stored (for health checks and tests).
     pub async fn counts(&self) -> Result<(i64, i64), StoreError> {
         dispatch!(self, counts())
@@ -1433,6 +1455,31 @@ macro_rules! queries {
                 .execute(&mut *conn)
                 .await?;
             Ok(())
+        }
+
+        pub(super) async fn spend_since(pool: &Pool<$db>, since: i64) -> Result<Vec<(String, i64)>, StoreError> {
+            let rows = sqlx::query(
+                "SELECT workload, CAST(SUM(cost_nanousd) AS BIGINT) AS spent FROM ledger WHERE created_at >= $1 GROUP BY workload",
+            )
+            .bind(since)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|r| Ok((r.try_get("workload")?, r.try_get::<Option<i64>, _>("spent")?.unwrap_or(0)))).collect()
+        }
+
+        pub(super) async fn hold(pool: &Pool<$db>, task_id: &str, fence: i64, reason: &str, now: i64) -> Result<Result<(), LeaseLost>, StoreError> {
+            let mut tx = begin_write(pool).await?;
+            if !settle(&mut tx, task_id, fence, TaskState::Held, 0, Some(reason), now).await? {
+                tx.rollback().await?;
+                return Ok(Err(LeaseLost { fence }));
+            }
+            tx.commit().await?;
+            Ok(Ok(()))
+        }
+
+        pub(super) async fn release_held(pool: &Pool<$db>, now: i64) -> Result<u64, StoreError> {
+            let r = sqlx::query("UPDATE tasks SET state = 'queued', updated_at = $1 WHERE state = 'held'").bind(now).execute(pool).await?;
+            Ok(r.rows_affected())
         }
 
         pub(super) async fn counts(pool: &Pool<$db>) -> Result<(i64, i64), StoreError> {

@@ -1,0 +1,128 @@
+//! Budget caps: past the soft cap, low-urgency stream work is demoted to batch where its deadline
+//! allows or held where it does not, while critical work proceeds; past the hard cap, nothing is
+//! sent.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod common;
+
+use std::time::Duration;
+
+use common::{World, wait_for};
+use serde_json::{Value, json};
+use sluice_sim::SimConfig;
+use sluice_store::{TaskDetail, TaskState};
+
+fn config(sim: &str, budget: &str) -> String {
+    format!(
+        r#"
+min_daily_savings = 0.0
+[budget]
+{budget}
+[batch]
+max_age = "200ms"
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{sim}"
+batch_turnaround_p50 = "1s"
+batch_turnaround_p95 = "2s"
+
+[[workloads]]
+name = "digest"
+on = "ticket.created"
+provider = "anthropic"
+model = "claude-haiku-5-5"
+max_tokens = 100
+prompt = "Digest {{{{ payload.s }}}}"
+lane = "stream"
+needed_within = "24h"
+
+[[workloads]]
+name = "alert"
+on = "ticket.created"
+provider = "anthropic"
+model = "claude-haiku-5-5"
+max_tokens = 100
+prompt = "Alert {{{{ payload.s }}}}"
+lane = "stream"
+needed_within = "1m"
+
+[[workloads]]
+name = "fraud"
+on = "ticket.created"
+provider = "anthropic"
+model = "claude-haiku-5-5"
+max_tokens = 100
+prompt = "Fraud {{{{ payload.s }}}}"
+lane = "stream"
+needed_within = "1m"
+critical = true
+"#
+    )
+}
+
+async fn post(w: &World) -> Vec<String> {
+    let r: Value = w
+        .http
+        .post(format!("{}/v1/events", w.base))
+        .json(&json!({"type": "ticket.created", "payload": {"s": "x"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn settled(w: &World, id: &str, done: impl Fn(&TaskDetail) -> bool) -> TaskDetail {
+    wait_for(Duration::from_secs(15), async || {
+        let d = w.store.task(id).await.unwrap().unwrap();
+        done(&d).then_some(d)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_soft_cap_work_is_demoted_or_held_but_critical_work_proceeds() {
+    let w =
+        common::world(SimConfig::instant(), Vec::new(), |sim, _| config(sim, "daily_usd = 0.0"))
+            .await;
+    let ids = post(&w).await;
+    let digest = settled(&w, &ids[0], |d| d.task.state.is_final()).await;
+    assert_eq!((digest.task.state, digest.task.lane.as_str()), (TaskState::Succeeded, "batch"));
+    assert!(
+        digest.task.reason.contains("demoted to batch: the daily budget of $0.00 is reached"),
+        "{}",
+        digest.task.reason
+    );
+    let alert = settled(&w, &ids[1], |d| d.task.state == TaskState::Held).await;
+    assert!(
+        alert.task.last_error.as_deref().unwrap().contains("no cheaper lane meets its deadline"),
+        "{:?}",
+        alert.task.last_error
+    );
+    let fraud = settled(&w, &ids[2], |d| d.task.state.is_final()).await;
+    assert_eq!((fraud.task.state, fraud.task.lane.as_str()), (TaskState::Succeeded, "stream"));
+    let _ = w.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_hard_cap_nothing_is_sent() {
+    let w = common::world(SimConfig::instant(), Vec::new(), |sim, _| {
+        config(sim, "hard_daily_usd = 0.0")
+    })
+    .await;
+    let ids = post(&w).await;
+    for id in [&ids[0], &ids[1], &ids[2]] {
+        let d = settled(&w, id, |d| d.task.state == TaskState::Held).await;
+        assert!(
+            d.task.last_error.as_deref().unwrap().contains("hard daily cap"),
+            "{:?}",
+            d.task.last_error
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(w.store.batches(10).await.unwrap().is_empty(), "no batch is cut past the hard cap");
+    assert!(w.sim.charges().all().is_empty(), "nothing was paid");
+    let _ = w.stop.send(true);
+}
