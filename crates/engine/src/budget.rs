@@ -53,10 +53,9 @@ impl Budget {
     async fn spend(&self) -> Result<Spend, StoreError> {
         if let Some((at, s)) =
             self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+            && at.elapsed() < Duration::from_secs(1)
         {
-            if at.elapsed() < Duration::from_secs(1) {
-                return Ok(s);
-            }
+            return Ok(s);
         }
         let now = chrono::Utc::now().with_timezone(&self.config.timezone);
         let midnight = now
