@@ -387,7 +387,7 @@ impl Batcher {
         let now = now_ms();
         let by_id: HashMap<&str, &BatchOutcome> =
             results.iter().map(|r| (r.custom_id.as_str(), &r.outcome)).collect();
-        let mut released = false;
+        let mut stored = Vec::new();
         for t in &tasks {
             let Some(outcome) = by_id.get(t.id.as_str()) else {
                 if t.state == TaskState::Batched {
@@ -402,9 +402,10 @@ impl Batcher {
                     let mut as_batch = t.clone();
                     as_batch.lane = "batch".into();
                     let started = b.submitted_at.unwrap_or(b.created_at);
-                    let done = completion_for(&self.config, &as_batch, resp, started, None);
-                    self.store.batch_line(&t.id, &b.id, &done).await?;
-                    released = true;
+                    stored.push((
+                        t.id.clone(),
+                        completion_for(&self.config, &as_batch, resp, started, None),
+                    ));
                 }
                 BatchOutcome::Errored(e)
                     if e.class().is_retryable() && t.state == TaskState::Batched =>
@@ -425,6 +426,11 @@ impl Batcher {
                 }
                 _ => {}
             }
+        }
+        let released = !stored.is_empty();
+        // A thousand lines a transaction: one fsync each, not one per task.
+        for chunk in stored.chunks(1_000) {
+            self.store.batch_lines(&b.id, chunk).await?;
         }
         self.store.finish_batch(&b.id, "ended", now, None).await?;
         self.polls.remove(&b.id);

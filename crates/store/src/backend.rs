@@ -292,7 +292,18 @@ impl Store {
         batch_id: &str,
         done: &Completion,
     ) -> Result<BatchLine, StoreError> {
-        dispatch!(self, batch_line(task_id, batch_id, done))
+        let lines = [(task_id.to_owned(), done.clone())];
+        Ok(self.batch_lines(batch_id, &lines).await?.pop().unwrap_or(BatchLine::LedgerOnly))
+    }
+
+    /// [`Store::batch_line`] for many lines of one batch, in one transaction (one fsync for a
+    /// whole batch's results).
+    pub async fn batch_lines(
+        &self,
+        batch_id: &str,
+        lines: &[(String, Completion)],
+    ) -> Result<Vec<BatchLine>, StoreError> {
+        dispatch!(self, batch_lines(batch_id, lines))
     }
 
     /// Takes a task out of its batch: back to the queue of `lane` from `run_after` (`state =
@@ -331,6 +342,11 @@ impl Store {
     /// Puts every held task back in its queue (the caps allow work again); returns how many.
     pub async fn release_held(&self, now: i64) -> Result<u64, StoreError> {
         dispatch!(self, release_held(now))
+    }
+
+    /// Tasks by state (for progress displays and benchmarks).
+    pub async fn task_states(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        dispatch!(self, task_states())
     }
 
     /// Number of events and tasks stored (for health checks and tests).
@@ -1323,36 +1339,46 @@ macro_rules! queries {
             Ok(())
         }
 
-        pub(super) async fn batch_line(pool: &Pool<$db>, task_id: &str, batch_id: &str, d: &Completion) -> Result<BatchLine, StoreError> {
+        pub(super) async fn batch_lines(
+            pool: &Pool<$db>,
+            batch_id: &str,
+            lines: &[(String, Completion)],
+        ) -> Result<Vec<BatchLine>, StoreError> {
             let mut tx = begin_write(pool).await?;
-            let owned = sqlx::query(
-                "UPDATE tasks SET state = 'succeeded', updated_at = $1 WHERE id = $2 AND batch_id = $3 AND state = 'batched'",
-            )
-            .bind(d.finished_at)
-            .bind(task_id)
-            .bind(batch_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            let attempt = AttemptRecord {
-                id: d.attempt_id.clone(),
-                lane: d.ledger.lane.clone(),
-                batch_id: Some(batch_id.to_owned()),
-                started_at: d.started_at,
-                ended_at: Some(d.finished_at),
-                outcome: if owned { "succeeded" } else { "late" }.to_owned(),
-                error: None,
-                provider_request_id: d.provider_request_id.clone(),
-            };
-            let fence: i64 = sqlx::query_scalar("SELECT fence FROM tasks WHERE id = $1").bind(task_id).fetch_one(&mut *tx).await?;
-            record_attempt(&mut tx, task_id, fence, &attempt).await?;
-            insert_ledger(&mut tx, task_id, d).await?;
-            if owned {
-                insert_result_and_release(&mut tx, task_id, d).await?;
+            let mut out = Vec::with_capacity(lines.len());
+            for (task_id, d) in lines {
+                let owned = sqlx::query(
+                    "UPDATE tasks SET state = 'succeeded', updated_at = $1 WHERE id = $2 AND batch_id = $3 AND state = 'batched'",
+                )
+                .bind(d.finished_at)
+                .bind(task_id)
+                .bind(batch_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                let attempt = AttemptRecord {
+                    id: d.attempt_id.clone(),
+                    lane: d.ledger.lane.clone(),
+                    batch_id: Some(batch_id.to_owned()),
+                    started_at: d.started_at,
+                    ended_at: Some(d.finished_at),
+                    outcome: if owned { "succeeded" } else { "late" }.to_owned(),
+                    error: None,
+                    provider_request_id: d.provider_request_id.clone(),
+                };
+                // Batch lines are not leased: the fence is recorded as it stands.
+                let fence: i64 =
+                    sqlx::query_scalar("SELECT fence FROM tasks WHERE id = $1").bind(task_id).fetch_one(&mut *tx).await?;
+                record_attempt(&mut tx, task_id, fence, &attempt).await?;
+                insert_ledger(&mut tx, task_id, d).await?;
+                if owned {
+                    insert_result_and_release(&mut tx, task_id, d).await?;
+                }
+                out.push(if owned { BatchLine::Stored } else { BatchLine::LedgerOnly });
             }
             tx.commit().await?;
-            Ok(if owned { BatchLine::Stored } else { BatchLine::LedgerOnly })
+            Ok(out)
         }
 
         #[allow(clippy::too_many_arguments)]
@@ -1480,6 +1506,11 @@ macro_rules! queries {
         pub(super) async fn release_held(pool: &Pool<$db>, now: i64) -> Result<u64, StoreError> {
             let r = sqlx::query("UPDATE tasks SET state = 'queued', updated_at = $1 WHERE state = 'held'").bind(now).execute(pool).await?;
             Ok(r.rows_affected())
+        }
+
+        pub(super) async fn task_states(pool: &Pool<$db>) -> Result<Vec<(String, i64)>, StoreError> {
+            let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state").fetch_all(pool).await?;
+            rows.iter().map(|r| Ok((r.try_get("state")?, r.try_get("n")?))).collect()
         }
 
         pub(super) async fn counts(pool: &Pool<$db>) -> Result<(i64, i64), StoreError> {
