@@ -50,6 +50,8 @@ impl Deliverer {
                 }
             }
         }
+        // reqwest is built without a default TLS provider; ring is the one sluice uses.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
