@@ -180,22 +180,34 @@ async fn a_batch_too_slow_for_a_deadline_is_escalated_to_stream() {
         assert!(d.task.reason.contains("escalated to stream"), "{}", d.task.reason);
         assert!(d.task.updated_at <= d.task.deadline, "delivered on time");
     }
-    // Every task of the batch left it: the batch is cancelled, nothing of it billed.
-    let charges = wait_for(Duration::from_secs(10), async || {
-        let c = w.sim.charges().all();
-        (c.len() >= 2).then_some(c)
+    // Every task of the batch left it: the batch is cancelled and ends. A line the provider had
+    // already run before the cancel is billed all the same: it is kept in the ledger, but the
+    // delivered result stays the streamed one.
+    wait_for(Duration::from_secs(15), async || {
+        let b = w.store.batches(10).await.unwrap();
+        (!b.is_empty() && b.iter().all(|b| b.state == "ended")).then_some(())
     })
     .await;
+    let charges = w.sim.charges().all();
     for d in &done {
-        let paid: Vec<_> = charges
+        let id = d.task.id.as_str();
+        let streamed: Vec<_> = charges
             .iter()
-            .filter(|c| {
-                c.custom_id.as_deref() == Some(d.task.id.as_str())
-                    || c.user_id.as_deref() == Some(d.task.id.as_str())
-            })
+            .filter(|c| c.custom_id.is_none() && c.user_id.as_deref() == Some(id))
             .collect();
-        assert_eq!(paid.len(), 1, "paid once: {paid:?}");
-        assert_eq!(format!("{:?}", paid[0].tier), "Standard");
+        assert_eq!(streamed.len(), 1, "the stream call is paid once: {streamed:?}");
+        let batched: Vec<_> =
+            charges.iter().filter(|c| c.custom_id.as_deref() == Some(id)).collect();
+        assert!(batched.len() <= 1, "at most one batch line: {batched:?}");
+        let after = w.store.task(id).await.unwrap().unwrap();
+        assert_eq!(after.task.lane, "stream");
+        assert_eq!(
+            after.result.as_ref().map(|r| r.output.clone()),
+            d.result.as_ref().map(|r| r.output.clone())
+        );
+        let paid: f64 = streamed.iter().chain(&batched).map(|c| c.total_usd).sum();
+        let ledger = after.cost_nanousd as f64 / 1e9;
+        assert!((ledger - paid).abs() < 1e-9, "the ledger holds every charge: {ledger} vs {paid}");
     }
     let _ = w.stop.send(true);
 }
