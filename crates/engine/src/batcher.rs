@@ -193,8 +193,22 @@ impl Batcher {
         let local = chrono::Utc::now().with_timezone(&self.config.timezone).time();
         let in_window =
             settings.off_peak.is_empty() || settings.off_peak.iter().any(|w| w.contains(local));
+        let open = self.store.open_batches().await?;
         for ((provider, model), tasks) in groups {
             let Some(client) = self.client(&provider).cloned() else { continue };
+            // The provider's queue of batch work per model: what running batches hold counts
+            // against it (their input, estimated as a quarter of their encoded bytes).
+            let quota = self
+                .config
+                .providers
+                .iter()
+                .find(|p| p.name == provider)
+                .and_then(|p| p.batch_enqueued_tokens);
+            let enqueued: u64 = open
+                .iter()
+                .filter(|b| b.provider == provider && b.model == model)
+                .map(|b| u64::try_from(b.bytes).unwrap_or(0) / 4)
+                .sum();
             let limits = client.batch_limits();
             let max_items = (settings.max_items as usize).min(limits.max_items).max(1);
             let max_bytes = (settings.max_bytes as usize).min(limits.max_bytes);
@@ -234,6 +248,10 @@ impl Batcher {
                 let line = client.batch_line_bytes(&item);
                 if bytes + line > max_bytes && !items.is_empty() {
                     cut_by_bytes = true;
+                    break;
+                }
+                if quota.is_some_and(|q| enqueued + ((bytes + line) / 4) as u64 > q) {
+                    // Paced: the rest waits for running batches to end, rather than be refused.
                     break;
                 }
                 bytes += line;

@@ -331,3 +331,34 @@ async fn observed_turnaround_replaces_the_prior_in_decisions() {
     assert_eq!(after, "batch", "{why}");
     let _ = w.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_are_paced_under_the_enqueued_token_quota() {
+    // Room for one batch of four short lines at a time: the next waits for it to end.
+    let config = |sim: &str, hook: &str| {
+        config(sim, hook).replace(
+            &format!("base_url = \"{sim}/v1\"\n"),
+            &format!("base_url = \"{sim}/v1\"\nbatch_enqueued_tokens = 300\n"),
+        )
+    };
+    let mut sim = SimConfig::instant();
+    sim.batch.turnaround_median = Duration::from_millis(400);
+    sim.batch.turnaround_p95 = Duration::from_millis(500);
+    let w = common::world(sim, Vec::new(), config).await;
+    let records = post(&w, "record.imported", 12, None).await;
+    let done = finished(&w, &records, Duration::from_secs(30)).await;
+    assert!(done.iter().all(|d| d.task.state == TaskState::Succeeded));
+    let mut batches = w.store.batches(100).await.unwrap();
+    batches.sort_by_key(|b| b.created_at);
+    assert!(batches.len() >= 3, "{batches:?}");
+    for pair in batches.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(
+            b.created_at >= a.ended_at.unwrap(),
+            "batch {} was cut while {} still ran",
+            b.id,
+            a.id
+        );
+    }
+    let _ = w.stop.send(true);
+}

@@ -107,6 +107,8 @@ pub struct Provider {
     pub batch_api: bool,
     pub batch_turnaround_p50: Duration,
     pub batch_turnaround_p95: Duration,
+    /// Input tokens that may wait in running batches of one model; `None`: no limit declared.
+    pub batch_enqueued_tokens: Option<u64>,
 }
 
 /// Per key; `None` means no limit declared (the provider's headers still apply).
@@ -713,6 +715,7 @@ impl Validator {
             batch_api: raw.batch.unwrap_or(raw.kind != ProviderKind::OpenaiCompatible),
             batch_turnaround_p50: p50,
             batch_turnaround_p95: p95,
+            batch_enqueued_tokens: raw.batch_enqueued_tokens,
         })
     }
 

@@ -100,6 +100,9 @@ pub struct RawProvider {
     pub batch: Option<bool>,
     pub batch_turnaround_p50: Option<String>,
     pub batch_turnaround_p95: Option<String>,
+    /// Input tokens that may wait in running batches per model (the provider's batch queue
+    /// limit); submissions are paced to stay under it.
+    pub batch_enqueued_tokens: Option<u64>,
     #[serde(default)]
     pub prices: BTreeMap<String, RawPrice>,
 }
