@@ -83,6 +83,7 @@ fn provider(kind: ProviderKind, base: &str) -> Provider {
         batch_api: true,
         batch_turnaround_p50: Duration::from_secs(60),
         batch_turnaround_p95: Duration::from_secs(600),
+        batch_enqueued_tokens: None,
     }
 }
 

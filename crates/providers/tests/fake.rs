@@ -191,6 +191,7 @@ fn client(kind: ProviderKind, base: &str, scenario: &str) -> Client {
             batch_api: false,
             batch_turnaround_p50: Duration::from_secs(60),
             batch_turnaround_p95: Duration::from_secs(600),
+            batch_enqueued_tokens: None,
         },
         Some(ApiKey::new("fake-key")),
         ClientOptions { standard: t, flex: t },
