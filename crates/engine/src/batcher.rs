@@ -213,9 +213,15 @@ impl Batcher {
             let max_items = (settings.max_items as usize).min(limits.max_items).max(1);
             let max_bytes = (settings.max_bytes as usize).min(limits.max_bytes);
             let oldest = tasks.iter().map(|t| t.created_at).min().unwrap_or(now);
+            // The room a task needs depends only on its workload: worked out once per workload,
+            // not once per queued task on every tick.
+            let mut needs: HashMap<&str, i64> = HashMap::new();
             let forced = tasks.iter().any(|t| {
-                let (room, p95) = self.stream_room(t);
-                t.deadline - millis(room + p95) <= now
+                let need = *needs.entry(t.workload.as_str()).or_insert_with(|| {
+                    let (room, p95) = self.stream_room(t);
+                    millis(room + p95)
+                });
+                t.deadline - need <= now
             });
             let full = tasks.len() >= max_items;
             let aged = oldest + millis(settings.max_age) <= now;

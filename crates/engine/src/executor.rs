@@ -455,7 +455,7 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
             return;
         }
         Outcome::Done(resp, first_token) => {
-            let completion = completion(inner, task, &resp, started, first_token);
+            let completion = completion_for(&inner.config, task, &resp, started, first_token);
             let cost = completion.ledger.cost_nanousd;
             let r = store.complete(&task.id, fence, &completion).await;
             if matches!(r, Ok(Ok(()))) {
@@ -578,16 +578,6 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
             tracing::error!(task = %task.id, error = %e, "cannot store the outcome of a task; it runs again when its lease expires")
         }
     }
-}
-
-fn completion(
-    inner: &Inner,
-    task: &TaskRecord,
-    resp: &ChatResponse,
-    started: i64,
-    first_token: Option<i64>,
-) -> Completion {
-    completion_for(&inner.config, task, resp, started, first_token)
 }
 
 /// A task's result, its ledger line at its lane's price (flex and batch at theirs), and its

@@ -284,20 +284,9 @@ impl Store {
         dispatch!(self, finish_batch(id, state, at, error))
     }
 
-    /// Stores one batch line's result: as the task's result if the task is still in that batch,
-    /// in the ledger only if it was escalated meanwhile (it was paid for all the same).
-    pub async fn batch_line(
-        &self,
-        task_id: &str,
-        batch_id: &str,
-        done: &Completion,
-    ) -> Result<BatchLine, StoreError> {
-        let lines = [(task_id.to_owned(), done.clone())];
-        Ok(self.batch_lines(batch_id, &lines).await?.pop().unwrap_or(BatchLine::LedgerOnly))
-    }
-
-    /// [`Store::batch_line`] for many lines of one batch, in one transaction (one fsync for a
-    /// whole batch's results).
+    /// Stores the results of a batch's lines in one transaction (one fsync for many lines). A
+    /// line is the task's result if the task is still in that batch; if it was escalated
+    /// meanwhile, the line goes into the ledger only (it was paid for all the same).
     pub async fn batch_lines(
         &self,
         batch_id: &str,
@@ -529,7 +518,7 @@ macro_rules! queries {
                                 tasks: replayed_tasks.remove(&e.id).unwrap_or_default(),
                                 replayed: true,
                             }),
-                            Seen::New(ev) => new_ingested(ev, false),
+                            Seen::New(ev) => new_ingested(ev),
                         })
                         .collect::<Result<Vec<_>, StoreError>>()?),
                 });
@@ -551,7 +540,8 @@ macro_rules! queries {
             }
         }
 
-        fn new_ingested(ev: &NewEvent, replayed: bool) -> Result<Ingested, StoreError> {
+        /// What a newly written event and its tasks look like, without reading them back.
+        fn new_ingested(ev: &NewEvent) -> Result<Ingested, StoreError> {
             let tasks = ev
                 .tasks
                 .iter()
@@ -589,7 +579,7 @@ macro_rules! queries {
                 source: ev.source.clone(),
                 received_at: ev.received_at,
             };
-            Ok(Ingested { event, tasks, replayed })
+            Ok(Ingested { event, tasks, replayed: false })
         }
 
         /// Rows per multi-row statement: well under both databases' bind-parameter limits.
@@ -745,21 +735,7 @@ macro_rules! queries {
                         }
                     }
                 }
-                let inserted = sqlx::query(
-                    "INSERT INTO events (id, event_type, payload, idempotency_key, request_hash, needed_within_ms, source, received_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING",
-                )
-                .bind(&ev.id)
-                .bind(&ev.event_type)
-                .bind(&ev.payload)
-                .bind(&ev.idempotency_key)
-                .bind(&ev.request_hash)
-                .bind(ev.needed_within_ms)
-                .bind(&ev.source)
-                .bind(ev.received_at)
-                .execute(&mut *conn)
-                .await?;
-                if inserted.rows_affected() == 0 {
+                if insert_events(conn, &[ev]).await? == 0 {
                     // Another instance stored the same key between our look-up and our insert.
                     let key = ev.idempotency_key.as_deref().unwrap_or_default();
                     match by_key(conn, key, ev).await? {
@@ -771,60 +747,8 @@ macro_rules! queries {
                         None => return Err(corrupt("events", "insert ignored but no row holds its key")),
                     }
                 }
-                let mut tasks = Vec::with_capacity(ev.tasks.len());
-                for t in &ev.tasks {
-                    sqlx::query(
-                        "INSERT INTO tasks (id, event_id, workload, lane, state, rule, reason, decision, deadline, priority,
-                                            after_task_id, created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
-                    )
-                    .bind(&t.id)
-                    .bind(&ev.id)
-                    .bind(&t.workload)
-                    .bind(&t.lane)
-                    .bind(t.state.as_str())
-                    .bind(&t.rule)
-                    .bind(&t.reason)
-                    .bind(&t.decision)
-                    .bind(t.deadline)
-                    .bind(t.priority)
-                    .bind(&t.after_task_id)
-                    .bind(ev.received_at)
-                    .execute(&mut *conn)
-                    .await?;
-                    tasks.push(TaskRecord {
-                        id: t.id.clone(),
-                        event_id: ev.id.clone(),
-                        workload: t.workload.clone(),
-                        lane: t.lane.clone(),
-                        state: t.state,
-                        rule: t.rule.clone(),
-                        reason: t.reason.clone(),
-                        decision: json("tasks", &t.decision)?,
-                        deadline: t.deadline,
-                        priority: t.priority,
-                        after_task_id: t.after_task_id.clone(),
-                        attempts: 0,
-                        lease_owner: None,
-                        lease_expires_at: None,
-                        fence: 0,
-                        batch_id: None,
-                        last_error: None,
-                        created_at: ev.received_at,
-                        updated_at: ev.received_at,
-                    });
-                }
-                let event = EventRecord {
-                    id: ev.id.clone(),
-                    event_type: ev.event_type.clone(),
-                    payload: json("events", &ev.payload)?,
-                    idempotency_key: ev.idempotency_key.clone(),
-                    request_hash: ev.request_hash.clone(),
-                    needed_within_ms: ev.needed_within_ms,
-                    source: ev.source.clone(),
-                    received_at: ev.received_at,
-                };
-                done.push(Ingested { event, tasks, replayed: false });
+                insert_tasks(conn, &[ev]).await?;
+                done.push(new_ingested(ev)?);
             }
             Ok(Ok(done))
         }
