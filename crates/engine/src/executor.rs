@@ -624,7 +624,7 @@ pub fn completion_for(
         finished_at: now,
         provider_request_id: resp.provider_request_id.clone(),
         output: resp.text.clone(),
-        stop_reason: format!("{:?}", resp.stop_reason).to_lowercase(),
+        stop_reason: resp.stop_reason.as_str().to_owned(),
         input_tokens: i64_of(resp.usage.input_tokens),
         cached_input_tokens: i64_of(resp.usage.cached_input_tokens),
         output_tokens: i64_of(resp.usage.output_tokens),

@@ -103,6 +103,19 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// The reason as sluice stores and shows it: `end_turn`, `max_tokens`, …, or the provider's
+    /// own word for anything else.
+    pub fn as_str(&self) -> &str {
+        match self {
+            StopReason::EndTurn => "end_turn",
+            StopReason::MaxTokens => "max_tokens",
+            StopReason::StopSequence => "stop_sequence",
+            StopReason::ToolUse => "tool_use",
+            StopReason::Refusal => "refusal",
+            StopReason::Other(s) => s,
+        }
+    }
+
     pub fn from_anthropic(s: &str) -> Self {
         match s {
             "end_turn" => StopReason::EndTurn,

@@ -3,7 +3,7 @@
 //! The binary wires the crates together behind one CLI:
 //! - `explain`: the lane verdict of every workload in a config, in dollars;
 //! - `check`: validate a config;
-//! - `serve`: the HTTP API on a durable store;
+//! - `serve`: the HTTP API, the stream executor, the batcher and the sinks, on a durable store;
 //! - `sim`: the Anthropic/OpenAI simulator on its own.
 
 mod explain_cmd;
@@ -39,7 +39,8 @@ enum Command {
     Explain(ExplainArgs),
     /// Validate a config; exits non-zero and names the file, line and field of every problem.
     Check(ConfigArg),
-    /// Run the HTTP API: accept events, fan them out into tasks, store them durably.
+    /// Run sluice: accept events over HTTP, store them durably, stream what is urgent and batch
+    /// the rest.
     Serve(ServeCommand),
     /// Run the Anthropic/OpenAI API simulator on loopback (no API key needed).
     Sim(sim_cmd::SimArgs),

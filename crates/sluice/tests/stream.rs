@@ -109,6 +109,7 @@ async fn a_ticket_streams_tokens_to_its_watcher_and_a_signed_result_to_its_webho
     let done = &events.last().unwrap().1;
     assert_eq!(done["output"].as_str().unwrap(), deltas, "the deltas add up to the result");
     assert!(done["cost_usd"].as_f64().unwrap() > 0.0);
+    assert!(matches!(done["stop_reason"].as_str(), Some("end_turn" | "max_tokens")), "{done}");
 
     // A watcher that connects after the end gets the whole result at once.
     let late = sse(w.http.get(&url).send().await.unwrap(), Duration::from_secs(5)).await;
