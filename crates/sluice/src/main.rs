@@ -4,11 +4,22 @@
 //! - `explain`: the lane verdict of every workload in a config, in dollars;
 //! - `check`: validate a config;
 //! - `serve`: the HTTP API, the stream executor, the batcher and the sinks, on a durable store;
+//! - `run`: the same on a file of events, once, with results as JSONL;
+//! - `demo`: a business day of the examples against the in-process simulator;
+//! - `report` and `advise`: what happened, and what should change, from the store's history;
 //! - `sim`: the Anthropic/OpenAI simulator on its own.
 
+mod advise;
+mod demo;
 mod explain_cmd;
+mod history_cmd;
+mod job;
 mod output;
+mod report;
+mod report_html;
+mod run_cmd;
 mod serve_cmd;
+mod service;
 mod sim_cmd;
 
 use std::path::{Path, PathBuf};
@@ -42,8 +53,36 @@ enum Command {
     /// Run sluice: accept events over HTTP, store them durably, stream what is urgent and batch
     /// the rest.
     Serve(ServeCommand),
+    /// Play a simulated business day of the examples in about a minute, against the built-in
+    /// simulator (no API key needed), and report what it cost and saved.
+    Demo(demo::DemoArgs),
+    /// Process a file of events once: each item in its lane, results as JSONL. Run it again after
+    /// an interruption to carry on without paying twice.
+    Run(RunCommand),
+    /// Per workload: items, lanes, deadlines missed, latencies, batch turnaround, tokens, dollars
+    /// spent, and what streaming everything would have cost.
+    Report(history_cmd::ReportArgs),
+    /// The lane decision again, on observed volumes, tokens, deadlines and turnaround: which
+    /// workloads should change lane, and what that saves or costs a month.
+    Advise(AdviseCommand),
     /// Run the Anthropic/OpenAI API simulator on loopback (no API key needed).
     Sim(sim_cmd::SimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunCommand {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(flatten)]
+    run: run_cmd::RunArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct AdviseCommand {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(flatten)]
+    advise: history_cmd::AdviseArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +124,8 @@ enum Failure {
     Config(String),
     /// Anything else: 1.
     Other(anyhow::Error),
+    /// Work was left unfinished (interrupted, or failed tasks): the given code, message printed.
+    Exit(u8),
 }
 
 impl From<anyhow::Error> for Failure {
@@ -106,6 +147,29 @@ fn main() -> ExitCode {
             serve_cmd::init_tracing();
             runtime()?.block_on(serve_cmd::run(config, args.serve)).map_err(Failure::from)
         }),
+        Command::Demo(args) => runtime().and_then(|rt| {
+            let summary = rt.block_on(demo::run(args)).map_err(Failure::from)?;
+            if summary.consistent && summary.unfinished == 0 {
+                Ok(())
+            } else {
+                Err(Failure::Exit(1))
+            }
+        }),
+        Command::Run(args) => load(&args.config.config).and_then(|config| {
+            let outcome =
+                runtime()?.block_on(run_cmd::run(config, args.run)).map_err(Failure::from)?;
+            match outcome {
+                run_cmd::Outcome::Done { failed: 0 } => Ok(()),
+                run_cmd::Outcome::Done { .. } => Err(Failure::Exit(2)),
+                run_cmd::Outcome::Interrupted => Err(Failure::Exit(130)),
+            }
+        }),
+        Command::Report(args) => args.config.as_deref().map(load).transpose().and_then(|config| {
+            runtime()?.block_on(history_cmd::report(config.as_ref(), args)).map_err(Failure::from)
+        }),
+        Command::Advise(args) => load(&args.config.config).and_then(|config| {
+            runtime()?.block_on(history_cmd::advise(&config, args.advise)).map_err(Failure::from)
+        }),
         Command::Sim(args) => {
             runtime().and_then(|rt| rt.block_on(sim_cmd::run(args)).map_err(Failure::from))
         }
@@ -121,6 +185,7 @@ fn main() -> ExitCode {
             output::eprint(&format!("error: {e:#}\n"));
             ExitCode::from(1)
         }
+        Err(Failure::Exit(code)) => ExitCode::from(code),
     }
 }
 

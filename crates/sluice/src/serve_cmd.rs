@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use sluice_core::Config;
-use sluice_engine::{Batcher, BatcherOptions, Deliverer, Executor, ExecutorOptions, Hub};
+use sluice_engine::{BatcherOptions, ExecutorOptions};
 use sluice_server::auth::Tokens;
-use sluice_server::ingest::Committer;
-use sluice_server::{AppState, ServerOptions};
 use sluice_store::{SqliteDurability, Store};
 
 use crate::output;
+use crate::service::{Env, Options, Service};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -61,50 +60,19 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let store = Store::open(&url, durability)
         .await
         .with_context(|| format!("cannot open the store {}", redact(&url)))?;
-    let (hook_keys, missing) = sluice_server::hook_keys(&config, |name| std::env::var(name).ok());
-    for m in &missing {
-        tracing::warn!(hook = %m, "webhook secret not set: deliveries to this source are refused with 503");
-    }
-    let config = Arc::new(config);
-    let env = |name: &str| std::env::var(name).ok();
-    let hub = Hub::default();
-    let executor =
-        Executor::new(store.clone(), config.clone(), hub.clone(), env, ExecutorOptions::default())?;
-    let wake = executor.waker();
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let executing = tokio::spawn(executor.run(stopping.clone()));
-    let batcher = Batcher::new(
-        store.clone(),
-        config.clone(),
-        env,
-        Some(wake.clone()),
-        BatcherOptions::default(),
-    )?;
-    let turnarounds = batcher.turnarounds();
-    let batching = tokio::spawn(batcher.run(stopping.clone()));
-    let delivering = tokio::spawn(Deliverer::new(store.clone(), config.clone(), env).run(stopping));
-
-    let workers = if store.backend() == "postgres" { 4 } else { 1 };
-    let (committer, committers) = Committer::start(store.clone(), workers);
-    let state = AppState {
-        config,
-        store,
-        committer,
+    let env: Env = Arc::new(|name: &str| std::env::var(name).ok());
+    let opts = Options {
+        listen: args.listen,
         tokens: tokens.clone(),
-        hook_keys,
-        metrics: sluice_server::metrics_handle(),
-        options: ServerOptions { max_body_bytes: args.max_body_bytes },
-        hub: Some(hub),
-        wake: Some(wake),
-        turnarounds: Some(turnarounds),
+        max_body_bytes: args.max_body_bytes,
+        executor: ExecutorOptions::default(),
+        learn_turnaround: true,
+        batcher: BatcherOptions::default(),
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let running = sluice_server::start(listener, state, committers, shutdown_signal())?;
+    let service = Service::start(Arc::new(config), store, env, opts, shutdown_signal()).await?;
     output::print(&format!(
         "sluice serving on http://{} (store: {})\n",
-        running.addr,
+        service.addr,
         redact(&url)
     ))?;
     if tokens.is_empty() {
@@ -114,18 +82,13 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     } else {
         tracing::info!(tokens = tokens.len(), "API tokens required on /v1 routes");
     }
-    running.stopped().await?;
-    tracing::info!("every accepted event is committed; waiting for the calls in flight");
-    let _ = stop.send(true);
-    let _ = executing.await;
-    let _ = batching.await;
-    let _ = delivering.await;
+    service.stopped().await?;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -148,7 +111,7 @@ async fn shutdown_signal() {
 }
 
 /// A store URL without its password, for messages.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];

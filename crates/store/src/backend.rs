@@ -14,8 +14,9 @@ use sqlx::{Pool, Postgres, Sqlite};
 use crate::migrations::{self, Migration};
 use crate::{
     AttemptRecord, BatchLine, BatchRecord, Claimed, Completion, DeliveryOutcome, DueDelivery,
-    EventRecord, Ingested, KeyConflict, LeaseLost, NewEvent, ResultRecord, SqliteDurability,
-    StoreError, TaskDetail, TaskInput, TaskQuery, TaskRecord, TaskState,
+    EventRecord, HistoryRow, Ingested, KeyConflict, LeaseLost, LedgerPoint, NewEvent, ProgressRow,
+    ResultRecord, SqliteDurability, StoreError, TaskDetail, TaskInput, TaskQuery, TaskRecord,
+    TaskState,
 };
 
 /// The store: SQLite or PostgreSQL. Cheap to clone (it is a connection pool).
@@ -331,6 +332,35 @@ impl Store {
     /// Puts every held task back in its queue (the caps allow work again); returns how many.
     pub async fn release_held(&self, now: i64) -> Result<u64, StoreError> {
         dispatch!(self, release_held(now))
+    }
+
+    /// Every task created at or after `since` (unix ms) with its result, timings and cost, oldest
+    /// first: what reports and `sluice run`'s results are made of.
+    pub async fn history(&self, since: i64) -> Result<Vec<HistoryRow>, StoreError> {
+        dispatch!(self, history(since))
+    }
+
+    /// Ledger entries recorded at or after `since`, oldest first.
+    pub async fn ledger_since(&self, since: i64) -> Result<Vec<LedgerPoint>, StoreError> {
+        dispatch!(self, ledger_since(since))
+    }
+
+    /// Tasks created at or after `since`, counted by workload, lane and state: progress displays.
+    pub async fn progress(&self, since: i64) -> Result<Vec<ProgressRow>, StoreError> {
+        dispatch!(self, progress(since))
+    }
+
+    /// When the earliest of these events was received (unix ms); `None` if none is stored.
+    pub async fn earliest_received(&self, ids: &[String]) -> Result<Option<i64>, StoreError> {
+        let mut earliest: Option<i64> = None;
+        for chunk in ids.chunks(500) {
+            let found = dispatch!(self, earliest_received(chunk))?;
+            earliest = match (earliest, found) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(earliest)
     }
 
     /// Tasks by state (for progress displays and benchmarks).
@@ -1432,6 +1462,93 @@ macro_rules! queries {
             Ok(r.rows_affected())
         }
 
+        pub(super) async fn history(pool: &Pool<$db>, since: i64) -> Result<Vec<HistoryRow>, StoreError> {
+            let rows = sqlx::query(HISTORY_SQL).bind(since).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| {
+                    let started: Option<i64> = r.try_get("attempt_started_at")?;
+                    let first: Option<i64> = r.try_get("first_token_ms")?;
+                    Ok(HistoryRow {
+                        task_id: r.try_get("id")?,
+                        event_id: r.try_get("event_id")?,
+                        workload: r.try_get("workload")?,
+                        lane: r.try_get("lane")?,
+                        state: r.try_get("state")?,
+                        reason: r.try_get("reason")?,
+                        deadline: r.try_get("deadline")?,
+                        created_at: r.try_get("created_at")?,
+                        last_error: r.try_get("last_error")?,
+                        output: r.try_get("output")?,
+                        stop_reason: r.try_get("stop_reason")?,
+                        input_tokens: r.try_get::<Option<i64>, _>("input_tokens")?.unwrap_or(0),
+                        cached_input_tokens: r.try_get::<Option<i64>, _>("cached_input_tokens")?.unwrap_or(0),
+                        output_tokens: r.try_get::<Option<i64>, _>("output_tokens")?.unwrap_or(0),
+                        finished_at: r.try_get("finished_at")?,
+                        first_token_at: started.zip(first).map(|(s, f)| s + f),
+                        batch_submitted_at: r.try_get("batch_submitted_at")?,
+                        batch_ended_at: r.try_get("batch_ended_at")?,
+                        cost_nanousd: r.try_get::<Option<i64>, _>("cost")?.unwrap_or(0),
+                        stream_cost_nanousd: r.try_get::<Option<i64>, _>("stream_cost")?.unwrap_or(0),
+                    })
+                })
+                .collect()
+        }
+
+        pub(super) async fn ledger_since(pool: &Pool<$db>, since: i64) -> Result<Vec<LedgerPoint>, StoreError> {
+            let rows = sqlx::query(
+                "SELECT created_at, task_id, workload, lane, cost_nanousd, stream_cost_nanousd FROM ledger
+                 WHERE created_at >= $1 ORDER BY created_at, id",
+            )
+            .bind(since)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(LedgerPoint {
+                        created_at: r.try_get("created_at")?,
+                        task_id: r.try_get("task_id")?,
+                        workload: r.try_get("workload")?,
+                        lane: r.try_get("lane")?,
+                        cost_nanousd: r.try_get("cost_nanousd")?,
+                        stream_cost_nanousd: r.try_get("stream_cost_nanousd")?,
+                    })
+                })
+                .collect()
+        }
+
+        pub(super) async fn progress(pool: &Pool<$db>, since: i64) -> Result<Vec<ProgressRow>, StoreError> {
+            let rows = sqlx::query(
+                "SELECT workload, lane, state, COUNT(*) AS n FROM tasks WHERE created_at >= $1 GROUP BY workload, lane, state",
+            )
+            .bind(since)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ProgressRow {
+                        workload: r.try_get("workload")?,
+                        lane: r.try_get("lane")?,
+                        state: r.try_get("state")?,
+                        count: r.try_get("n")?,
+                    })
+                })
+                .collect()
+        }
+
+        pub(super) async fn earliest_received(pool: &Pool<$db>, ids: &[String]) -> Result<Option<i64>, StoreError> {
+            if ids.is_empty() {
+                return Ok(None);
+            }
+            // Placeholders only: the ids themselves are bound.
+            let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("SELECT MIN(received_at) FROM events WHERE id IN ({})", list.join(", "));
+            let mut q = sqlx::query_scalar::<_, Option<i64>>(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                q = q.bind(id);
+            }
+            Ok(q.fetch_one(pool).await?)
+        }
+
         pub(super) async fn task_states(pool: &Pool<$db>) -> Result<Vec<(String, i64)>, StoreError> {
             let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM tasks GROUP BY state").fetch_all(pool).await?;
             rows.iter().map(|r| Ok((r.try_get("state")?, r.try_get("n")?))).collect()
@@ -1450,6 +1567,22 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
+
+/// A task with its result, the attempt that produced it, its batch and its ledger sums. The
+/// stream cost is the largest entry's, not the sum: a task escalated out of a batch is one piece of
+/// work, however many times it was paid for.
+const HISTORY_SQL: &str = "SELECT t.id, t.event_id, t.workload, t.lane, t.state, t.reason, t.deadline, t.created_at,
+            t.last_error, r.output, r.stop_reason, r.input_tokens, r.cached_input_tokens, r.output_tokens,
+            r.created_at AS finished_at, r.first_token_ms, a.started_at AS attempt_started_at,
+            b.submitted_at AS batch_submitted_at, b.ended_at AS batch_ended_at,
+            (SELECT CAST(SUM(l.cost_nanousd) AS BIGINT) FROM ledger l WHERE l.task_id = t.id) AS cost,
+            (SELECT MAX(l.stream_cost_nanousd) FROM ledger l WHERE l.task_id = t.id) AS stream_cost
+     FROM tasks t
+     LEFT JOIN results r ON r.task_id = t.id
+     LEFT JOIN attempts a ON a.id = r.attempt_id
+     LEFT JOIN batches b ON b.id = COALESCE(a.batch_id, t.batch_id)
+     WHERE t.created_at >= $1
+     ORDER BY t.created_at, t.id";
 
 const CLAIM_CANDIDATES: &str = "SELECT id FROM tasks
      WHERE lane IN ($4, $5) AND run_after <= $3

@@ -307,3 +307,54 @@ pub enum BatchLine {
     /// ledger, but it does not overwrite the delivered result.
     LedgerOnly,
 }
+
+/// One task as reports see it: its decision, its result, its timings and what it cost.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryRow {
+    pub task_id: String,
+    pub event_id: String,
+    pub workload: String,
+    /// The lane it ran in last (an escalated task reads `stream`).
+    pub lane: String,
+    pub state: String,
+    pub reason: String,
+    pub deadline: i64,
+    pub created_at: i64,
+    pub last_error: Option<String>,
+    pub output: Option<String>,
+    pub stop_reason: Option<String>,
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub output_tokens: i64,
+    /// When the result was stored.
+    pub finished_at: Option<i64>,
+    /// When the first token arrived (streamed calls only).
+    pub first_token_at: Option<i64>,
+    /// The batch it was in, if any: when it was submitted and when it ended.
+    pub batch_submitted_at: Option<i64>,
+    pub batch_ended_at: Option<i64>,
+    /// Everything paid for this task (an escalated task may have paid twice: that is the truth).
+    pub cost_nanousd: i64,
+    /// What its delivered result would have cost streamed at the standard price.
+    pub stream_cost_nanousd: i64,
+}
+
+/// One ledger entry, for spend over time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerPoint {
+    pub created_at: i64,
+    pub task_id: String,
+    pub workload: String,
+    pub lane: String,
+    pub cost_nanousd: i64,
+    pub stream_cost_nanousd: i64,
+}
+
+/// How many tasks of one workload are in one lane and state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProgressRow {
+    pub workload: String,
+    pub lane: String,
+    pub state: String,
+    pub count: i64,
+}

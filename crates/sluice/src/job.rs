@@ -1,0 +1,225 @@
+//! What `run` and `demo` share: reading a JSONL file of events (all of it checked before any of it
+//! is sent), posting them to the service as any client would, and the results file.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sluice_core::Config;
+use sluice_server::plan::{EventIn, plan};
+use sluice_store::HistoryRow;
+
+/// One event of the file.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// 1-based line number in the file.
+    pub number: usize,
+    /// The event as posted, with its idempotency key.
+    pub event: Value,
+}
+
+/// Reads and checks every line; any problem (bad JSON, an unknown event type, a payload a
+/// workload's template cannot render) is reported with its line and nothing is returned.
+///
+/// Lines without an `idempotency_key` get one made of their content and how many identical lines
+/// came before, so that running the file again replays the same events instead of storing them
+/// twice, while two identical lines stay two events.
+pub fn read_events(path: &Path, text: &str, config: &Config) -> anyhow::Result<Vec<Line>> {
+    let name = path.display();
+    let mut lines = Vec::new();
+    let mut problems = Vec::new();
+    let mut seen: HashMap<[u8; 32], usize> = HashMap::new();
+    let now = chrono::Utc::now();
+    for (i, raw) in text.lines().enumerate() {
+        let number = i + 1;
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let mut value: Value = match serde_json::from_str(trimmed) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("{name}:{number}: not JSON: {e}"));
+                continue;
+            }
+        };
+        let Some(obj) = value.as_object_mut() else {
+            problems.push(format!(
+                "{name}:{number}: expected an event object {{\"type\": …, \"payload\": {{…}}}}"
+            ));
+            continue;
+        };
+        if !obj.contains_key("idempotency_key") {
+            let digest: [u8; 32] = Sha256::digest(trimmed.as_bytes()).into();
+            let n = seen.entry(digest).or_insert(0);
+            *n += 1;
+            let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+            obj.insert("idempotency_key".into(), json!(format!("line:{hex}:{n}")));
+        }
+        let event: EventIn = match serde_json::from_value(value.clone()) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(format!("{name}:{number}: {e}"));
+                continue;
+            }
+        };
+        if let Err(e) = plan(config, event, None, now, "run", None) {
+            problems.push(format!("{name}:{number}: {}", e.message));
+            continue;
+        }
+        lines.push(Line { number, event: value });
+    }
+    if !problems.is_empty() {
+        let more = problems.len().saturating_sub(20);
+        let mut text = problems.into_iter().take(20).collect::<Vec<_>>().join("\n");
+        if more > 0 {
+            text.push_str(&format!("\n… and {more} more"));
+        }
+        bail!("{text}\nnothing was sent: fix the file and run again");
+    }
+    if lines.is_empty() {
+        bail!(
+            "{name} holds no events (one JSON object per line: {{\"type\": …, \"payload\": {{…}}}})"
+        );
+    }
+    Ok(lines)
+}
+
+/// Posts events to the service in arrays; returns each one's event id, in order.
+pub async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    events: &[&Value],
+) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(events.len());
+    for chunk in events.chunks(200) {
+        let resp = http
+            .post(format!("{base}/v1/events"))
+            .json(&chunk)
+            .send()
+            .await
+            .context("cannot reach the service")?;
+        let status = resp.status();
+        let body: Value =
+            resp.json().await.context("the service answered something that is not JSON")?;
+        if status.as_u16() != 202 {
+            let msg = body["error"]["message"].as_str().unwrap_or("no message");
+            bail!("the service refused events ({status}): {msg}");
+        }
+        let Some(stored) = body["events"].as_array() else {
+            bail!("the service's answer has no `events`");
+        };
+        for e in stored {
+            ids.push(e["event_id"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    Ok(ids)
+}
+
+/// True once the task will not change any more.
+pub fn finished(state: &str) -> bool {
+    matches!(state, "succeeded" | "failed" | "cancelled")
+}
+
+fn rfc3339(ms: i64) -> Value {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or(Value::Null, |t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+}
+
+/// One result line: what the task produced, what it took and what it cost.
+pub fn result_line(line: Option<usize>, r: &HistoryRow) -> Value {
+    json!({
+        "line": line,
+        "event_id": r.event_id,
+        "task_id": r.task_id,
+        "workload": r.workload,
+        "lane": r.lane,
+        "state": r.state,
+        "output": r.output,
+        "stop_reason": r.stop_reason,
+        "error": r.last_error.as_ref().filter(|_| r.state != "succeeded"),
+        "tokens": {
+            "input": r.input_tokens,
+            "cached_input": r.cached_input_tokens,
+            "output": r.output_tokens,
+        },
+        "cost_usd": r.cost_nanousd as f64 / 1e9,
+        "stream_cost_usd": r.stream_cost_nanousd as f64 / 1e9,
+        "timings": {
+            "accepted_at": rfc3339(r.created_at),
+            "deadline": rfc3339(r.deadline),
+            "finished_at": r.finished_at.map_or(Value::Null, rfc3339),
+            "first_token_ms": r.first_token_at.map(|t| t - r.created_at),
+            "completion_ms": r.finished_at.map(|t| t - r.created_at),
+            "batch_turnaround_ms": r.batch_submitted_at.zip(r.batch_ended_at).map(|(s, e)| e - s),
+        },
+    })
+}
+
+/// Writes the lines to `path` through a temporary file and a rename: a reader never sees half a
+/// file, and an interrupted write leaves the previous one.
+pub fn write_jsonl(path: &Path, lines: &[Value]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("jsonl.partial");
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?,
+    );
+    for l in lines {
+        serde_json::to_writer(&mut out, l)?;
+        out.write_all(b"\n")?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[providers.anthropic]
+kind = "anthropic"
+[[workloads]]
+name = "triage"
+on = "ticket.created"
+provider = "anthropic"
+model = "claude-haiku-5-5"
+prompt = "{{ payload.subject }}"
+max_tokens = 100
+needed_within = "2m"
+volume_per_day = 100
+"#;
+
+    #[test]
+    fn every_bad_line_is_named_and_nothing_is_kept() {
+        let config = Config::parse(CONFIG, "t.toml").unwrap();
+        let text = "{\"type\": \"ticket.created\", \"payload\": {\"subject\": \"hi\"}}\n\
+                    not json\n\
+                    {\"type\": \"ticket.closed\", \"payload\": {}}\n\
+                    {\"type\": \"ticket.created\", \"payload\": {}}\n";
+        let err = read_events(Path::new("ev.jsonl"), text, &config).unwrap_err().to_string();
+        assert!(err.contains("ev.jsonl:2: not JSON"), "{err}");
+        assert!(err.contains("ev.jsonl:3:") && err.contains("ticket.closed"), "{err}");
+        assert!(err.contains("ev.jsonl:4:") && err.contains("subject"), "{err}");
+        assert!(err.contains("nothing was sent"), "{err}");
+    }
+
+    #[test]
+    fn identical_lines_get_distinct_stable_keys() {
+        let config = Config::parse(CONFIG, "t.toml").unwrap();
+        let line = "{\"type\": \"ticket.created\", \"payload\": {\"subject\": \"hi\"}}";
+        let text = format!("{line}\n\n{line}\n");
+        let a = read_events(Path::new("ev.jsonl"), &text, &config).unwrap();
+        let b = read_events(Path::new("ev.jsonl"), &text, &config).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!((a[0].number, a[1].number), (1, 3));
+        assert_ne!(a[0].event["idempotency_key"], a[1].event["idempotency_key"]);
+        assert_eq!(a[1].event["idempotency_key"], b[1].event["idempotency_key"]);
+    }
+}

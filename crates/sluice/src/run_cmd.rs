@@ -1,0 +1,277 @@
+//! `sluice run --config C events.jsonl`: the one-shot job. Ingests the file into the store,
+//! processes every item in its workload's lane, waits for all of it, and writes one result line per
+//! task. Interrupted and run again, it carries on: the events replay by their idempotency keys,
+//! finished tasks stay finished, running batches are followed from their stored ids.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sluice_core::Config;
+use sluice_engine::{BatcherOptions, ExecutorOptions};
+use sluice_server::auth::Tokens;
+use sluice_store::{SqliteDurability, Store};
+
+use crate::job::{self, finished};
+use crate::output;
+use crate::serve_cmd::{Sync, redact};
+use crate::service::{Env, Options, Service};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The events, one JSON object per line: {"type": …, "payload": {…}, "idempotency_key": …}.
+    #[arg(value_name = "EVENTS.jsonl")]
+    pub events: PathBuf,
+    /// Where to write the results, one JSON line per task.
+    #[arg(long, short, default_value = "results.jsonl", value_name = "PATH")]
+    pub output: PathBuf,
+    /// Where to keep events and results: sqlite://PATH or postgres://…  Default: an SQLite file
+    /// in the data folder. Run again with the same store to resume.
+    #[arg(long, env = "SLUICE_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// Folder for the default SQLite store.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "sluice-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// SQLite durability (see `sluice serve --help`).
+    #[arg(long, value_enum, default_value_t = Sync::Full)]
+    pub sqlite_sync: Sync,
+    /// Submit batches now even outside the config's off-peak windows.
+    #[arg(long)]
+    pub ignore_off_peak: bool,
+}
+
+/// How `run` ended.
+pub enum Outcome {
+    Done { failed: usize },
+    Interrupted,
+}
+
+pub async fn run(mut config: Config, args: RunArgs) -> anyhow::Result<Outcome> {
+    // reqwest is built without a default TLS provider (the providers crate picks ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let text = std::fs::read_to_string(&args.events)
+        .with_context(|| format!("cannot read {}", args.events.display()))?;
+    let lines = job::read_events(&args.events, &text, &config)?;
+    // The file is all the work there is: waiting for a batch to fill up gains nothing.
+    config.batch.max_age = config.batch.max_age.min(Duration::from_secs(2));
+    if args.ignore_off_peak {
+        config.batch.off_peak.clear();
+    } else if !config.batch.off_peak.is_empty() {
+        let windows: Vec<String> = config
+            .batch
+            .off_peak
+            .iter()
+            .map(|w| format!("{}-{}", w.start.format("%H:%M"), w.end.format("%H:%M")))
+            .collect();
+        output::eprint(&format!(
+            "batches are submitted inside the off-peak window(s) {} unless a deadline forces them earlier; pass --ignore-off-peak to submit at once\n",
+            windows.join(", ")
+        ));
+    }
+    let url = args
+        .store
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("sluice.db").display()));
+    let durability = match args.sqlite_sync {
+        Sync::Full => SqliteDurability::Full,
+        Sync::Normal => SqliteDurability::Normal,
+    };
+    let store = Store::open(&url, durability)
+        .await
+        .with_context(|| format!("cannot open the store {}", redact(&url)))?;
+    let order: Vec<String> = config.workloads.iter().map(|w| w.name.clone()).collect();
+    let env: Env = Arc::new(|name: &str| std::env::var(name).ok());
+    let opts = Options {
+        listen: ([127, 0, 0, 1], 0).into(),
+        tokens: Tokens::default(),
+        max_body_bytes: 16 * 1024 * 1024,
+        executor: ExecutorOptions::default(),
+        learn_turnaround: true,
+        batcher: BatcherOptions { poll_max: Duration::from_secs(30), ..BatcherOptions::default() },
+    };
+    let service =
+        Service::start(Arc::new(config), store.clone(), env, opts, std::future::pending()).await?;
+    let base = format!("http://{}", service.addr);
+
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let events: Vec<&serde_json::Value> = lines.iter().map(|l| &l.event).collect();
+    let http = reqwest::Client::new();
+    let ids = tokio::select! {
+        ids = job::post(&http, &base, &events) => ids?,
+        _ = &mut interrupted => {
+            service.shutdown().await?;
+            output::eprint("interrupted while sending events: the ones acknowledged are stored; run the same command again to carry on\n");
+            return Ok(Outcome::Interrupted);
+        }
+    };
+    let line_of: HashMap<&str, usize> =
+        ids.iter().map(String::as_str).zip(lines.iter().map(|l| l.number)).collect();
+    let since = store.earliest_received(&ids).await?.unwrap_or(0);
+    output::eprint(&format!(
+        "{} events from {} (store: {})\n",
+        ids.len(),
+        args.events.display(),
+        redact(&url)
+    ));
+
+    let bars = Bars::new();
+    let done = loop {
+        let progress = store.progress(since).await?;
+        let open_batches = store.open_batches().await?.len();
+        let state = Tally::of(&progress);
+        bars.show(&state, open_batches);
+        if state.total > 0 && state.open == 0 {
+            break true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = &mut interrupted => break false,
+        }
+    };
+    bars.finish();
+    if !done {
+        output::eprint(
+            "interrupted: stopping after the calls in flight; batches already submitted keep running at the provider\n",
+        );
+        service.shutdown().await?;
+        output::eprint(
+            "run the same command again to carry on: finished work is neither redone nor paid for again\n",
+        );
+        return Ok(Outcome::Interrupted);
+    }
+    service.shutdown().await?;
+
+    let rows: Vec<_> = store
+        .history(since)
+        .await?
+        .into_iter()
+        .filter(|r| line_of.contains_key(r.event_id.as_str()))
+        .collect();
+    let mut sorted: Vec<_> = rows.iter().collect();
+    sorted.sort_by_key(|r| (line_of.get(r.event_id.as_str()).copied(), r.created_at));
+    let out: Vec<_> = sorted
+        .iter()
+        .map(|r| job::result_line(line_of.get(r.event_id.as_str()).copied(), r))
+        .collect();
+    job::write_jsonl(&args.output, &out)?;
+    let mut ledger = store.ledger_since(since).await?;
+    let tasks: std::collections::HashSet<&str> = rows.iter().map(|r| r.task_id.as_str()).collect();
+    ledger.retain(|l| tasks.contains(l.task_id.as_str()));
+    let report = crate::report::Report::build(&rows, &ledger, &order, since, engine_now());
+    output::print(&crate::report::render_table(&report, output::use_color(), output::width()))?;
+    let failed = rows.iter().filter(|r| r.state != "succeeded").count();
+    output::print(&format!("{} results written to {}\n", out.len(), args.output.display()))?;
+    Ok(Outcome::Done { failed })
+}
+
+fn engine_now() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Tasks counted for the progress bars.
+#[derive(Debug, Default)]
+struct Tally {
+    total: u64,
+    finished: u64,
+    open: u64,
+    failed: u64,
+    streaming: u64,
+    waiting_for_batch: u64,
+    in_batch: u64,
+    per_workload: BTreeMap<String, (u64, u64)>,
+}
+
+impl Tally {
+    fn of(rows: &[sluice_store::ProgressRow]) -> Tally {
+        let mut t = Tally::default();
+        for r in rows {
+            let n = u64::try_from(r.count).unwrap_or(0);
+            t.total += n;
+            let e = t.per_workload.entry(r.workload.clone()).or_default();
+            e.1 += n;
+            if finished(&r.state) {
+                t.finished += n;
+                e.0 += n;
+                if r.state != "succeeded" {
+                    t.failed += n;
+                }
+                continue;
+            }
+            t.open += n;
+            match (r.lane.as_str(), r.state.as_str()) {
+                ("batch", "batched") => t.in_batch += n,
+                ("batch", _) => t.waiting_for_batch += n,
+                (_, "running") => t.streaming += n,
+                _ => {}
+            }
+        }
+        t
+    }
+}
+
+/// The progress display: bars on a terminal, a line every few seconds otherwise.
+struct Bars {
+    multi: MultiProgress,
+    items: ProgressBar,
+    detail: ProgressBar,
+    tty: bool,
+    last_line: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Bars {
+    fn new() -> Bars {
+        let tty = std::io::stderr().is_terminal();
+        let multi = MultiProgress::with_draw_target(if tty {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        let items = multi.add(ProgressBar::new(0));
+        items.set_style(
+            ProgressStyle::with_template(
+                "items   [{bar:40.green/white}] {pos}/{len}  {percent}%  elapsed {elapsed}, left ~{eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("█▉▊▋▌▍▎▏ "),
+        );
+        let detail = multi.add(ProgressBar::new(0));
+        detail.set_style(
+            ProgressStyle::with_template("        {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Bars { multi, items, detail, tty, last_line: std::sync::Mutex::new(None) }
+    }
+
+    fn show(&self, t: &Tally, open_batches: usize) {
+        self.items.set_length(t.total);
+        self.items.set_position(t.finished);
+        let msg = format!(
+            "{} streaming · {} waiting for a batch · {} in {} running batch(es){}",
+            t.streaming,
+            t.waiting_for_batch,
+            t.in_batch,
+            open_batches,
+            if t.failed > 0 { format!(" · {} failed", t.failed) } else { String::new() }
+        );
+        if self.tty {
+            self.detail.set_message(msg);
+            return;
+        }
+        let Ok(mut last) = self.last_line.lock() else { return };
+        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+            *last = Some(std::time::Instant::now());
+            output::eprint(&format!("{}/{} done · {msg}\n", t.finished, t.total));
+        }
+    }
+
+    fn finish(&self) {
+        self.items.finish();
+        self.detail.finish();
+        let _ = self.multi.clear();
+    }
+}

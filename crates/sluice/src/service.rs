@@ -1,0 +1,119 @@
+//! The whole service in one process: the HTTP API, the stream executor, the batcher and the
+//! deliverer on one store. `serve` runs it until a signal; `demo` and `run` start it on loopback,
+//! post their events to it as any client would, and stop it when the work is done.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sluice_core::Config;
+use sluice_engine::{Batcher, BatcherOptions, Deliverer, Executor, ExecutorOptions, Hub};
+use sluice_server::auth::Tokens;
+use sluice_server::ingest::Committer;
+use sluice_server::{AppState, Running, ServerOptions};
+use sluice_store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Where provider keys and webhook secrets come from: the process environment for `serve`, a
+/// fixed key for the in-process simulator.
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+pub struct Options {
+    pub listen: SocketAddr,
+    pub tokens: Tokens,
+    pub max_body_bytes: usize,
+    pub executor: ExecutorOptions,
+    pub batcher: BatcherOptions,
+    /// Let observed batch turnaround replace the config's in new decisions. The demo turns it off:
+    /// its batches run in compressed time while its deadlines do not.
+    pub learn_turnaround: bool,
+}
+
+/// A started service.
+pub struct Service {
+    pub addr: SocketAddr,
+    running: Running,
+    stop: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Service {
+    /// Starts every part; the API stops accepting when `signal` completes or on [`Service::shutdown`].
+    pub async fn start(
+        config: Arc<Config>,
+        store: Store,
+        env: Env,
+        opts: Options,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<Service> {
+        let (hook_keys, missing) = sluice_server::hook_keys(&config, |name| env(name));
+        for m in &missing {
+            tracing::warn!(hook = %m, "webhook secret not set: deliveries to this source are refused with 503");
+        }
+        let hub = Hub::default();
+        let executor = Executor::new(
+            store.clone(),
+            config.clone(),
+            hub.clone(),
+            |name| env(name),
+            opts.executor,
+        )?;
+        let wake = executor.waker();
+        let (stop, stopping) = watch::channel(false);
+        let mut workers = vec![tokio::spawn(executor.run(stopping.clone()))];
+        let batcher = Batcher::new(
+            store.clone(),
+            config.clone(),
+            |name| env(name),
+            Some(wake.clone()),
+            opts.batcher,
+        )?;
+        let turnarounds = batcher.turnarounds();
+        workers.push(tokio::spawn(batcher.run(stopping.clone())));
+        let deliverer = Deliverer::new(store.clone(), config.clone(), |name| env(name));
+        workers.push(tokio::spawn(deliverer.run(stopping)));
+
+        let committers = if store.backend() == "postgres" { 4 } else { 1 };
+        let (committer, committing) = Committer::start(store.clone(), committers);
+        let state = AppState {
+            config,
+            store,
+            committer,
+            tokens: opts.tokens,
+            hook_keys,
+            metrics: sluice_server::metrics_handle(),
+            options: ServerOptions { max_body_bytes: opts.max_body_bytes },
+            hub: Some(hub),
+            wake: Some(wake),
+            turnarounds: opts.learn_turnaround.then_some(turnarounds),
+        };
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let running = sluice_server::start(listener, state, committing, signal)?;
+        Ok(Service { addr: running.addr, running, stop, workers })
+    }
+
+    /// Waits for the API to stop (its signal), then stops the workers: calls in flight finish,
+    /// nothing new is claimed.
+    pub async fn stopped(self) -> anyhow::Result<()> {
+        self.running.stopped().await?;
+        tracing::info!("every accepted event is committed; waiting for the calls in flight");
+        let _ = self.stop.send(true);
+        for w in self.workers {
+            let _ = w.await;
+        }
+        Ok(())
+    }
+
+    /// Stops the API and then the workers.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.running.shutdown().await?;
+        let _ = self.stop.send(true);
+        for w in self.workers {
+            let _ = w.await;
+        }
+        Ok(())
+    }
+}
