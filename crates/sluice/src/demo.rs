@@ -363,7 +363,7 @@ impl Display {
         let streamed: i64 = rows.iter().map(|r| r.stream_cost_nanousd).sum();
         let done = rows.iter().filter(|r| job::finished(&r.state)).count();
         let summary = format!(
-            "{sent}/{events} events · {done}/{} tasks done · {batches} batch(es) running · {} spent (streaming all: {})",
+            "{sent}/{events} events · {done}/{} tasks done · {batches} batches running · {} spent (all streamed: {})",
             rows.len(),
             fmt_usd(spent as f64 / 1e9),
             fmt_usd(streamed as f64 / 1e9)

@@ -29,7 +29,8 @@ pub fn use_color() -> bool {
 
 /// The width to lay tables out in: the terminal's, `COLUMNS`, or 160 when piped.
 pub fn width() -> u16 {
-    if let Some((w, _)) = terminal_size() {
+    // A pseudo-terminal without a size reports 0 columns.
+    if let Some((w, _)) = terminal_size().filter(|(w, _)| *w >= 40) {
         return w;
     }
     std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(160)
