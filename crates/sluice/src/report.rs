@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use comfy_table::{Attribute, Cell, CellAlignment, ContentArrangement, Table, presets};
+use comfy_table::{
+    Attribute, Cell, CellAlignment, ColumnConstraint, ContentArrangement, Table, presets,
+};
 use serde::Serialize;
 use sluice_core::units::fmt_usd;
 use sluice_store::{HistoryRow, LedgerPoint};
@@ -371,7 +373,7 @@ pub fn render_table(r: &Report, color: bool, width: u16) -> String {
     table.add_row(vec![
         Cell::new("total").add_attribute(Attribute::Bold),
         bold(t.items.to_string()),
-        Cell::new(lanes(&t.lanes)),
+        Cell::new(""),
         bold(t.deadline_misses.to_string()),
         Cell::new(""),
         Cell::new(""),
@@ -380,11 +382,16 @@ pub fn render_table(r: &Report, color: bool, width: u16) -> String {
         bold(fmt_usd(t.all_streamed_usd)),
         bold(format!("{} ({:.0}%)", fmt_usd(t.saving_usd), t.saving_percent)),
     ]);
+    // Names never wrap; the figures do, if they must.
+    if let Some(c) = table.column_mut(0) {
+        c.set_constraint(ColumnConstraint::ContentWidth);
+    }
     let mut out = table.to_string();
     out.push('\n');
     if t.items == 0 {
         out.push_str("no tasks in this period\n");
     } else {
+        out.push_str(&format!("{} items: {}.\n", t.items, lanes(&t.lanes).replace(" · ", ", ")));
         out.push_str(&format!(
             "spent {} where streaming everything would have cost {}: {} saved ({:.0}%).\n",
             fmt_usd(t.spent_usd),
