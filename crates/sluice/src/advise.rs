@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use comfy_table::{Attribute, Cell, CellAlignment, Color, ContentArrangement, Table, presets};
+use comfy_table::{Attribute, Cell, CellAlignment, Color};
 use serde::Serialize;
 use sluice_core::Config;
 use sluice_core::config::Workload;
@@ -207,16 +207,8 @@ fn one(
 }
 
 pub fn render_table(a: &Advisory, color: bool, width: u16) -> String {
-    let mut table = Table::new();
-    table
-        .load_style(presets::UTF8_HORIZONTAL_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_width(width);
-    if !color {
-        table.force_no_tty();
-    }
     let head = ["workload", "items", "per day", "today", "advice", "a month", "why"];
-    table.set_header(head.iter().map(|h| Cell::new(h).add_attribute(Attribute::Bold)));
+    let mut table = crate::output::table(&head, color, width);
     let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
     for w in &a.workloads {
         let (items, per_day) = w.observed.as_ref().map_or(("0".into(), "–".into()), |o| {

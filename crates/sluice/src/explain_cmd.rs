@@ -1,6 +1,6 @@
 //! `sluice explain`: the verdict table.
 
-use comfy_table::{Attribute, Cell, CellAlignment, Color, ContentArrangement, Table, presets};
+use comfy_table::{Attribute, Cell, CellAlignment, Color};
 use sluice_core::Config;
 use sluice_core::Lane;
 use sluice_core::explain::{Explanation, explain};
@@ -19,14 +19,6 @@ pub fn run(config: &Config, json: bool) -> anyhow::Result<()> {
 }
 
 pub fn render(e: &Explanation, color: bool, width: u16) -> String {
-    let mut table = Table::new();
-    table
-        .load_style(presets::UTF8_HORIZONTAL_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_width(width);
-    if !color {
-        table.force_no_tty();
-    }
     let head = [
         "workload",
         "lane",
@@ -38,7 +30,7 @@ pub fn render(e: &Explanation, color: bool, width: u16) -> String {
         "saving/day",
         "why",
     ];
-    table.set_header(head.iter().map(|h| Cell::new(h).add_attribute(Attribute::Bold)));
+    let mut table = output::table(&head, color, width);
     for r in &e.rows {
         let lane = Cell::new(r.lane).add_attribute(Attribute::Bold).fg(match r.lane {
             Lane::Stream => Color::Yellow,

@@ -42,3 +42,18 @@ fn terminal_size() -> Option<(u16, u16)> {
     }
     comfy_table::Table::new().width().map(|w| (w, 0))
 }
+
+/// The table style of every command: horizontal rules, laid out in `width`, bold headers.
+pub fn table(head: &[&str], color: bool, width: u16) -> comfy_table::Table {
+    use comfy_table::{Attribute, Cell, ContentArrangement, Table, presets};
+    let mut table = Table::new();
+    table
+        .load_style(presets::UTF8_HORIZONTAL_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(width);
+    if !color {
+        table.force_no_tty();
+    }
+    table.set_header(head.iter().map(|h| Cell::new(h).add_attribute(Attribute::Bold)));
+    table
+}

@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use comfy_table::{
-    Attribute, Cell, CellAlignment, ColumnConstraint, ContentArrangement, Table, presets,
-};
+use comfy_table::{Attribute, Cell, CellAlignment, ColumnConstraint};
 use serde::Serialize;
 use sluice_core::units::fmt_usd;
 use sluice_store::{HistoryRow, LedgerPoint};
@@ -322,14 +320,6 @@ fn lanes(l: &LaneMix) -> String {
 
 /// The table for people.
 pub fn render_table(r: &Report, color: bool, width: u16) -> String {
-    let mut table = Table::new();
-    table
-        .load_style(presets::UTF8_HORIZONTAL_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_width(width);
-    if !color {
-        table.force_no_tty();
-    }
     let head = [
         "workload",
         "items",
@@ -342,7 +332,7 @@ pub fn render_table(r: &Report, color: bool, width: u16) -> String {
         "all streamed",
         "saved",
     ];
-    table.set_header(head.iter().map(|h| Cell::new(h).add_attribute(Attribute::Bold)));
+    let mut table = crate::output::table(&head, color, width);
     let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
     let pair =
         |p: &Percentiles, f: fn(Option<f64>) -> String, hi: fn(&Percentiles) -> Option<f64>| {

@@ -244,7 +244,7 @@ fn turnaround_chart(r: &Report) -> String {
         return empty(ID, CAP, "no batches ended in this period");
     }
     let max = rows.iter().filter_map(|w| w.batch_turnaround_s.p95).fold(0.0, f64::max);
-    let (mut body, top) = y_axis(max, |v| crate::report::secs_label(v));
+    let (mut body, top) = y_axis(max, crate::report::secs_label);
     let n = rows.len() as f64;
     let slot = (W - PAD_L - PAD_R) / n;
     let y = |v: f64| PAD_T + (H - PAD_T - PAD_B) * (1.0 - v / top);
@@ -343,10 +343,10 @@ fn table(r: &Report) -> String {
         );
     }
     let t = &r.total;
-    let _ = write!(
+    let _ = writeln!(
         s,
         "</tbody><tfoot><tr><td class=\"l\">total</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-         <td></td><td></td><td></td><td></td><td></td><td></td><td></td><td>{}</td><td>{}</td><td>{} ({:.0}%)</td></tr></tfoot></table></div>\n",
+         <td></td><td></td><td></td><td></td><td></td><td></td><td></td><td>{}</td><td>{}</td><td>{} ({:.0}%)</td></tr></tfoot></table></div>",
         t.items,
         t.lanes.stream,
         t.lanes.flex,

@@ -14,11 +14,10 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sluice_core::Config;
 use sluice_engine::{BatcherOptions, ExecutorOptions};
 use sluice_server::auth::Tokens;
-use sluice_store::{SqliteDurability, Store};
 
 use crate::job::{self, finished};
 use crate::output;
-use crate::serve_cmd::{Sync, redact};
+use crate::serve_cmd::{Sync, open_store, redact};
 use crate::service::{Env, Options, Service};
 
 #[derive(Debug, clap::Args)]
@@ -72,17 +71,7 @@ pub async fn run(mut config: Config, args: RunArgs) -> anyhow::Result<Outcome> {
             windows.join(", ")
         ));
     }
-    let url = args
-        .store
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("sluice.db").display()));
-    let durability = match args.sqlite_sync {
-        Sync::Full => SqliteDurability::Full,
-        Sync::Normal => SqliteDurability::Normal,
-    };
-    let store = Store::open(&url, durability)
-        .await
-        .with_context(|| format!("cannot open the store {}", redact(&url)))?;
+    let (store, url) = open_store(args.store.as_deref(), &args.data_dir, args.sqlite_sync).await?;
     let order: Vec<String> = config.workloads.iter().map(|w| w.name.clone()).collect();
     let env: Env = Arc::new(|name: &str| std::env::var(name).ok());
     let opts = Options {

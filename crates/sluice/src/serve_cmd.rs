@@ -49,17 +49,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
-    let url = args
-        .store
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("sluice.db").display()));
-    let durability = match args.sqlite_sync {
-        Sync::Full => SqliteDurability::Full,
-        Sync::Normal => SqliteDurability::Normal,
-    };
-    let store = Store::open(&url, durability)
-        .await
-        .with_context(|| format!("cannot open the store {}", redact(&url)))?;
+    let (store, url) = open_store(args.store.as_deref(), &args.data_dir, args.sqlite_sync).await?;
     let env: Env = Arc::new(|name: &str| std::env::var(name).ok());
     let opts = Options {
         listen: args.listen,
@@ -85,6 +75,26 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     service.stopped().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens `--store`, or the SQLite file in the data folder; returns it with its URL.
+pub async fn open_store(
+    store: Option<&str>,
+    data_dir: &std::path::Path,
+    sync: Sync,
+) -> anyhow::Result<(Store, String)> {
+    let url = store.map_or_else(
+        || format!("sqlite://{}", data_dir.join("sluice.db").display()),
+        str::to_owned,
+    );
+    let durability = match sync {
+        Sync::Full => SqliteDurability::Full,
+        Sync::Normal => SqliteDurability::Normal,
+    };
+    let store = Store::open(&url, durability)
+        .await
+        .with_context(|| format!("cannot open the store {}", redact(&url)))?;
+    Ok((store, url))
 }
 
 /// SIGTERM or Ctrl-C.
