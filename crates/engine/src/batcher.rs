@@ -26,10 +26,10 @@ use sluice_providers::batch::{
     BatchError, BatchHandle, BatchItem, BatchOutcome, ReconcileProbe, SLUICE_BATCH_ID,
 };
 use sluice_providers::{Client, RetryPolicy};
-use sluice_store::{AttemptRecord, BatchRecord, Store, TaskRecord, TaskState};
+use sluice_store::{AttemptRecord, BatchRecord, QueueSummary, Store, TaskRecord, TaskState};
 use tokio::sync::{Notify, watch};
 
-use crate::executor::{SetupError, build_clients, completion_for, render_request};
+use crate::executor::{SetupError, build_clients, completion_for, render_request, render_with};
 use crate::now_ms;
 
 pub const BATCHES_SUBMITTED: &str = "sluice_batches_submitted_total";
@@ -164,8 +164,8 @@ impl Batcher {
     }
 
     /// Room a task needs, before its deadline, to still be streamed if its batch is late.
-    fn stream_room(&self, task: &TaskRecord) -> (Duration, Duration) {
-        match self.config.workload(&task.workload) {
+    fn stream_room(&self, workload: &str) -> (Duration, Duration) {
+        match self.config.workload(workload) {
             Some(w) => {
                 let mut input = self.config.policy_input(w, Duration::ZERO);
                 self.turnarounds.apply(&self.config.provider(w).name, &mut input);
@@ -182,19 +182,21 @@ impl Batcher {
             return Ok(());
         }
         let now = now_ms();
-        let queue = self.store.batch_queue(now, 200_000).await?;
-        let mut groups: BTreeMap<(String, String), Vec<TaskRecord>> = BTreeMap::new();
-        for t in queue {
-            let Some(w) = self.config.workload(&t.workload) else { continue };
+        // The triggers need only counts, ages and deadlines per workload: one grouped read, not
+        // the whole queue on every tick.
+        let summary = self.store.batch_queue_summary(now).await?;
+        let mut groups: BTreeMap<(String, String), Vec<&QueueSummary>> = BTreeMap::new();
+        for q in &summary {
+            let Some(w) = self.config.workload(&q.workload) else { continue };
             let key = (self.config.provider(w).name.clone(), w.model.clone());
-            groups.entry(key).or_default().push(t);
+            groups.entry(key).or_default().push(q);
         }
         let settings = self.config.batch.clone();
         let local = chrono::Utc::now().with_timezone(&self.config.timezone).time();
         let in_window =
             settings.off_peak.is_empty() || settings.off_peak.iter().any(|w| w.contains(local));
-        let open = self.store.open_batches().await?;
-        for ((provider, model), tasks) in groups {
+        let open = if groups.is_empty() { Vec::new() } else { self.store.open_batches().await? };
+        for ((provider, model), queued) in groups {
             let Some(client) = self.client(&provider).cloned() else { continue };
             // The provider's queue of batch work per model: what running batches hold counts
             // against it (their input, estimated as a quarter of their encoded bytes).
@@ -212,18 +214,14 @@ impl Batcher {
             let limits = client.batch_limits();
             let max_items = (settings.max_items as usize).min(limits.max_items).max(1);
             let max_bytes = (settings.max_bytes as usize).min(limits.max_bytes);
-            let oldest = tasks.iter().map(|t| t.created_at).min().unwrap_or(now);
-            // The room a task needs depends only on its workload: worked out once per workload,
-            // not once per queued task on every tick.
-            let mut needs: HashMap<&str, i64> = HashMap::new();
-            let forced = tasks.iter().any(|t| {
-                let need = *needs.entry(t.workload.as_str()).or_insert_with(|| {
-                    let (room, p95) = self.stream_room(t);
-                    millis(room + p95)
-                });
-                t.deadline - need <= now
+            let oldest = queued.iter().map(|q| q.oldest_created_at).min().unwrap_or(now);
+            let count: usize = queued.iter().map(|q| usize::try_from(q.count).unwrap_or(0)).sum();
+            // The room a task needs depends only on its workload.
+            let forced = queued.iter().any(|q| {
+                let (room, p95) = self.stream_room(&q.workload);
+                q.earliest_deadline - millis(room + p95) <= now
             });
-            let full = tasks.len() >= max_items;
+            let full = count >= max_items;
             let aged = oldest + millis(settings.max_age) <= now;
             if !(forced || (in_window && (full || aged))) {
                 continue;
@@ -235,15 +233,18 @@ impl Batcher {
             } else {
                 "age"
             };
+            let workloads: Vec<String> = queued.iter().map(|q| q.workload.clone()).collect();
+            let take = i64::try_from(max_items).unwrap_or(i64::MAX);
+            let tasks = self.store.batch_queue_take(&workloads, now, take).await?;
             let mut items = Vec::new();
             let mut ids = Vec::new();
             let mut bytes = 0usize;
             let mut cut_by_bytes = false;
-            for t in &tasks {
+            for (t, input) in &tasks {
                 if items.len() >= max_items {
                     break;
                 }
-                let request = match render_request(&self.store, &self.config, t, &[]).await {
+                let request = match render_with(&self.config, t, input.as_ref(), &[]) {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(task = %t.id, error = %e, "cannot render a batch task; it stays queued");
@@ -264,6 +265,7 @@ impl Batcher {
                 ids.push(t.id.clone());
                 items.push(item);
             }
+            drop(tasks);
             if items.is_empty() {
                 continue;
             }
@@ -478,7 +480,7 @@ impl Batcher {
         batch_id: &str,
         why: &str,
     ) -> Result<(), sluice_store::StoreError> {
-        let (room, p95) = self.stream_room(t);
+        let (room, p95) = self.stream_room(&t.workload);
         let now = now_ms();
         let a = attempt(batch_id, "retry", Some(why.to_owned()));
         if now + millis(room + p95) < t.deadline {
@@ -524,7 +526,7 @@ impl Batcher {
         let now = now_ms();
         let mut left = waiting.len();
         for t in waiting {
-            let (room, _) = self.stream_room(t);
+            let (room, _) = self.stream_room(&t.workload);
             if now + millis(room) >= t.deadline {
                 let reason = format!(
                     "escalated to stream: its batch ({}) was still running {}s before the deadline",

@@ -325,14 +325,23 @@ pub async fn render_request(
     task: &TaskRecord,
     headers: &[(String, String)],
 ) -> Result<ChatRequest, String> {
+    let input =
+        store.task_input(task).await.map_err(|e| format!("cannot read the task's event: {e}"))?;
+    render_with(config, task, input.as_ref(), headers)
+}
+
+/// [`render_request`] from an input already read (the batch assembler reads a batch's inputs in
+/// one query).
+pub fn render_with(
+    config: &Config,
+    task: &TaskRecord,
+    input: Option<&sluice_store::TaskInput>,
+    headers: &[(String, String)],
+) -> Result<ChatRequest, String> {
     let w = config
         .workload(&task.workload)
         .ok_or_else(|| format!("workload {:?} is no longer in the config", task.workload))?;
-    let input = store
-        .task_input(task)
-        .await
-        .map_err(|e| format!("cannot read the task's event: {e}"))?
-        .ok_or_else(|| "the task's event or upstream result is missing".to_owned())?;
+    let input = input.ok_or_else(|| "the task's event or upstream result is missing".to_owned())?;
     let payload: serde_json::Value = serde_json::from_str(input.event.payload.get())
         .map_err(|e| format!("stored payload: {e}"))?;
     let received = crate::rfc3339(input.event.received_at);

@@ -362,3 +362,94 @@ async fn submissions_are_paced_under_the_enqueued_token_quota() {
     }
     let _ = w.stop.send(true);
 }
+
+/// A TCP proxy in front of the simulator that can play dead: while `down`, it drops every open
+/// connection and every new one, as a provider outage or a network partition would.
+struct Proxy {
+    url: String,
+    down: tokio::sync::watch::Sender<bool>,
+}
+
+fn proxy(target: &str) -> Proxy {
+    use tokio::net::{TcpListener, TcpStream};
+    let target = target.trim_start_matches("http://").to_owned();
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let listener = TcpListener::from_std(std_listener).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (down, watching) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            if *watching.borrow() {
+                continue; // dropped: the client sees its connection closed
+            }
+            let mut outage = watching.clone();
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(mut server) = TcpStream::connect(&target).await else { return };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = outage.wait_for(|d| *d) => {}
+                }
+            });
+        }
+    });
+    Proxy { url, down }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_down_while_polling_delays_results_but_loses_and_repays_nothing() {
+    let mut sim = SimConfig::instant();
+    sim.batch.turnaround_median = Duration::from_secs(2);
+    sim.batch.turnaround_p95 = Duration::from_secs(2);
+    let proxies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let made = proxies.clone();
+    let w = common::world(sim, Vec::new(), move |sim: &str, hook: &str| {
+        let p = proxy(sim);
+        let c = config(&p.url, hook);
+        made.lock().unwrap().push(p);
+        c
+    })
+    .await;
+    let down = |on: bool| {
+        for p in proxies.lock().unwrap().iter() {
+            p.down.send_replace(on);
+        }
+    };
+    let leads = post(&w, "lead.created", 4, None).await;
+    // The batch is submitted and known by its provider id; then the provider goes away.
+    wait_for(Duration::from_secs(10), async || {
+        let b = w.store.batches(10).await.unwrap();
+        b.first().filter(|b| b.provider_batch_id.is_some()).map(|_| ())
+    })
+    .await;
+    down(true);
+    // Well past the batch's turnaround: every poll in this time fails.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for id in &leads {
+        let d = w.store.task(id).await.unwrap().unwrap();
+        assert_eq!(
+            d.task.state,
+            TaskState::Batched,
+            "still waiting for its batch: {:?}",
+            d.attempt_log
+        );
+    }
+    let stored = w.store.batches(10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].state, "submitted", "an unreachable provider does not fail a batch");
+
+    down(false);
+    let done = finished(&w, &leads, Duration::from_secs(30)).await;
+    let charges = w.sim.charges().all();
+    for d in &done {
+        assert_eq!(d.task.state, TaskState::Succeeded, "{:?}", d.attempt_log);
+        let paid =
+            charges.iter().filter(|c| c.custom_id.as_deref() == Some(d.task.id.as_str())).count();
+        assert_eq!(paid, 1, "task {} paid {paid} times", d.task.id);
+    }
+    let stored = w.store.batches(10).await.unwrap();
+    assert_eq!(stored.len(), 1, "nothing was submitted again: {stored:?}");
+    assert_eq!(stored[0].state, "ended");
+    let _ = w.stop.send(true);
+}

@@ -15,8 +15,8 @@ use crate::migrations::{self, Migration};
 use crate::{
     AttemptRecord, BatchLine, BatchRecord, Claimed, Completion, DeliveryOutcome, DueDelivery,
     EventRecord, HistoryRow, Ingested, KeyConflict, LeaseLost, LedgerPoint, NewEvent, ProgressRow,
-    ResultRecord, SqliteDurability, StoreError, TaskDetail, TaskInput, TaskQuery, TaskRecord,
-    TaskState,
+    QueueSummary, ResultRecord, SqliteDurability, StoreError, TaskDetail, TaskInput, TaskQuery,
+    TaskRecord, TaskState,
 };
 
 /// The store: SQLite or PostgreSQL. Cheap to clone (it is a connection pool).
@@ -231,9 +231,25 @@ impl Store {
         dispatch!(self, finish_delivery(delivery, attempt_id, started_at, outcome))
     }
 
-    /// Queued batch-lane tasks that may go into a batch now, earliest deadline first.
-    pub async fn batch_queue(&self, now: i64, limit: i64) -> Result<Vec<TaskRecord>, StoreError> {
-        dispatch!(self, batch_queue(now, limit))
+    /// Queued batch-lane tasks that may go into a batch now, per workload: how many, the oldest,
+    /// the earliest deadline. One grouped read, however long the queue.
+    pub async fn batch_queue_summary(&self, now: i64) -> Result<Vec<QueueSummary>, StoreError> {
+        dispatch!(self, batch_queue_summary(now))
+    }
+
+    /// Up to `limit` queued batch-lane tasks of `workloads` that may go into a batch now, earliest
+    /// deadline first, each with what its prompt is rendered from (`None` when its event or the
+    /// result it follows is missing). One read for a whole batch.
+    pub async fn batch_queue_take(
+        &self,
+        workloads: &[String],
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<(TaskRecord, Option<TaskInput>)>, StoreError> {
+        if workloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self, batch_queue_take(workloads, now, limit))
     }
 
     /// Records a batch as `submitting` and moves its tasks into it, before anything is sent:
@@ -1203,16 +1219,84 @@ macro_rules! queries {
             })
         }
 
-        pub(super) async fn batch_queue(pool: &Pool<$db>, now: i64, limit: i64) -> Result<Vec<TaskRecord>, StoreError> {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE lane = 'batch' AND state = 'queued' AND run_after <= $1
-                 ORDER BY deadline, id LIMIT $2"
-            )))
+        pub(super) async fn batch_queue_summary(pool: &Pool<$db>, now: i64) -> Result<Vec<QueueSummary>, StoreError> {
+            let rows = sqlx::query(
+                "SELECT workload, COUNT(*) AS n, MIN(created_at) AS oldest, MIN(deadline) AS earliest FROM tasks
+                 WHERE lane = 'batch' AND state = 'queued' AND run_after <= $1 GROUP BY workload",
+            )
             .bind(now)
-            .bind(limit)
             .fetch_all(pool)
             .await?;
-            rows.iter().map(task_from_row).collect()
+            rows.iter()
+                .map(|r| {
+                    Ok(QueueSummary {
+                        workload: r.try_get("workload")?,
+                        count: r.try_get("n")?,
+                        oldest_created_at: r.try_get("oldest")?,
+                        earliest_deadline: r.try_get("earliest")?,
+                    })
+                })
+                .collect()
+        }
+
+        pub(super) async fn batch_queue_take(
+            pool: &Pool<$db>,
+            workloads: &[String],
+            now: i64,
+            limit: i64,
+        ) -> Result<Vec<(TaskRecord, Option<TaskInput>)>, StoreError> {
+            // Placeholders only: the names themselves are bound.
+            let list: Vec<String> = (3..workloads.len() + 3).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT t.id, t.event_id, t.workload, t.lane, t.state, t.rule, t.reason, t.decision, t.deadline,
+                        t.priority, t.after_task_id, t.attempts, t.lease_owner, t.lease_expires_at, t.fence,
+                        t.batch_id, t.last_error, t.created_at, t.updated_at,
+                        e.event_type AS e_type, e.payload AS e_payload, e.idempotency_key AS e_key,
+                        e.request_hash AS e_hash, e.needed_within_ms AS e_needed, e.source AS e_source,
+                        e.received_at AS e_received, u.workload AS up_workload, r.output AS up_output
+                 FROM tasks t
+                 LEFT JOIN events e ON e.id = t.event_id
+                 LEFT JOIN tasks u ON u.id = t.after_task_id
+                 LEFT JOIN results r ON r.task_id = t.after_task_id
+                 WHERE t.lane = 'batch' AND t.state = 'queued' AND t.run_after <= $1 AND t.workload IN ({})
+                 ORDER BY t.deadline, t.id LIMIT $2",
+                list.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit);
+            for w in workloads {
+                q = q.bind(w);
+            }
+            let rows = q.fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| {
+                    let task = task_from_row(r)?;
+                    let payload: Option<String> = r.try_get("e_payload")?;
+                    let event = match payload {
+                        None => None,
+                        Some(p) => Some(EventRecord {
+                            id: task.event_id.clone(),
+                            event_type: r.try_get("e_type")?,
+                            payload: json("events", &p)?,
+                            idempotency_key: r.try_get("e_key")?,
+                            request_hash: r.try_get("e_hash")?,
+                            needed_within_ms: r.try_get("e_needed")?,
+                            source: r.try_get("e_source")?,
+                            received_at: r.try_get("e_received")?,
+                        }),
+                    };
+                    let upstream: Option<(String, String)> =
+                        match (r.try_get::<Option<String>, _>("up_workload")?, r.try_get::<Option<String>, _>("up_output")?) {
+                            (Some(w), Some(o)) => Some((w, o)),
+                            _ => None,
+                        };
+                    let input = match (event, task.after_task_id.is_some(), upstream) {
+                        (Some(event), false, _) => Some(TaskInput { event, upstream: None }),
+                        (Some(event), true, Some(up)) => Some(TaskInput { event, upstream: Some(up) }),
+                        _ => None,
+                    };
+                    Ok((task, input))
+                })
+                .collect()
         }
 
         pub(super) async fn record_batch(pool: &Pool<$db>, b: &BatchRecord, task_ids: &[String]) -> Result<bool, StoreError> {

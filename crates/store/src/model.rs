@@ -358,3 +358,12 @@ pub struct ProgressRow {
     pub state: String,
     pub count: i64,
 }
+
+/// Queued batch work of one workload, summed up: what the assembler's triggers look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSummary {
+    pub workload: String,
+    pub count: i64,
+    pub oldest_created_at: i64,
+    pub earliest_deadline: i64,
+}
