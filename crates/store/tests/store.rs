@@ -331,6 +331,98 @@ macro_rules! suite {
                 assert!(store.event(&ev.id).await.unwrap().is_some());
                 assert_eq!(store.counts().await.unwrap(), (1, 2));
             }
+
+            #[tokio::test]
+            async fn a_batch_is_taken_with_its_inputs_and_its_lines_stored_in_bulk() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let batch_task = |after: Option<&str>| {
+                    let mut t = task(
+                        "scoring",
+                        if after.is_some() { TaskState::Pending } else { TaskState::Queued },
+                        9_000,
+                        after,
+                    );
+                    t.lane = "batch".into();
+                    t
+                };
+                let a = batch_task(None);
+                let b = batch_task(None);
+                let follower = batch_task(Some(&a.id));
+                let mut ev = event(None, "h-batch");
+                ev.tasks = vec![a.clone(), b.clone(), follower.clone()];
+                store.ingest(&[vec![ev.clone()]]).await.unwrap().remove(0).unwrap();
+
+                let summary = store.batch_queue_summary(i64::MAX).await.unwrap();
+                assert_eq!(summary.len(), 1);
+                assert_eq!((summary[0].workload.as_str(), summary[0].count), ("scoring", 2));
+                assert_eq!(summary[0].earliest_deadline, 9_000);
+                let taken =
+                    store.batch_queue_take(&["scoring".into()], i64::MAX, 10).await.unwrap();
+                assert_eq!(taken.len(), 2, "the pending follower is not taken");
+                let input = taken[0].1.as_ref().unwrap();
+                assert_eq!(input.event.id, ev.id);
+                assert!(input.event.payload.get().contains("Refund"));
+                assert!(input.upstream.is_none());
+
+                let batch = BatchRecord {
+                    id: id(),
+                    provider: "anthropic".into(),
+                    model: "claude-sonnet-5-5".into(),
+                    state: "submitting".into(),
+                    provider_batch_id: None,
+                    item_count: 2,
+                    bytes: 100,
+                    created_at: 200,
+                    submitted_at: None,
+                    ended_at: None,
+                    last_error: None,
+                };
+                assert!(store.record_batch(&batch, &[a.id.clone(), b.id.clone()]).await.unwrap());
+                store.batch_submitted(&batch.id, "msgbatch_1", 210).await.unwrap();
+                // b is escalated before the batch ends: its line is paid for but not its result.
+                let escalated = attempt("escalated", 300);
+                assert!(
+                    store
+                        .unbatch(
+                            &b.id,
+                            &batch.id,
+                            TaskState::Queued,
+                            "stream",
+                            0,
+                            Some("escalated"),
+                            &escalated
+                        )
+                        .await
+                        .unwrap()
+                );
+                let lines = vec![(a.id.clone(), completion(400)), (b.id.clone(), completion(400))];
+                let out = store.batch_lines(&batch.id, &lines).await.unwrap();
+                assert_eq!(out, vec![BatchLine::Stored, BatchLine::LedgerOnly]);
+
+                let da = store.task(&a.id).await.unwrap().unwrap();
+                assert_eq!(da.task.state, TaskState::Succeeded);
+                assert_eq!(da.result.as_ref().unwrap().output, "billing");
+                assert_eq!(da.cost_nanousd, 20_000);
+                assert!(da.attempt_log.iter().any(|x| x.outcome == "succeeded"
+                    && x.batch_id.as_deref() == Some(batch.id.as_str())));
+                let db = store.task(&b.id).await.unwrap().unwrap();
+                assert_eq!(db.task.state, TaskState::Queued, "b stays with the stream lane");
+                assert!(db.result.is_none());
+                assert_eq!(db.cost_nanousd, 20_000, "the late line is in the ledger");
+                assert!(db.attempt_log.iter().any(|x| x.outcome == "late"));
+                let df = store.task(&follower.id).await.unwrap().unwrap();
+                assert_eq!(df.task.state, TaskState::Queued, "the follower is released");
+                assert_eq!(store.ledger_since(0).await.unwrap().len(), 2);
+                let due = store.claim_deliveries(1_000_000, 1_000, 10).await.unwrap();
+                assert_eq!(due.len(), 1, "a delivery for the stored result only");
+                let followed =
+                    store.batch_queue_take(&["scoring".into()], i64::MAX, 10).await.unwrap();
+                let up = followed.iter().find(|(t, _)| t.id == follower.id).unwrap();
+                assert_eq!(
+                    up.1.as_ref().unwrap().upstream,
+                    Some(("scoring".into(), "billing".into()))
+                );
+            }
         }
     };
 }
