@@ -1245,9 +1245,7 @@ macro_rules! queries {
             now: i64,
             limit: i64,
         ) -> Result<Vec<(TaskRecord, Option<TaskInput>)>, StoreError> {
-            // Placeholders only: the names themselves are bound.
-            let list: Vec<String> = (3..workloads.len() + 3).map(|i| format!("${i}")).collect();
-            let sql = format!(
+            let mut q = sqlx::QueryBuilder::<$db>::new(
                 "SELECT t.id, t.event_id, t.workload, t.lane, t.state, t.rule, t.reason, t.decision, t.deadline,
                         t.priority, t.after_task_id, t.attempts, t.lease_owner, t.lease_expires_at, t.fence,
                         t.batch_id, t.last_error, t.created_at, t.updated_at,
@@ -1258,15 +1256,16 @@ macro_rules! queries {
                  LEFT JOIN events e ON e.id = t.event_id
                  LEFT JOIN tasks u ON u.id = t.after_task_id
                  LEFT JOIN results r ON r.task_id = t.after_task_id
-                 WHERE t.lane = 'batch' AND t.state = 'queued' AND t.run_after <= $1 AND t.workload IN ({})
-                 ORDER BY t.deadline, t.id LIMIT $2",
-                list.join(", ")
+                 WHERE t.lane = 'batch' AND t.state = 'queued' AND t.run_after <= ",
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit);
+            q.push_bind(now).push(" AND t.workload IN (");
+            let mut list = q.separated(", ");
             for w in workloads {
-                q = q.bind(w);
+                list.push_bind(w.clone());
             }
-            let rows = q.fetch_all(pool).await?;
+            list.push_unseparated(") ORDER BY t.deadline, t.id LIMIT ");
+            q.push_bind(limit);
+            let rows = q.build().fetch_all(pool).await?;
             rows.iter()
                 .map(|r| {
                     let task = task_from_row(r)?;
@@ -1384,21 +1383,21 @@ macro_rules! queries {
         ) -> Result<Vec<BatchLine>, StoreError> {
             let mut tx = begin_write(pool).await?;
             let mut out = Vec::with_capacity(lines.len());
-            // A few multi-row statements per chunk instead of six statements per line. 500 rows
-            // of the widest insert (ledger, 13 values) stay under both databases' bind limits.
-            for chunk in lines.chunks(500) {
+            // A few multi-row statements per chunk instead of six statements per line. The query
+            // builder writes each database's own placeholders: SQLite looks a numbered `$N` up in a
+            // list, once per bound value, which is quadratic in the statement's size.
+            for chunk in chunks_by_size(lines, CHUNK / 13, |(_, d)| 300 + d.output.len()) {
                 let stamp = chunk.iter().map(|(_, d)| d.finished_at).max().unwrap_or(0);
-                let ids = placeholders(3, chunk.len());
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE tasks SET state = 'succeeded', updated_at = $1
-                     WHERE batch_id = $2 AND state = 'batched' AND id IN ({ids}) RETURNING id"
-                )))
-                .bind(stamp)
-                .bind(batch_id);
+                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET state = 'succeeded', updated_at = ");
+                q.push_bind(stamp).push(" WHERE batch_id = ").push_bind(batch_id.to_owned());
+                q.push(" AND state = 'batched' AND id IN (");
+                let mut list = q.separated(", ");
                 for (id, _) in chunk {
-                    q = q.bind(id);
+                    list.push_bind(id.clone());
                 }
+                list.push_unseparated(") RETURNING id");
                 let owned: std::collections::HashSet<String> = q
+                    .build()
                     .fetch_all(&mut *tx)
                     .await?
                     .iter()
@@ -1406,111 +1405,109 @@ macro_rules! queries {
                     .collect::<Result<_, _>>()?;
 
                 // Batch lines are not leased: each attempt records the fence as it stands.
-                let ids = placeholders(1, chunk.len());
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT id, fence FROM tasks WHERE id IN ({ids})")));
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id, fence FROM tasks WHERE id IN (");
+                let mut list = q.separated(", ");
                 for (id, _) in chunk {
-                    q = q.bind(id);
+                    list.push_bind(id.clone());
                 }
+                list.push_unseparated(")");
                 let fences: std::collections::HashMap<String, i64> = q
+                    .build()
                     .fetch_all(&mut *tx)
                     .await?
                     .iter()
                     .map(|r| Ok((r.try_get("id")?, r.try_get("fence")?)))
                     .collect::<Result<_, StoreError>>()?;
-
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO attempts (id, task_id, lane, batch_id, fence, started_at, ended_at, outcome, error, provider_request_id)
-                     VALUES {}",
-                    rows(10, chunk.len())
-                )));
-                for (task_id, d) in chunk {
-                    let fence = *fences.get(task_id).ok_or_else(|| corrupt("tasks", format!("batch line for unknown task {task_id}")))?;
-                    q = q
-                        .bind(&d.attempt_id)
-                        .bind(task_id)
-                        .bind(&d.ledger.lane)
-                        .bind(batch_id)
-                        .bind(fence)
-                        .bind(d.started_at)
-                        .bind(d.finished_at)
-                        .bind(if owned.contains(task_id) { "succeeded" } else { "late" })
-                        .bind(None::<String>)
-                        .bind(&d.provider_request_id);
+                if let Some((unknown, _)) = chunk.iter().find(|(id, _)| !fences.contains_key(id)) {
+                    return Err(corrupt("tasks", format!("a batch line for unknown task {unknown}")));
                 }
-                q.execute(&mut *tx).await?;
 
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO attempts (id, task_id, lane, batch_id, fence, started_at, ended_at, outcome, error, provider_request_id) ",
+                );
+                q.push_values(chunk, |mut row, (task_id, d)| {
+                    row.push_bind(d.attempt_id.clone())
+                        .push_bind(task_id.clone())
+                        .push_bind(d.ledger.lane.clone())
+                        .push_bind(batch_id.to_owned())
+                        .push_bind(fences.get(task_id).copied().unwrap_or(0))
+                        .push_bind(d.started_at)
+                        .push_bind(d.finished_at)
+                        .push_bind(if owned.contains(task_id) { "succeeded" } else { "late" })
+                        .push_bind(None::<String>)
+                        .push_bind(d.provider_request_id.clone());
+                });
+                q.build().execute(&mut *tx).await?;
+
+                let mut q = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO ledger (id, task_id, attempt_id, workload, provider, model, lane, input_tokens,
-                                         cached_input_tokens, output_tokens, cost_nanousd, stream_cost_nanousd, created_at)
-                     VALUES {}",
-                    rows(13, chunk.len())
-                )));
-                for (task_id, d) in chunk {
+                                         cached_input_tokens, output_tokens, cost_nanousd, stream_cost_nanousd, created_at) ",
+                );
+                q.push_values(chunk, |mut row, (task_id, d)| {
                     let l = &d.ledger;
-                    q = q
-                        .bind(&l.id)
-                        .bind(task_id)
-                        .bind(&d.attempt_id)
-                        .bind(&l.workload)
-                        .bind(&l.provider)
-                        .bind(&l.model)
-                        .bind(&l.lane)
-                        .bind(l.input_tokens)
-                        .bind(l.cached_input_tokens)
-                        .bind(l.output_tokens)
-                        .bind(l.cost_nanousd)
-                        .bind(l.stream_cost_nanousd)
-                        .bind(l.created_at);
-                }
-                q.execute(&mut *tx).await?;
+                    row.push_bind(l.id.clone())
+                        .push_bind(task_id.clone())
+                        .push_bind(d.attempt_id.clone())
+                        .push_bind(l.workload.clone())
+                        .push_bind(l.provider.clone())
+                        .push_bind(l.model.clone())
+                        .push_bind(l.lane.clone())
+                        .push_bind(l.input_tokens)
+                        .push_bind(l.cached_input_tokens)
+                        .push_bind(l.output_tokens)
+                        .push_bind(l.cost_nanousd)
+                        .push_bind(l.stream_cost_nanousd)
+                        .push_bind(l.created_at);
+                });
+                q.build().execute(&mut *tx).await?;
 
                 let stored: Vec<&(String, Completion)> = chunk.iter().filter(|(id, _)| owned.contains(id)).collect();
                 if !stored.is_empty() {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO results (task_id, attempt_id, output, stop_reason, input_tokens, cached_input_tokens,
-                                              output_tokens, first_token_ms, created_at)
-                         VALUES {}",
-                        rows(9, stored.len())
-                    )));
-                    for (task_id, d) in &stored {
-                        q = q
-                            .bind(task_id)
-                            .bind(&d.attempt_id)
-                            .bind(&d.output)
-                            .bind(&d.stop_reason)
-                            .bind(d.input_tokens)
-                            .bind(d.cached_input_tokens)
-                            .bind(d.output_tokens)
-                            .bind(d.first_token_ms)
-                            .bind(d.finished_at);
-                    }
-                    q.execute(&mut *tx).await?;
+                                              output_tokens, first_token_ms, created_at) ",
+                    );
+                    q.push_values(&stored, |mut row, (task_id, d)| {
+                        row.push_bind(task_id.clone())
+                            .push_bind(d.attempt_id.clone())
+                            .push_bind(d.output.clone())
+                            .push_bind(d.stop_reason.clone())
+                            .push_bind(d.input_tokens)
+                            .push_bind(d.cached_input_tokens)
+                            .push_bind(d.output_tokens)
+                            .push_bind(d.first_token_ms)
+                            .push_bind(d.finished_at);
+                    });
+                    q.build().execute(&mut *tx).await?;
 
                     let deliveries: Vec<(&str, &crate::NewDelivery, i64)> = stored
                         .iter()
                         .flat_map(|(task_id, d)| d.deliveries.iter().map(move |x| (task_id.as_str(), x, d.finished_at)))
                         .collect();
-                    for part in deliveries.chunks(1_000) {
-                        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "INSERT INTO deliveries (id, task_id, sink, state, next_attempt_at, created_at, updated_at)
-                             VALUES {}",
-                            rows_with(part.len(), |at| format!("(${}, ${}, ${}, 'pending', ${}, ${}, ${})", at, at + 1, at + 2, at + 3, at + 3, at + 3), 4)
-                        )));
-                        for (task_id, x, at) in part {
-                            q = q.bind(&x.id).bind(*task_id).bind(&x.sink).bind(*at);
-                        }
-                        q.execute(&mut *tx).await?;
+                    for part in deliveries.chunks(CHUNK / 7) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO deliveries (id, task_id, sink, state, next_attempt_at, created_at, updated_at) ",
+                        );
+                        q.push_values(part, |mut row, (task_id, x, at)| {
+                            row.push_bind(x.id.clone())
+                                .push_bind(task_id.to_string())
+                                .push_bind(x.sink.clone())
+                                .push_bind("pending")
+                                .push_bind(*at)
+                                .push_bind(*at)
+                                .push_bind(*at);
+                        });
+                        q.build().execute(&mut *tx).await?;
                     }
 
-                    let ids = placeholders(2, stored.len());
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "UPDATE tasks SET state = 'queued', updated_at = $1 WHERE state = 'pending' AND after_task_id IN ({ids})"
-                    )))
-                    .bind(stamp);
+                    let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET state = 'queued', updated_at = ");
+                    q.push_bind(stamp).push(" WHERE state = 'pending' AND after_task_id IN (");
+                    let mut list = q.separated(", ");
                     for (id, _) in &stored {
-                        q = q.bind(id);
+                        list.push_bind(id.clone());
                     }
-                    q.execute(&mut *tx).await?;
+                    list.push_unseparated(")");
+                    q.build().execute(&mut *tx).await?;
                 }
                 out.extend(chunk.iter().map(|(id, _)| if owned.contains(id) { BatchLine::Stored } else { BatchLine::LedgerOnly }));
             }
@@ -1722,14 +1719,14 @@ macro_rules! queries {
             if ids.is_empty() {
                 return Ok(None);
             }
-            // Placeholders only: the ids themselves are bound.
-            let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-            let sql = format!("SELECT MIN(received_at) FROM events WHERE id IN ({})", list.join(", "));
-            let mut q = sqlx::query_scalar::<_, Option<i64>>(sqlx::AssertSqlSafe(sql));
+            let mut q = sqlx::QueryBuilder::<$db>::new("SELECT MIN(received_at) AS earliest FROM events WHERE id IN (");
+            let mut list = q.separated(", ");
             for id in ids {
-                q = q.bind(id);
+                list.push_bind(id.clone());
             }
-            Ok(q.fetch_one(pool).await?)
+            list.push_unseparated(")");
+            let row = q.build().fetch_one(pool).await?;
+            Ok(row.try_get("earliest")?)
         }
 
         pub(super) async fn task_states(pool: &Pool<$db>) -> Result<Vec<(String, i64)>, StoreError> {
@@ -1743,21 +1740,6 @@ macro_rules! queries {
             Ok((events, tasks))
         }
     };
-}
-
-/// `$first, $first+1, …`: `n` numbered placeholders (both databases take `$N`).
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
-
-/// `($1, …, $cols), ($cols+1, …)`: the VALUES of `n` rows of `cols` bound values each.
-fn rows(cols: usize, n: usize) -> String {
-    rows_with(n, |at| format!("({})", placeholders(at, cols)), cols)
-}
-
-/// `n` rows, each written by `row` from its first placeholder number, `binds` values a row.
-fn rows_with(n: usize, row: impl Fn(usize) -> String, binds: usize) -> String {
-    (0..n).map(|i| row(1 + i * binds)).collect::<Vec<_>>().join(", ")
 }
 
 fn now_ms() -> i64 {
