@@ -386,9 +386,6 @@ impl Batcher {
             return Ok(());
         };
         let handle = BatchHandle::new(client.kind(), provider_id);
-        let Some((_, tasks)) = self.store.batch(&b.id).await? else { return Ok(()) };
-        let waiting: Vec<&TaskRecord> =
-            tasks.iter().filter(|t| t.state == TaskState::Batched).collect();
         let status = match client.batch_status(&handle, &self.opts.retry).await {
             Ok(s) => s,
             Err(e) => {
@@ -398,10 +395,12 @@ impl Batcher {
             }
         };
         if !status.state.is_terminal() {
-            self.guard(&client, &handle, b, &waiting).await?;
+            self.guard(&client, &handle, b).await?;
             self.later(&b.id);
             return Ok(());
         }
+        // Its tasks are read once, when it has ended, not on every poll.
+        let Some((_, tasks)) = self.store.batch(&b.id).await? else { return Ok(()) };
         let results = match client.batch_results(&handle, &self.opts.retry).await {
             Ok(r) => r,
             Err(e) => {
@@ -521,11 +520,21 @@ impl Batcher {
         client: &Client,
         handle: &BatchHandle,
         b: &BatchRecord,
-        waiting: &[&TaskRecord],
     ) -> Result<(), sluice_store::StoreError> {
         let now = now_ms();
-        let mut left = waiting.len();
-        for t in waiting {
+        // Only tasks within the widest room of any workload can be due: the store returns those,
+        // and the count of all that wait, without reading the whole batch on every poll.
+        let widest = self
+            .config
+            .workloads
+            .iter()
+            .map(|w| millis(self.stream_room(&w.name).0))
+            .max()
+            .unwrap_or(0);
+        let (waiting, near) =
+            self.store.batch_waiting(&b.id, now.saturating_add(widest).saturating_add(1)).await?;
+        let mut escalated = 0;
+        for t in &near {
             let (room, _) = self.stream_room(&t.workload);
             if now + millis(room) >= t.deadline {
                 let reason = format!(
@@ -535,11 +544,11 @@ impl Batcher {
                 );
                 let a = attempt(&b.id, "escalated", Some(reason.clone()));
                 if self.escalate(t, &b.id, &reason, &a).await? {
-                    left -= 1;
+                    escalated += 1;
                 }
             }
         }
-        if left == 0 && !waiting.is_empty() {
+        if waiting > 0 && escalated == waiting {
             tracing::info!(batch = %b.id, "every task of the batch was escalated; cancelling it");
             if let Err(e) = client.cancel_batch(handle, &self.opts.retry).await {
                 tracing::warn!(batch = %b.id, error = %e, "cannot cancel a batch");

@@ -231,6 +231,16 @@ impl Store {
         dispatch!(self, finish_delivery(delivery, attempt_id, started_at, outcome))
     }
 
+    /// A running batch as the deadline guard sees it: how many of its tasks still wait for it,
+    /// and those of them whose deadline falls before `deadline_before`.
+    pub async fn batch_waiting(
+        &self,
+        batch_id: &str,
+        deadline_before: i64,
+    ) -> Result<(i64, Vec<TaskRecord>), StoreError> {
+        dispatch!(self, batch_waiting(batch_id, deadline_before))
+    }
+
     /// Queued batch-lane tasks that may go into a batch now, per workload: how many, the oldest,
     /// the earliest deadline. One grouped read, however long the queue.
     pub async fn batch_queue_summary(&self, now: i64) -> Result<Vec<QueueSummary>, StoreError> {
@@ -1217,6 +1227,25 @@ macro_rules! queries {
                 ended_at: r.try_get("ended_at")?,
                 last_error: r.try_get("last_error")?,
             })
+        }
+
+        pub(super) async fn batch_waiting(
+            pool: &Pool<$db>,
+            batch_id: &str,
+            deadline_before: i64,
+        ) -> Result<(i64, Vec<TaskRecord>), StoreError> {
+            let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE batch_id = $1 AND state = 'batched'")
+                .bind(batch_id)
+                .fetch_one(pool)
+                .await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE batch_id = $1 AND state = 'batched' AND deadline < $2 ORDER BY deadline"
+            )))
+            .bind(batch_id)
+            .bind(deadline_before)
+            .fetch_all(pool)
+            .await?;
+            Ok((waiting, rows.iter().map(task_from_row).collect::<Result<_, _>>()?))
         }
 
         pub(super) async fn batch_queue_summary(pool: &Pool<$db>, now: i64) -> Result<Vec<QueueSummary>, StoreError> {

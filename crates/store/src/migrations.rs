@@ -12,17 +12,37 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub static SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/sqlite/0001_init.sql"),
-}];
+pub static SQLITE: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("../migrations/sqlite/0001_init.sql") },
+    Migration {
+        version: 2,
+        name: "delivery_attempts",
+        sql: include_str!("../migrations/sqlite/0002_delivery_attempts.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "tasks_by_batch",
+        sql: include_str!("../migrations/sqlite/0003_tasks_by_batch.sql"),
+    },
+];
 
-pub static POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+pub static POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "delivery_attempts",
+        sql: include_str!("../migrations/postgres/0002_delivery_attempts.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "tasks_by_batch",
+        sql: include_str!("../migrations/postgres/0003_tasks_by_batch.sql"),
+    },
+];
 
 pub(crate) const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)";
@@ -36,5 +56,21 @@ mod tests {
         let v = |m: &[Migration]| m.iter().map(|m| m.version).collect::<Vec<_>>();
         assert_eq!(v(SQLITE), v(POSTGRES));
         assert!(v(SQLITE).windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn every_migration_file_is_listed() {
+        // A file left out of the list is a table that never exists (it happened once).
+        for (db, list) in [("sqlite", SQLITE), ("postgres", POSTGRES)] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(db);
+            let files = std::fs::read_dir(&dir).unwrap().count();
+            assert_eq!(
+                files,
+                list.len(),
+                "{} has {files} files, {} listed",
+                dir.display(),
+                list.len()
+            );
+        }
     }
 }

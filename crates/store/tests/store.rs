@@ -415,6 +415,12 @@ macro_rules! suite {
                 assert_eq!(store.ledger_since(0).await.unwrap().len(), 2);
                 let due = store.claim_deliveries(1_000_000, 1_000, 10).await.unwrap();
                 assert_eq!(due.len(), 1, "a delivery for the stored result only");
+                let delivered = DeliveryOutcome::Delivered { status: Some(200) };
+                store.finish_delivery(&due[0], &id(), 1_000_000, &delivered).await.unwrap();
+                assert!(
+                    store.claim_deliveries(9_000_000, 1_000, 10).await.unwrap().is_empty(),
+                    "a delivered result is never sent again, even after its lease"
+                );
                 let followed =
                     store.batch_queue_take(&["scoring".into()], i64::MAX, 10).await.unwrap();
                 let up = followed.iter().find(|(t, _)| t.id == follower.id).unwrap();
