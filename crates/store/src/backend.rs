@@ -1418,7 +1418,9 @@ macro_rules! queries {
             for chunk in chunks_by_size(lines, CHUNK / 13, |(_, d)| 300 + d.output.len()) {
                 let stamp = chunk.iter().map(|(_, d)| d.finished_at).max().unwrap_or(0);
                 let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET state = 'succeeded', updated_at = ");
-                q.push_bind(stamp).push(" WHERE batch_id = ").push_bind(batch_id.to_owned());
+                // `COALESCE(batch_id, '')`, not `batch_id`: SQLite would otherwise walk the batch's
+                // index (every task of the batch) for each statement instead of the primary key.
+                q.push_bind(stamp).push(" WHERE COALESCE(batch_id, '') = ").push_bind(batch_id.to_owned());
                 q.push(" AND state = 'batched' AND id IN (");
                 let mut list = q.separated(", ");
                 for (id, _) in chunk {
