@@ -17,7 +17,7 @@ use sluice_server::auth::Tokens;
 
 use crate::job::{self, finished};
 use crate::output;
-use crate::serve_cmd::{Sync, open_store, redact};
+use crate::serve_cmd::{StoreOpts, open_store, redact};
 use crate::service::{Env, Options, Service};
 
 #[derive(Debug, clap::Args)]
@@ -28,16 +28,9 @@ pub struct RunArgs {
     /// Where to write the results, one JSON line per task.
     #[arg(long, short, default_value = "results.jsonl", value_name = "PATH")]
     pub output: PathBuf,
-    /// Where to keep events and results: sqlite://PATH or postgres://…  Default: an SQLite file
-    /// in the data folder. Run again with the same store to resume.
-    #[arg(long, env = "SLUICE_STORE", value_name = "URL")]
-    pub store: Option<String>,
-    /// Folder for the default SQLite store.
-    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "sluice-data", value_name = "DIR")]
-    pub data_dir: PathBuf,
-    /// SQLite durability (see `sluice serve --help`).
-    #[arg(long, value_enum, default_value_t = Sync::Full)]
-    pub sqlite_sync: Sync,
+    /// The store: run again with the same one to resume.
+    #[command(flatten)]
+    pub store: StoreOpts,
     /// Submit batches now even outside the config's off-peak windows.
     #[arg(long)]
     pub ignore_off_peak: bool,
@@ -71,7 +64,7 @@ pub async fn run(mut config: Config, args: RunArgs) -> anyhow::Result<Outcome> {
             windows.join(", ")
         ));
     }
-    let (store, url) = open_store(args.store.as_deref(), &args.data_dir, args.sqlite_sync).await?;
+    let (store, url) = open_store(&args.store).await?;
     let order: Vec<String> = config.workloads.iter().map(|w| w.name.clone()).collect();
     let env: Env = Arc::new(|name: &str| std::env::var(name).ok());
     let opts = Options {

@@ -18,6 +18,16 @@ pub struct ServeArgs {
     /// Address to listen on. Without SLUICE_API_TOKENS only loopback addresses are allowed.
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub store: StoreOpts,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub max_body_bytes: usize,
+}
+
+/// Where `serve` and `run` keep their state.
+#[derive(Debug, clap::Args)]
+pub struct StoreOpts {
     /// Where to keep events and results: sqlite://PATH or postgres://USER@HOST/DB.
     /// Default: an SQLite file in the data folder.
     #[arg(long, env = "SLUICE_STORE", value_name = "URL")]
@@ -29,9 +39,6 @@ pub struct ServeArgs {
     /// and commits faster.
     #[arg(long, value_enum, default_value_t = Sync::Full)]
     pub sqlite_sync: Sync,
-    /// Largest request body accepted, in bytes.
-    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
-    pub max_body_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,7 +56,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
-    let (store, url) = open_store(args.store.as_deref(), &args.data_dir, args.sqlite_sync).await?;
+    let (store, url) = open_store(&args.store).await?;
     let env: Env = Arc::new(|name: &str| std::env::var(name).ok());
     let opts = Options {
         listen: args.listen,
@@ -78,16 +85,12 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Opens `--store`, or the SQLite file in the data folder; returns it with its URL.
-pub async fn open_store(
-    store: Option<&str>,
-    data_dir: &std::path::Path,
-    sync: Sync,
-) -> anyhow::Result<(Store, String)> {
-    let url = store.map_or_else(
-        || format!("sqlite://{}", data_dir.join("sluice.db").display()),
-        str::to_owned,
-    );
-    let durability = match sync {
+pub async fn open_store(opts: &StoreOpts) -> anyhow::Result<(Store, String)> {
+    let url = opts
+        .store
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", opts.data_dir.join("sluice.db").display()));
+    let durability = match opts.sqlite_sync {
         Sync::Full => SqliteDurability::Full,
         Sync::Normal => SqliteDurability::Normal,
     };
