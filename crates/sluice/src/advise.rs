@@ -255,10 +255,12 @@ pub fn render_table(a: &Advisory, color: bool, width: u16) -> String {
         out.push_str("every workload is in the right lane for what was observed.\n");
     } else {
         let net = a.monthly_saving_usd;
+        // A change can cost more: streaming what misses its deadline in a batch, or what saves too
+        // little batched to be worth the wait. Each row says which.
         out.push_str(&format!(
             "{changes} change(s) advised: {} a month {}.\n",
             fmt_usd(net.abs()),
-            if net >= 0.0 { "saved" } else { "more, to meet deadlines" }
+            if net >= 0.0 { "saved" } else { "more, for results that arrive sooner (see why)" }
         ));
     }
     out

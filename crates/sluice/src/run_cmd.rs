@@ -64,9 +64,15 @@ pub async fn run(mut config: Config, args: RunArgs) -> anyhow::Result<Outcome> {
             windows.join(", ")
         ));
     }
+    let env: Env = Arc::new(|name: &str| std::env::var(name).ok());
+    // A missing key is said before anything is created on disk.
+    sluice_engine::executor::build_clients(&config, |name| env(name)).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n  = help: against `sluice sim` (set each provider's base_url to it) any key works; `sluice demo` needs none"
+        )
+    })?;
     let (store, url) = open_store(&args.store).await?;
     let order: Vec<String> = config.workloads.iter().map(|w| w.name.clone()).collect();
-    let env: Env = Arc::new(|name: &str| std::env::var(name).ok());
     let opts = Options {
         listen: ([127, 0, 0, 1], 0).into(),
         tokens: Tokens::default(),
