@@ -304,3 +304,197 @@ async fn run_interrupted_half_way_resumes_without_paying_twice() {
     }
     assert_eq!(charges.len(), rows.len(), "no charge for anything else");
 }
+
+/// A day of history written through the store's own API, as sluice would have left it: every
+/// event, its task, its batch (submitted and ended at the given times) and its result.
+async fn history(
+    store: &Store,
+    workload: &str,
+    n: usize,
+    day_start: i64,
+    deadline_ms: i64,
+    batch_hours: f64,
+    tokens: (i64, i64),
+) {
+    use sluice_store::{BatchRecord, Completion, LedgerEntry, NewEvent, NewTask, TaskState};
+    let hour = 3_600_000i64;
+    let spacing = 86_400_000 / n as i64;
+    let mut ids = Vec::new();
+    let events: Vec<NewEvent> = (0..n)
+        .map(|i| {
+            let at = day_start + i as i64 * spacing;
+            let task = format!("tsk_{workload}_{i}");
+            ids.push((task.clone(), at));
+            NewEvent {
+                id: format!("evt_{workload}_{i}"),
+                event_type: "x".into(),
+                payload: "{}".into(),
+                idempotency_key: None,
+                request_hash: format!("h{i}"),
+                needed_within_ms: None,
+                source: "api".into(),
+                received_at: at,
+                tasks: vec![NewTask {
+                    id: task,
+                    workload: workload.into(),
+                    lane: "batch".into(),
+                    state: TaskState::Queued,
+                    rule: "cheapest".into(),
+                    reason: "batched".into(),
+                    decision: "{}".into(),
+                    deadline: at + deadline_ms,
+                    priority: 0,
+                    after_task_id: None,
+                }],
+            }
+        })
+        .collect();
+    for chunk in events.chunks(500) {
+        store.ingest(&[chunk.to_vec()]).await.unwrap().remove(0).unwrap();
+    }
+    // A batch an hour's worth of items, taking `batch_hours` each.
+    for (b, group) in ids.chunks(n.div_ceil(24).max(1)).enumerate() {
+        let created = group.last().unwrap().1;
+        let ended = created + (batch_hours * hour as f64) as i64;
+        let record = BatchRecord {
+            id: format!("bat_{workload}_{b}"),
+            provider: "anthropic".into(),
+            model: "m".into(),
+            state: "submitting".into(),
+            provider_batch_id: None,
+            item_count: group.len() as i64,
+            bytes: 1,
+            created_at: created,
+            submitted_at: None,
+            ended_at: None,
+            last_error: None,
+        };
+        let task_ids: Vec<String> = group.iter().map(|(t, _)| t.clone()).collect();
+        assert!(store.record_batch(&record, &task_ids).await.unwrap());
+        store.batch_submitted(&record.id, &format!("msgbatch_{b}"), created).await.unwrap();
+        let lines: Vec<(String, Completion)> = group
+            .iter()
+            .map(|(t, _)| {
+                let c = Completion {
+                    attempt_id: format!("att_{t}"),
+                    started_at: created,
+                    finished_at: ended,
+                    provider_request_id: None,
+                    output: "{}".into(),
+                    stop_reason: "end_turn".into(),
+                    input_tokens: tokens.0,
+                    cached_input_tokens: 0,
+                    output_tokens: tokens.1,
+                    first_token_ms: None,
+                    ledger: LedgerEntry {
+                        id: format!("led_{t}"),
+                        workload: workload.into(),
+                        provider: "anthropic".into(),
+                        model: "m".into(),
+                        lane: "batch".into(),
+                        input_tokens: tokens.0,
+                        cached_input_tokens: 0,
+                        output_tokens: tokens.1,
+                        cost_nanousd: 1,
+                        stream_cost_nanousd: 2,
+                        created_at: ended,
+                    },
+                    deliveries: Vec::new(),
+                };
+                (t.clone(), c)
+            })
+            .collect();
+        store.batch_lines(&record.id, &lines).await.unwrap();
+        store.finish_batch(&record.id, "ended", ended, None).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advise_streams_a_batch_that_misses_its_deadline_and_batches_a_busy_idle_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        r#"
+min_daily_savings = 0.50
+[providers.anthropic]
+kind = "anthropic"
+batch_turnaround_p50 = "30m"
+batch_turnaround_p95 = "2h"
+
+[[workloads]]
+name = "lead-scoring"
+on = "lead.created"
+provider = "anthropic"
+model = "claude-opus-5-5"
+prompt = "Score {{ payload.name }}"
+max_tokens = 1200
+needed_within = "4h"
+delay_cost = "moderate"
+volume_per_day = 300
+input_tokens = 3500
+output_tokens = 900
+
+[[workloads]]
+name = "tagging"
+on = "doc.created"
+provider = "anthropic"
+model = "claude-haiku-5-5"
+prompt = "Tag {{ payload.text }}"
+max_tokens = 100
+needed_within = "48h"
+delay_cost = "minimal"
+volume_per_day = 5
+input_tokens = 400
+output_tokens = 60
+"#,
+    )
+    .unwrap();
+    let db = dir.path().join("history.db");
+    let store =
+        Store::open(&format!("sqlite://{}", db.display()), SqliteDurability::Normal).await.unwrap();
+    let day = 1_764_000_000_000i64;
+    // Lead scoring's batches took five and a half hours against its four-hour deadline; tagging,
+    // declared at 5 a day, came 20,000 times.
+    history(&store, "lead-scoring", 300, day, 4 * 3_600_000, 5.5, (3500, 900)).await;
+    history(&store, "tagging", 20_000, day, 48 * 3_600_000, 5.5, (400, 60)).await;
+    drop(store);
+
+    let url = format!("sqlite://{}", db.display());
+    let out = sluice(&[
+        "advise",
+        "--config",
+        config.to_str().unwrap(),
+        "--store",
+        &url,
+        "--days",
+        "1",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let a: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let w = |name: &str| {
+        a["workloads"].as_array().unwrap().iter().find(|w| w["workload"] == name).unwrap().clone()
+    };
+    let scoring = w("lead-scoring");
+    assert_eq!(
+        (scoring["current"].as_str(), scoring["recommended"].as_str()),
+        (Some("batch"), Some("stream"))
+    );
+    let month = scoring["monthly_saving_usd"].as_f64().unwrap();
+    // 300 a day of opus at 3,500 in / 900 out: streaming costs the other half of $0.032 an item.
+    assert!((month + 0.016 * 300.0 * 30.0).abs() < 10.0, "costs about $144 a month more: {month}");
+    let tagging = w("tagging");
+    assert_eq!(
+        (tagging["current"].as_str(), tagging["recommended"].as_str()),
+        (Some("stream"), Some("batch"))
+    );
+    assert!(tagging["monthly_saving_usd"].as_f64().unwrap() > 1.0, "{tagging}");
+
+    let out =
+        sluice(&["advise", "--config", config.to_str().unwrap(), "--store", &url, "--days", "1"]);
+    let table = text(&out.stdout);
+    assert!(table.contains("→ stream") && table.contains("→ batch"), "{table}");
+    assert!(table.contains("a month"), "{table}");
+}
