@@ -270,41 +270,7 @@ pub fn render_table(a: &Advisory, color: bool, width: u16) -> String {
 mod tests {
     use super::*;
 
-    const CONFIG: &str = r#"
-min_daily_savings = 0.50
-[batch]
-margin = "10m"
-[providers.anthropic]
-kind = "anthropic"
-batch_turnaround_p50 = "30m"
-batch_turnaround_p95 = "2h"
-
-[[workloads]]
-name = "lead-scoring"
-on = "lead.created"
-provider = "anthropic"
-model = "claude-opus-5-5"
-prompt = "score {{ payload.name }}"
-max_tokens = 1200
-needed_within = "4h"
-delay_cost = "moderate"
-volume_per_day = 300
-input_tokens = 3500
-output_tokens = 900
-
-[[workloads]]
-name = "tagging"
-on = "doc.created"
-provider = "anthropic"
-model = "claude-haiku-5-5"
-prompt = "tag {{ payload.text }}"
-max_tokens = 100
-needed_within = "48h"
-delay_cost = "minimal"
-volume_per_day = 5
-input_tokens = 400
-output_tokens = 60
-"#;
+    const CONFIG: &str = include_str!("../tests/fixtures/advise.toml");
 
     const H: i64 = 3_600_000;
 

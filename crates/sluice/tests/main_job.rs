@@ -413,43 +413,7 @@ async fn history(
 async fn advise_streams_a_batch_that_misses_its_deadline_and_batches_a_busy_idle_stream() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sluice.toml");
-    std::fs::write(
-        &config,
-        r#"
-min_daily_savings = 0.50
-[providers.anthropic]
-kind = "anthropic"
-batch_turnaround_p50 = "30m"
-batch_turnaround_p95 = "2h"
-
-[[workloads]]
-name = "lead-scoring"
-on = "lead.created"
-provider = "anthropic"
-model = "claude-opus-5-5"
-prompt = "Score {{ payload.name }}"
-max_tokens = 1200
-needed_within = "4h"
-delay_cost = "moderate"
-volume_per_day = 300
-input_tokens = 3500
-output_tokens = 900
-
-[[workloads]]
-name = "tagging"
-on = "doc.created"
-provider = "anthropic"
-model = "claude-haiku-5-5"
-prompt = "Tag {{ payload.text }}"
-max_tokens = 100
-needed_within = "48h"
-delay_cost = "minimal"
-volume_per_day = 5
-input_tokens = 400
-output_tokens = 60
-"#,
-    )
-    .unwrap();
+    std::fs::copy(repo().join("crates/sluice/tests/fixtures/advise.toml"), &config).unwrap();
     let db = dir.path().join("history.db");
     let store =
         Store::open(&format!("sqlite://{}", db.display()), SqliteDurability::Normal).await.unwrap();
