@@ -278,11 +278,7 @@ impl TaskOut {
     }
 }
 
-pub fn rfc3339(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
+pub use sluice_engine::rfc3339;
 
 #[cfg(test)]
 mod tests {

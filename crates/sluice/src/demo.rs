@@ -243,7 +243,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Summary> {
 
     let rows = store.history(0).await?;
     let ledger = store.ledger_since(0).await?;
-    let report = Report::build(&rows, &ledger, &order, 0, chrono::Utc::now().timestamp_millis());
+    let report = Report::build(&rows, &ledger, &order, 0, sluice_engine::now_ms());
     let charged = sim.charges().summary();
     let tolerance = i64::try_from(ledger.len()).unwrap_or(i64::MAX);
     let sim_nano = i64::try_from(charged.total_pico_usd / 1000).unwrap_or(i64::MAX);
@@ -314,7 +314,7 @@ struct Display {
     lines: Vec<(String, ProgressBar)>,
     declared: BTreeMap<String, String>,
     tty: bool,
-    last_print: std::sync::Mutex<Option<Instant>>,
+    status: output::Every,
 }
 
 impl Display {
@@ -353,7 +353,7 @@ impl Display {
             lines,
             declared: declared.clone(),
             tty,
-            last_print: std::sync::Mutex::new(None),
+            status: output::Every::new(Duration::from_secs(5)),
         }
     }
 
@@ -370,9 +370,7 @@ impl Display {
         );
         let hhmm = format!("{:02}:{:02}", secs / 3600, (secs / 60) % 60);
         if !self.tty {
-            let Ok(mut last) = self.last_print.lock() else { return };
-            if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
-                *last = Some(Instant::now());
+            if self.status.due() {
                 output::eprint(&format!("  {hhmm}  {summary}\n"));
             }
             return;
@@ -414,7 +412,7 @@ impl Display {
         for (_, b) in &self.lines {
             b.finish();
         }
-        let _ = &self.multi;
+        let _ = self.multi.clear();
     }
 }
 

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use sluice_core::Config;
-use sluice_store::{SqliteDurability, Store};
+use sluice_store::Store;
 
 use crate::output;
-use crate::serve_cmd::redact;
+use crate::serve_cmd::{StoreOpts, Sync, open_store, redact};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportFormat {
@@ -77,24 +77,21 @@ pub fn since_ms(since: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> anyh
     }
 }
 
+/// Opens the store to read; unlike `serve` and `run`, never creates an empty one.
 async fn open(args: &StoreArgs) -> anyhow::Result<(Store, String)> {
-    let url = match &args.store {
-        Some(u) => u.clone(),
-        None => {
-            let path = args.data_dir.join("sluice.db");
-            if !path.exists() {
-                bail!(
-                    "no store at {}: pass --store URL or --data-dir DIR (where `sluice serve` or `sluice run` kept it)",
-                    path.display()
-                );
-            }
-            format!("sqlite://{}", path.display())
-        }
-    };
-    let store = Store::open(&url, SqliteDurability::Full)
-        .await
-        .with_context(|| format!("cannot open the store {}", redact(&url)))?;
-    Ok((store, url))
+    let path = args.data_dir.join("sluice.db");
+    if args.store.is_none() && !path.exists() {
+        bail!(
+            "no store at {}: pass --store URL or --data-dir DIR (where `sluice serve` or `sluice run` kept it)",
+            path.display()
+        );
+    }
+    open_store(&StoreOpts {
+        store: args.store.clone(),
+        data_dir: args.data_dir.clone(),
+        sqlite_sync: Sync::Full,
+    })
+    .await
 }
 
 pub async fn report(config: Option<&Config>, args: ReportArgs) -> anyhow::Result<()> {

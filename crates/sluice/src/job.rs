@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sluice_core::Config;
+use sluice_engine::rfc3339;
 use sluice_server::plan::{EventIn, plan};
 use sluice_store::HistoryRow;
 
@@ -124,11 +125,6 @@ pub fn finished(state: &str) -> bool {
     matches!(state, "succeeded" | "failed" | "cancelled")
 }
 
-fn rfc3339(ms: i64) -> Value {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map_or(Value::Null, |t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
-}
-
 /// One result line: what the task produced, what it took and what it cost.
 pub fn result_line(line: Option<usize>, r: &HistoryRow) -> Value {
     json!({
@@ -151,7 +147,7 @@ pub fn result_line(line: Option<usize>, r: &HistoryRow) -> Value {
         "timings": {
             "accepted_at": rfc3339(r.created_at),
             "deadline": rfc3339(r.deadline),
-            "finished_at": r.finished_at.map_or(Value::Null, rfc3339),
+            "finished_at": r.finished_at.map(rfc3339),
             "first_token_ms": r.first_token_at.map(|t| t - r.created_at),
             "completion_ms": r.finished_at.map(|t| t - r.created_at),
             "batch_turnaround_ms": r.batch_submitted_at.zip(r.batch_ended_at).map(|(s, e)| e - s),

@@ -57,3 +57,26 @@ pub fn table(head: &[&str], color: bool, width: u16) -> comfy_table::Table {
     table.set_header(head.iter().map(|h| Cell::new(h).add_attribute(Attribute::Bold)));
     table
 }
+
+/// Says yes at most once per `period`: the progress lines printed instead of bars when stderr is
+/// not a terminal.
+#[derive(Debug)]
+pub struct Every {
+    period: std::time::Duration,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Every {
+    pub fn new(period: std::time::Duration) -> Every {
+        Every { period, last: std::sync::Mutex::new(None) }
+    }
+
+    pub fn due(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = last.is_none_or(|at| at.elapsed() >= self.period);
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
+    }
+}

@@ -118,8 +118,6 @@ pub struct Report {
 #[derive(Debug, Clone, Default)]
 pub struct Samples {
     pub time_to_first_token_ms: Vec<f64>,
-    /// (workload, seconds) per batched item.
-    pub batch_turnaround_s: Vec<(String, f64)>,
 }
 
 impl Report {
@@ -237,7 +235,6 @@ fn workload(
         streamed += r.stream_cost_nanousd;
     }
     samples.time_to_first_token_ms.extend(&ttft);
-    samples.batch_turnaround_s.extend(turnaround.iter().map(|t| (name.to_owned(), *t)));
     w.time_to_first_token_ms = Percentiles::of(ttft);
     w.completion_s = Percentiles::of(done);
     w.batch_turnaround_s = Percentiles::of(turnaround);

@@ -3,7 +3,7 @@
 //! task. Interrupted and run again, it carries on: the events replay by their idempotency keys,
 //! finished tasks stay finished, running batches are followed from their stored ids.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -150,15 +150,12 @@ pub async fn run(mut config: Config, args: RunArgs) -> anyhow::Result<Outcome> {
     let mut ledger = store.ledger_since(since).await?;
     let tasks: std::collections::HashSet<&str> = rows.iter().map(|r| r.task_id.as_str()).collect();
     ledger.retain(|l| tasks.contains(l.task_id.as_str()));
-    let report = crate::report::Report::build(&rows, &ledger, &order, since, engine_now());
+    let report =
+        crate::report::Report::build(&rows, &ledger, &order, since, sluice_engine::now_ms());
     output::print(&crate::report::render_table(&report, output::use_color(), output::width()))?;
     let failed = rows.iter().filter(|r| r.state != "succeeded").count();
     output::print(&format!("{} results written to {}\n", out.len(), args.output.display()))?;
     Ok(Outcome::Done { failed })
-}
-
-fn engine_now() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// Tasks counted for the progress bars.
@@ -171,7 +168,6 @@ struct Tally {
     streaming: u64,
     waiting_for_batch: u64,
     in_batch: u64,
-    per_workload: BTreeMap<String, (u64, u64)>,
 }
 
 impl Tally {
@@ -180,11 +176,8 @@ impl Tally {
         for r in rows {
             let n = u64::try_from(r.count).unwrap_or(0);
             t.total += n;
-            let e = t.per_workload.entry(r.workload.clone()).or_default();
-            e.1 += n;
             if finished(&r.state) {
                 t.finished += n;
-                e.0 += n;
                 if r.state != "succeeded" {
                     t.failed += n;
                 }
@@ -208,7 +201,7 @@ struct Bars {
     items: ProgressBar,
     detail: ProgressBar,
     tty: bool,
-    last_line: std::sync::Mutex<Option<std::time::Instant>>,
+    lines: output::Every,
 }
 
 impl Bars {
@@ -232,7 +225,7 @@ impl Bars {
             ProgressStyle::with_template("        {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        Bars { multi, items, detail, tty, last_line: std::sync::Mutex::new(None) }
+        Bars { multi, items, detail, tty, lines: output::Every::new(Duration::from_secs(5)) }
     }
 
     fn show(&self, t: &Tally, open_batches: usize) {
@@ -250,9 +243,7 @@ impl Bars {
             self.detail.set_message(msg);
             return;
         }
-        let Ok(mut last) = self.last_line.lock() else { return };
-        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
-            *last = Some(std::time::Instant::now());
+        if self.lines.due() {
             output::eprint(&format!("{}/{} done · {msg}\n", t.finished, t.total));
         }
     }

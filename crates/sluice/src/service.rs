@@ -98,22 +98,26 @@ impl Service {
     /// Waits for the API to stop (its signal), then stops the workers: calls in flight finish,
     /// nothing new is claimed.
     pub async fn stopped(self) -> anyhow::Result<()> {
-        self.running.stopped().await?;
+        let Service { running, stop, workers, .. } = self;
+        running.stopped().await?;
         tracing::info!("every accepted event is committed; waiting for the calls in flight");
-        let _ = self.stop.send(true);
-        for w in self.workers {
-            let _ = w.await;
-        }
+        stop_workers(stop, workers).await;
         Ok(())
     }
 
     /// Stops the API and then the workers.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.running.shutdown().await?;
-        let _ = self.stop.send(true);
-        for w in self.workers {
-            let _ = w.await;
-        }
+        let Service { running, stop, workers, .. } = self;
+        running.shutdown().await?;
+        stop_workers(stop, workers).await;
         Ok(())
+    }
+}
+
+/// Tells the workers to stop (calls in flight finish, nothing new is claimed) and waits for them.
+async fn stop_workers(stop: watch::Sender<bool>, workers: Vec<JoinHandle<()>>) {
+    let _ = stop.send(true);
+    for w in workers {
+        let _ = w.await;
     }
 }
