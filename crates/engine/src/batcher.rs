@@ -26,7 +26,7 @@ use sluice_providers::batch::{
     BatchError, BatchHandle, BatchItem, BatchOutcome, ReconcileProbe, SLUICE_BATCH_ID,
 };
 use sluice_providers::{Client, RetryPolicy};
-use sluice_store::{AttemptRecord, BatchRecord, QueueSummary, Store, TaskRecord, TaskState};
+use sluice_store::{AttemptRecord, BatchMember, BatchRecord, QueueSummary, Store, TaskState};
 use tokio::sync::{Notify, watch};
 
 use crate::executor::{SetupError, build_clients, completion_for, render_request, render_with};
@@ -244,7 +244,14 @@ impl Batcher {
                 if items.len() >= max_items {
                     break;
                 }
-                let request = match render_with(&self.config, t, input.as_ref(), &[]) {
+                let request = match render_with(
+                    &self.config,
+                    &t.workload,
+                    &t.lane,
+                    &t.id,
+                    input.as_ref(),
+                    &[],
+                ) {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(task = %t.id, error = %e, "cannot render a batch task; it stays queued");
@@ -400,7 +407,7 @@ impl Batcher {
             return Ok(());
         }
         // Its tasks are read once, when it has ended, not on every poll.
-        let Some((_, tasks)) = self.store.batch(&b.id).await? else { return Ok(()) };
+        let tasks = self.store.batch_members(&b.id).await?;
         let results = match client.batch_results(&handle, &self.opts.retry).await {
             Ok(r) => r,
             Err(e) => {
@@ -424,12 +431,10 @@ impl Batcher {
             match outcome {
                 BatchOutcome::Succeeded(resp) => {
                     // Billed at the batch price, whatever became of the task meanwhile.
-                    let mut as_batch = t.clone();
-                    as_batch.lane = "batch".into();
                     let started = b.submitted_at.unwrap_or(b.created_at);
                     stored.push((
                         t.id.clone(),
-                        completion_for(&self.config, &as_batch, resp, started, None),
+                        completion_for(&self.config, &t.workload, "batch", resp, started, None),
                     ));
                 }
                 BatchOutcome::Errored(e)
@@ -475,7 +480,7 @@ impl Batcher {
     /// Back into a later batch if the deadline still allows one, else to stream.
     async fn requeue_or_escalate(
         &mut self,
-        t: &TaskRecord,
+        t: &BatchMember,
         batch_id: &str,
         why: &str,
     ) -> Result<(), sluice_store::StoreError> {
@@ -495,7 +500,7 @@ impl Batcher {
 
     async fn escalate(
         &mut self,
-        t: &TaskRecord,
+        t: &BatchMember,
         batch_id: &str,
         reason: &str,
         a: &AttemptRecord,
@@ -534,7 +539,7 @@ impl Batcher {
         let (waiting, near) =
             self.store.batch_waiting(&b.id, now.saturating_add(widest).saturating_add(1)).await?;
         let mut escalated = 0;
-        for t in &near {
+        for t in near.iter().map(BatchMember::of) {
             let (room, _) = self.stream_room(&t.workload);
             if now + millis(room) >= t.deadline {
                 let reason = format!(
@@ -543,7 +548,7 @@ impl Batcher {
                     (t.deadline - now).max(0) / 1000
                 );
                 let a = attempt(&b.id, "escalated", Some(reason.clone()));
-                if self.escalate(t, &b.id, &reason, &a).await? {
+                if self.escalate(&t, &b.id, &reason, &a).await? {
                     escalated += 1;
                 }
             }

@@ -327,20 +327,22 @@ pub async fn render_request(
 ) -> Result<ChatRequest, String> {
     let input =
         store.task_input(task).await.map_err(|e| format!("cannot read the task's event: {e}"))?;
-    render_with(config, task, input.as_ref(), headers)
+    render_with(config, &task.workload, &task.lane, &task.id, input.as_ref(), headers)
 }
 
 /// [`render_request`] from an input already read (the batch assembler reads a batch's inputs in
 /// one query).
 pub fn render_with(
     config: &Config,
-    task: &TaskRecord,
+    workload: &str,
+    lane: &str,
+    task_id: &str,
     input: Option<&sluice_store::TaskInput>,
     headers: &[(String, String)],
 ) -> Result<ChatRequest, String> {
     let w = config
-        .workload(&task.workload)
-        .ok_or_else(|| format!("workload {:?} is no longer in the config", task.workload))?;
+        .workload(workload)
+        .ok_or_else(|| format!("workload {workload:?} is no longer in the config"))?;
     let input = input.ok_or_else(|| "the task's event or upstream result is missing".to_owned())?;
     let payload: serde_json::Value = serde_json::from_str(input.event.payload.get())
         .map_err(|e| format!("stored payload: {e}"))?;
@@ -381,7 +383,7 @@ pub fn render_with(
         ),
         None => None,
     };
-    Ok(request(w, &task.lane, system, prompt, &task.id, headers))
+    Ok(request(w, lane, system, prompt, task_id, headers))
 }
 
 fn request(
@@ -464,7 +466,14 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
             return;
         }
         Outcome::Done(resp, first_token) => {
-            let completion = completion_for(&inner.config, task, &resp, started, first_token);
+            let completion = completion_for(
+                &inner.config,
+                &task.workload,
+                &task.lane,
+                &resp,
+                started,
+                first_token,
+            );
             let cost = completion.ledger.cost_nanousd;
             let r = store.complete(&task.id, fence, &completion).await;
             if matches!(r, Ok(Ok(()))) {
@@ -474,12 +483,9 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                 if let Some(t) = first_token {
                     metrics::histogram!(m::TIME_TO_FIRST_TOKEN, &labels).record(t as f64 / 1000.0);
                 }
-                if let Ok(Some((event, _))) =
-                    store.event(&task.event_id).await.map(|e| e.map(|(ev, t)| (ev.received_at, t)))
-                {
-                    metrics::histogram!(m::TASK_LATENCY, &labels)
-                        .record((now_ms() - event) as f64 / 1000.0);
-                }
+                // A task is created when its event is received: no read of the event needed.
+                metrics::histogram!(m::TASK_LATENCY, &labels)
+                    .record((now_ms() - task.created_at) as f64 / 1000.0);
                 inner.hub.end(&task.id, Update::Finished);
                 // Tasks that ran after this one are queued now; some may be streamed.
                 inner.wake.notify_one();
@@ -593,17 +599,18 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
 /// deliveries.
 pub fn completion_for(
     config: &Config,
-    task: &TaskRecord,
+    workload: &str,
+    lane: &str,
     resp: &ChatResponse,
     started: i64,
     first_token: Option<i64>,
 ) -> Completion {
-    let w = config.workload(&task.workload);
+    let w = config.workload(workload);
     let tokens = resp.usage.tokens();
     let (cost, stream_cost) = match w {
         Some(w) => {
             let standard = w.price.standard_cost(tokens);
-            let paid = match task.lane.as_str() {
+            let paid = match lane {
                 "flex" => w.price.flex_cost(tokens).unwrap_or(standard),
                 "batch" => w.price.batch_cost(tokens),
                 _ => standard,
@@ -640,10 +647,10 @@ pub fn completion_for(
         first_token_ms: first_token,
         ledger: LedgerEntry {
             id: format!("led_{}", uuid::Uuid::now_v7().simple()),
-            workload: task.workload.clone(),
+            workload: workload.to_owned(),
             provider,
             model: resp.model.clone(),
-            lane: task.lane.clone(),
+            lane: lane.to_owned(),
             input_tokens: i64_of(resp.usage.input_tokens),
             cached_input_tokens: i64_of(resp.usage.cached_input_tokens),
             output_tokens: i64_of(resp.usage.output_tokens),

@@ -172,7 +172,13 @@ pub fn plan(
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
             reason: decision.reason.clone(),
-            decision: serde_json::to_string(&decision).unwrap_or_else(|_| "{}".to_owned()),
+            decision: serde_json::value::to_raw_value(&decision).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("cannot encode the decision: {e}"),
+                )
+            })?,
             deadline: received_at.saturating_add(millis),
             priority: i64::from(w.critical),
             after_task_id,

@@ -82,7 +82,8 @@ async fn main() {
         .args(["--listen", "127.0.0.1:0", "--store", &store_url])
         .current_dir(dir.path())
         .env("OPENAI_API_KEY", "sk-bench")
-        .env("SLUICE_LOG", "warn")
+        // SLUICE_LOG=warn,sqlx::query=debug shows every statement with its time.
+        .env("SLUICE_LOG", std::env::var("SLUICE_LOG").unwrap_or_else(|_| "warn".to_owned()))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -341,7 +341,7 @@ async fn history(
                     state: TaskState::Queued,
                     rule: "cheapest".into(),
                     reason: "batched".into(),
-                    decision: "{}".into(),
+                    decision: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
                     deadline: at + deadline_ms,
                     priority: 0,
                     after_task_id: None,

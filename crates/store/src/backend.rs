@@ -13,10 +13,10 @@ use sqlx::{Pool, Postgres, Sqlite};
 
 use crate::migrations::{self, Migration};
 use crate::{
-    AttemptRecord, BatchLine, BatchRecord, Claimed, Completion, DeliveryOutcome, DueDelivery,
-    EventRecord, HistoryRow, Ingested, KeyConflict, LeaseLost, LedgerPoint, NewEvent, ProgressRow,
-    QueueSummary, ResultRecord, SqliteDurability, StoreError, TaskDetail, TaskInput, TaskQuery,
-    TaskRecord, TaskState,
+    AttemptRecord, BatchLine, BatchMember, BatchRecord, Claimed, Completion, DeliveryOutcome,
+    DueDelivery, EventRecord, HistoryRow, Ingested, KeyConflict, LeaseLost, LedgerPoint, NewEvent,
+    ProgressRow, QueueSummary, ResultRecord, SqliteDurability, StoreError, TaskDetail, TaskInput,
+    TaskQuery, TaskRecord, TaskState,
 };
 
 /// The store: SQLite or PostgreSQL. Cheap to clone (it is a connection pool).
@@ -57,7 +57,11 @@ impl Store {
                     SqliteDurability::Normal => SqliteSynchronous::Normal,
                 })
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // Checkpoint every ~40 MB of WAL, not SQLite's 4 MB: a hot page (the queue's
+                // index pages) is copied back once per checkpoint, so rarer checkpoints write far
+                // less. Measured on the 100k batch benchmark: a sixth less CPU.
+                .pragma("wal_autocheckpoint", "10000");
             let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
             Store::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -255,7 +259,7 @@ impl Store {
         workloads: &[String],
         now: i64,
         limit: i64,
-    ) -> Result<Vec<(TaskRecord, Option<TaskInput>)>, StoreError> {
+    ) -> Result<Vec<(BatchMember, Option<TaskInput>)>, StoreError> {
         if workloads.is_empty() {
             return Ok(Vec::new());
         }
@@ -298,6 +302,12 @@ impl Store {
         id: &str,
     ) -> Result<Option<(BatchRecord, Vec<TaskRecord>)>, StoreError> {
         dispatch!(self, batch(id))
+    }
+
+    /// The tasks of a batch as its poller needs them to route result lines: without the
+    /// decisions, reasons and events a full read would carry.
+    pub async fn batch_members(&self, batch_id: &str) -> Result<Vec<BatchMember>, StoreError> {
+        dispatch!(self, batch_members(batch_id))
     }
 
     /// Marks a batch ended (or failed), with why.
@@ -506,6 +516,9 @@ macro_rules! queries {
             let mut in_group: std::collections::HashMap<&str, &NewEvent> = std::collections::HashMap::new();
             let mut plans: Vec<Result<Vec<Seen<'_>>, KeyConflict>> = Vec::with_capacity(requests.len());
             let mut to_insert: Vec<&NewEvent> = Vec::new();
+            // Ids already in `to_insert`: a group holds thousands of events, a scan per event
+            // would be quadratic.
+            let mut inserting: std::collections::HashSet<&str> = std::collections::HashSet::new();
             for request in requests {
                 let mut plan = Vec::with_capacity(request.len());
                 let mut new_keys: std::collections::HashMap<&str, &NewEvent> = std::collections::HashMap::new();
@@ -537,7 +550,7 @@ macro_rules! queries {
                 in_group.extend(new_keys);
                 for seen in &plan {
                     if let Seen::New(ev) = seen {
-                        if !to_insert.iter().any(|e| e.id == ev.id) {
+                        if inserting.insert(ev.id.as_str()) {
                             to_insert.push(ev);
                         }
                     }
@@ -610,7 +623,7 @@ macro_rules! queries {
                         state: t.state,
                         rule: t.rule.clone(),
                         reason: t.reason.clone(),
-                        decision: json("tasks", &t.decision)?,
+                        decision: t.decision.clone(),
                         deadline: t.deadline,
                         priority: t.priority,
                         after_task_id: t.after_task_id.clone(),
@@ -707,7 +720,7 @@ macro_rules! queries {
 
         async fn insert_tasks(conn: &mut Conn, events: &[&NewEvent]) -> Result<(), StoreError> {
             let tasks: Vec<(&NewEvent, &crate::NewTask)> = events.iter().flat_map(|e| e.tasks.iter().map(move |t| (*e, t))).collect();
-            for chunk in chunks_by_size(&tasks, CHUNK / 12, |(_, t)| 200 + t.decision.len() + t.reason.len()) {
+            for chunk in chunks_by_size(&tasks, CHUNK / 12, |(_, t)| 200 + t.decision.get().len() + t.reason.len()) {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO tasks (id, event_id, workload, lane, state, rule, reason, decision, deadline, priority,
                                         after_task_id, created_at, updated_at) ",
@@ -720,7 +733,7 @@ macro_rules! queries {
                         .push_bind(t.state.as_str())
                         .push_bind(t.rule.clone())
                         .push_bind(t.reason.clone())
-                        .push_bind(t.decision.clone())
+                        .push_bind(t.decision.get().to_owned())
                         .push_bind(t.deadline)
                         .push_bind(t.priority)
                         .push_bind(t.after_task_id.clone())
@@ -928,6 +941,20 @@ macro_rules! queries {
                 [a, b, ..] => (*a, *b),
                 [] => return Ok(Vec::new()),
             };
+            // An idle executor polls often: a read first, so that finding nothing does not take
+            // SQLite's write lock from ingest.
+            let any = sqlx::query(
+                "SELECT 1 FROM tasks WHERE lane IN ($1, $2) AND state IN ('queued', 'running') AND run_after <= $3
+                   AND (state = 'queued' OR (state = 'running' AND lease_expires_at < $3)) LIMIT 1",
+            )
+            .bind(first)
+            .bind(second)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+            if any.is_none() {
+                return Ok(Vec::new());
+            }
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{} RETURNING {TASK_COLUMNS}", $claim_sql)))
                 .bind(owner)
                 .bind(now + lease_ms)
@@ -1152,6 +1179,14 @@ macro_rules! queries {
             lease_ms: i64,
             limit: i64,
         ) -> Result<Vec<DueDelivery>, StoreError> {
+            // As with tasks: finding nothing due must not take the write lock.
+            let any = sqlx::query("SELECT 1 FROM deliveries WHERE state IN ('pending', 'sending') AND next_attempt_at <= $1 LIMIT 1")
+                .bind(now)
+                .fetch_optional(pool)
+                .await?;
+            if any.is_none() {
+                return Ok(Vec::new());
+            }
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, next_attempt_at = $1, updated_at = $2
                  WHERE id IN (SELECT id FROM deliveries WHERE state IN ('pending', 'sending') AND next_attempt_at <= $2
@@ -1273,11 +1308,10 @@ macro_rules! queries {
             workloads: &[String],
             now: i64,
             limit: i64,
-        ) -> Result<Vec<(TaskRecord, Option<TaskInput>)>, StoreError> {
+        ) -> Result<Vec<(BatchMember, Option<TaskInput>)>, StoreError> {
+            // Only what a batch line is rendered from: not the decisions, which are most of a row.
             let mut q = sqlx::QueryBuilder::<$db>::new(
-                "SELECT t.id, t.event_id, t.workload, t.lane, t.state, t.rule, t.reason, t.decision, t.deadline,
-                        t.priority, t.after_task_id, t.attempts, t.lease_owner, t.lease_expires_at, t.fence,
-                        t.batch_id, t.last_error, t.created_at, t.updated_at,
+                "SELECT t.id, t.event_id, t.workload, t.lane, t.state, t.deadline, t.after_task_id,
                         e.event_type AS e_type, e.payload AS e_payload, e.idempotency_key AS e_key,
                         e.request_hash AS e_hash, e.needed_within_ms AS e_needed, e.source AS e_source,
                         e.received_at AS e_received, u.workload AS up_workload, r.output AS up_output
@@ -1297,12 +1331,20 @@ macro_rules! queries {
             let rows = q.build().fetch_all(pool).await?;
             rows.iter()
                 .map(|r| {
-                    let task = task_from_row(r)?;
+                    let state: String = r.try_get("state")?;
+                    let task = BatchMember {
+                        id: r.try_get("id")?,
+                        workload: r.try_get("workload")?,
+                        lane: r.try_get("lane")?,
+                        state: TaskState::parse(&state).ok_or_else(|| corrupt("tasks", format!("state {state:?}")))?,
+                        deadline: r.try_get("deadline")?,
+                    };
+                    let after_task_id: Option<String> = r.try_get("after_task_id")?;
                     let payload: Option<String> = r.try_get("e_payload")?;
                     let event = match payload {
                         None => None,
                         Some(p) => Some(EventRecord {
-                            id: task.event_id.clone(),
+                            id: r.try_get("event_id")?,
                             event_type: r.try_get("e_type")?,
                             payload: json("events", &p)?,
                             idempotency_key: r.try_get("e_key")?,
@@ -1317,7 +1359,7 @@ macro_rules! queries {
                             (Some(w), Some(o)) => Some((w, o)),
                             _ => None,
                         };
-                    let input = match (event, task.after_task_id.is_some(), upstream) {
+                    let input = match (event, after_task_id.is_some(), upstream) {
                         (Some(event), false, _) => Some(TaskInput { event, upstream: None }),
                         (Some(event), true, Some(up)) => Some(TaskInput { event, upstream: Some(up) }),
                         _ => None,
@@ -1345,7 +1387,9 @@ macro_rules! queries {
             for chunk in task_ids.chunks(CHUNK) {
                 let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET state = 'batched', batch_id = ");
                 q.push_bind(b.id.clone()).push(", updated_at = ").push_bind(b.created_at);
-                q.push(" WHERE state = 'queued' AND lane = 'batch' AND id IN (");
+                // `|| ''` keeps SQLite's planner on the primary key: on `state` and `lane` it
+                // would walk the claim index through the whole queue for every chunk.
+                q.push(" WHERE state || '' = 'queued' AND lane || '' = 'batch' AND id IN (");
                 let mut list = q.separated(", ");
                 for id in chunk {
                     list.push_bind(id.clone());
@@ -1392,6 +1436,25 @@ macro_rules! queries {
                 .fetch_all(pool)
                 .await?;
             Ok(Some((batch_from_row(&row)?, rows.iter().map(task_from_row).collect::<Result<_, _>>()?)))
+        }
+
+        pub(super) async fn batch_members(pool: &Pool<$db>, batch_id: &str) -> Result<Vec<BatchMember>, StoreError> {
+            let rows = sqlx::query("SELECT id, workload, lane, state, deadline FROM tasks WHERE batch_id = $1 ORDER BY id")
+                .bind(batch_id)
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let state: String = r.try_get("state")?;
+                    Ok(BatchMember {
+                        id: r.try_get("id")?,
+                        workload: r.try_get("workload")?,
+                        lane: r.try_get("lane")?,
+                        state: TaskState::parse(&state).ok_or_else(|| corrupt("tasks", format!("state {state:?}")))?,
+                        deadline: r.try_get("deadline")?,
+                    })
+                })
+                .collect()
         }
 
         pub(super) async fn finish_batch(pool: &Pool<$db>, id: &str, state: &str, at: i64, error: Option<&str>) -> Result<(), StoreError> {
@@ -1795,10 +1858,15 @@ const HISTORY_SQL: &str = "SELECT t.id, t.event_id, t.workload, t.lane, t.state,
      WHERE t.created_at >= $1
      ORDER BY t.created_at, t.id";
 
-const CLAIM_CANDIDATES: &str = "SELECT id FROM tasks
-     WHERE lane IN ($4, $5) AND run_after <= $3
-       AND (state = 'queued' OR (state = 'running' AND lease_expires_at < $3))
-     ORDER BY deadline, priority DESC LIMIT $6";
+/// `state IN (…)` lets the claim index reach the queued and running tasks of the lanes alone,
+/// not every task the lanes ever ran.
+macro_rules! claim_candidates {
+    () => {
+        "SELECT id FROM tasks WHERE lane IN ($4, $5) AND state IN ('queued', 'running') AND run_after <= $3
+           AND (state = 'queued' OR (state = 'running' AND lease_expires_at < $3))
+         ORDER BY deadline, priority DESC LIMIT $6"
+    };
+}
 
 mod sqlite {
     use super::*;
@@ -1808,7 +1876,8 @@ mod sqlite {
         format!(
             "UPDATE tasks SET state = 'running', lease_owner = $1, lease_expires_at = $2, fence = fence + 1,
                               attempts = attempts + 1, updated_at = $3
-             WHERE id IN ({CLAIM_CANDIDATES})"
+             WHERE id IN ({})",
+            claim_candidates!()
         )
     }
 
@@ -1840,7 +1909,8 @@ mod postgres {
         format!(
             "UPDATE tasks SET state = 'running', lease_owner = $1, lease_expires_at = $2, fence = fence + 1,
                               attempts = attempts + 1, updated_at = $3
-             WHERE id IN ({CLAIM_CANDIDATES} FOR UPDATE SKIP LOCKED)"
+             WHERE id IN ({} FOR UPDATE SKIP LOCKED)",
+            claim_candidates!()
         )
     }
 

@@ -56,7 +56,7 @@ impl TaskState {
 }
 
 /// An event to store, with the tasks it fans out into.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct NewEvent {
     pub id: String,
     pub event_type: String,
@@ -72,7 +72,7 @@ pub struct NewEvent {
     pub tasks: Vec<NewTask>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct NewTask {
     pub id: String,
     pub workload: String,
@@ -80,8 +80,8 @@ pub struct NewTask {
     pub state: TaskState,
     pub rule: String,
     pub reason: String,
-    /// The decision's estimates, as JSON text.
-    pub decision: String,
+    /// The decision's estimates, as JSON (serialized once, at planning).
+    pub decision: Box<serde_json::value::RawValue>,
     pub deadline: i64,
     pub priority: i64,
     pub after_task_id: Option<String>,
@@ -279,6 +279,28 @@ pub enum DeliveryOutcome {
 pub struct TaskInput {
     pub event: EventRecord,
     pub upstream: Option<(String, String)>,
+}
+
+/// A task of a batch, as the poller routes its result line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchMember {
+    pub id: String,
+    pub workload: String,
+    pub lane: String,
+    pub state: TaskState,
+    pub deadline: i64,
+}
+
+impl BatchMember {
+    pub fn of(t: &TaskRecord) -> BatchMember {
+        BatchMember {
+            id: t.id.clone(),
+            workload: t.workload.clone(),
+            lane: t.lane.clone(),
+            state: t.state,
+            deadline: t.deadline,
+        }
+    }
 }
 
 /// A provider batch as the store keeps it.

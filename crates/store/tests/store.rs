@@ -23,7 +23,7 @@ fn task(workload: &str, state: TaskState, deadline: i64, after: Option<&str>) ->
         state,
         rule: "feasibility".into(),
         reason: "needed within 2m".into(),
-        decision: "{}".into(),
+        decision: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
         deadline,
         priority: 0,
         after_task_id: after.map(str::to_owned),
