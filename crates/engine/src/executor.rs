@@ -12,9 +12,10 @@ use sluice_providers::{
     Tier,
 };
 use sluice_store::{
-    AttemptRecord, Claimed, Completion, LedgerEntry, NewDelivery, Store, TaskRecord,
+    AttemptRecord, Claimed, Completion, EventRecord, LedgerEntry, NewDelivery, Store, TaskInput,
+    TaskLease, TaskRecord,
 };
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::hub::{Hub, Update};
@@ -100,6 +101,53 @@ struct Inner {
     wake: Arc<Notify>,
     opts: ExecutorOptions,
     budget: crate::budget::Budget,
+    /// Calls in flight; ingest reserves some for the tasks it hands over.
+    slots: Arc<Semaphore>,
+    handed_tx: mpsc::UnboundedSender<Handed>,
+    /// Taken by [`Executor::run`].
+    handed_rx: Mutex<Option<mpsc::UnboundedReceiver<Handed>>>,
+}
+
+/// Lets ingest give the stream tasks it stores straight to this executor. A task with a free call
+/// slot is written already claimed by this executor in the ingest transaction, and handed over
+/// with its event as soon as the commit is durable: the call starts without a second write to
+/// claim it, a wake-up, or a read of its event. A task handed to an executor that has stopped is
+/// taken over by the next one when its lease runs out, like any claimed task of a dead process.
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    owner: String,
+    lease: Duration,
+    slots: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<Handed>,
+}
+
+/// A call slot held for a task that ingest is about to store claimed.
+#[derive(Debug)]
+pub struct Reserved(OwnedSemaphorePermit);
+
+#[derive(Debug)]
+struct Handed {
+    task: TaskRecord,
+    event: EventRecord,
+    slot: OwnedSemaphorePermit,
+}
+
+impl Handoff {
+    /// A free call slot, if there is one now.
+    pub fn reserve(&self) -> Option<Reserved> {
+        self.slots.clone().try_acquire_owned().ok().map(Reserved)
+    }
+
+    /// The lease to write with a task stored for this executor at `now`.
+    pub fn lease(&self, now: i64) -> TaskLease {
+        TaskLease { owner: self.owner.clone(), expires_at: now.saturating_add(millis(self.lease)) }
+    }
+
+    /// Starts a task that was stored with [`Handoff::lease`]; its slot is released when it ends.
+    pub fn hand(&self, task: TaskRecord, event: EventRecord, slot: Reserved) {
+        // A stopped executor drops it; the lease runs out and the next one takes the task over.
+        let _ = self.tx.send(Handed { task, event, slot: slot.0 });
+    }
 }
 
 impl Executor {
@@ -115,6 +163,7 @@ impl Executor {
         let clients = build_clients(&config, env)?;
         m::describe();
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+        let (handed_tx, handed_rx) = mpsc::unbounded_channel();
         Ok(Executor {
             inner: Arc::new(Inner {
                 budget: crate::budget::Budget::new(config.clone(), store.clone()),
@@ -124,7 +173,10 @@ impl Executor {
                 hub,
                 owner,
                 wake: Arc::new(Notify::new()),
+                slots: Arc::new(Semaphore::new(opts.max_in_flight)),
                 opts,
+                handed_tx,
+                handed_rx: Mutex::new(Some(handed_rx)),
             }),
         })
     }
@@ -138,46 +190,38 @@ impl Executor {
         &self.inner.hub
     }
 
+    /// For ingest: stream tasks stored claimed for this executor start at once.
+    pub fn handoff(&self) -> Handoff {
+        Handoff {
+            owner: self.inner.owner.clone(),
+            lease: self.inner.opts.lease,
+            slots: self.inner.slots.clone(),
+            tx: self.inner.handed_tx.clone(),
+        }
+    }
+
     /// Claims and runs tasks until `stop` turns true; then stops claiming and waits for the calls in
     /// flight (a task whose call outlives the process is taken over when its lease runs out).
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let inner = self.inner;
-        let slots = Arc::new(Semaphore::new(inner.opts.max_in_flight));
+        let slots = inner.slots.clone();
+        let Some(mut handed) = inner.handed_rx.lock().await.take() else {
+            tracing::error!("the executor is already running");
+            return;
+        };
         let mut running = JoinSet::new();
         let mut headroom_at = Instant::now();
+        // The store is read for work on a wake-up and at least every `poll`, not for each task
+        // ingest hands over.
+        let mut claim_now = true;
+        let mut next_claim = tokio::time::Instant::now();
         loop {
             if *stop.borrow() {
                 break;
             }
-            loop {
-                let free = slots.available_permits();
-                if free == 0 {
-                    break;
-                }
-                let lanes = [Lane::Stream.as_str(), Lane::Flex.as_str()];
-                let lease_ms = millis(inner.opts.lease);
-                let claimed = match inner
-                    .store
-                    .claim(&lanes, &inner.owner, now_ms(), lease_ms, free as i64)
-                    .await
-                {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot claim tasks");
-                        break;
-                    }
-                };
-                if claimed.is_empty() {
-                    break;
-                }
-                for c in claimed {
-                    let Ok(slot) = slots.clone().acquire_owned().await else { break };
-                    let inner = inner.clone();
-                    running.spawn(async move {
-                        run_task(&inner, c).await;
-                        drop(slot);
-                    });
-                }
+            if claim_now || tokio::time::Instant::now() >= next_claim {
+                next_claim = tokio::time::Instant::now() + inner.opts.poll;
+                claim(&inner, &slots, &mut running).await;
             }
             while running.try_join_next().is_some() {}
             if headroom_at.elapsed() > Duration::from_secs(5) {
@@ -195,13 +239,84 @@ impl Executor {
                     }
                 }
             }
+            claim_now = true;
             tokio::select! {
+                Some(h) = handed.recv() => {
+                    spawn_handed(&inner, &mut running, h);
+                    claim_now = false;
+                }
                 _ = inner.wake.notified() => {}
-                _ = tokio::time::sleep(inner.opts.poll) => {}
+                _ = tokio::time::sleep_until(next_claim) => {}
                 _ = stop.changed() => {}
             }
         }
+        // Tasks handed over before the stop were stored claimed by this executor: run them now
+        // rather than leave them to wait for their lease to run out.
+        handed.close();
+        while let Ok(h) = handed.try_recv() {
+            spawn_handed(&inner, &mut running, h);
+        }
         while running.join_next().await.is_some() {}
+    }
+}
+
+fn spawn_handed(inner: &Arc<Inner>, running: &mut JoinSet<()>, h: Handed) {
+    let inner = inner.clone();
+    running.spawn(async move {
+        let fence = h.task.fence;
+        let input = TaskInput { event: h.event, upstream: None };
+        run_task(&inner, Claimed { task: h.task, fence }, Some(input)).await;
+        drop(h.slot);
+    });
+}
+
+/// Claims as many queued tasks as there are free slots, and starts them.
+async fn claim(inner: &Arc<Inner>, slots: &Arc<Semaphore>, running: &mut JoinSet<()>) {
+    loop {
+        let free = slots.available_permits();
+        if free == 0 {
+            return;
+        }
+        let lanes = [Lane::Stream.as_str(), Lane::Flex.as_str()];
+        let lease_ms = millis(inner.opts.lease);
+        let claimed =
+            match inner.store.claim(&lanes, &inner.owner, now_ms(), lease_ms, free as i64).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot claim tasks");
+                    return;
+                }
+            };
+        if claimed.is_empty() {
+            return;
+        }
+        for c in claimed {
+            let inner = inner.clone();
+            match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    running.spawn(async move {
+                        run_task(&inner, c, None).await;
+                        drop(slot);
+                    });
+                }
+                // Ingest took the slot meanwhile: wait for one, then make sure the lease is
+                // still ours before calling (the wait may have outlasted it).
+                Err(_) => {
+                    let slots = slots.clone();
+                    running.spawn(async move {
+                        let Ok(slot) = slots.acquire_owned().await else { return };
+                        let renewed = inner
+                            .store
+                            .heartbeat(&c.task.id, c.fence, now_ms(), millis(inner.opts.lease))
+                            .await;
+                        if matches!(renewed, Ok(Ok(()))) {
+                            run_task(&inner, c, None).await;
+                        }
+                        drop(slot);
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -237,7 +352,8 @@ enum Outcome {
     LeaseLost,
 }
 
-async fn run_task(inner: &Arc<Inner>, c: Claimed) {
+/// `input` is the task's event when ingest handed it over; otherwise it is read from the store.
+async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
     let task = c.task;
     let fence = c.fence;
     let labels = [("lane", task.lane.clone()), ("workload", task.workload.clone())];
@@ -250,7 +366,7 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed) {
     }
     inner.hub.start(&task.id);
 
-    let outcome = match prepare(inner, &task).await {
+    let outcome = match prepare(inner, &task, input).await {
         Err(reason) => Outcome::Broken(reason),
         Ok((client, req)) => {
             let call = call(inner, &task, &client, &req, started);
@@ -302,7 +418,11 @@ async fn budget_stop(
 
 /// The provider request of a task: its workload's templates rendered over the event and, for an
 /// `after` task, the upstream output.
-async fn prepare(inner: &Inner, task: &TaskRecord) -> Result<(Client, ChatRequest), String> {
+async fn prepare(
+    inner: &Inner,
+    task: &TaskRecord,
+    input: Option<TaskInput>,
+) -> Result<(Client, ChatRequest), String> {
     let config = &inner.config;
     let w = config
         .workload(&task.workload)
@@ -313,7 +433,13 @@ async fn prepare(inner: &Inner, task: &TaskRecord) -> Result<(Client, ChatReques
         .get(&provider.name)
         .cloned()
         .ok_or_else(|| format!("no client for provider {:?}", provider.name))?;
-    let req = render_request(&inner.store, config, task, &inner.opts.extra_headers).await?;
+    let headers = &inner.opts.extra_headers;
+    let req = match input {
+        Some(input) => {
+            render_with(config, &task.workload, &task.lane, &task.id, Some(&input), headers)?
+        }
+        None => render_request(&inner.store, config, task, headers).await?,
+    };
     Ok((client, req))
 }
 
@@ -337,7 +463,7 @@ pub fn render_with(
     workload: &str,
     lane: &str,
     task_id: &str,
-    input: Option<&sluice_store::TaskInput>,
+    input: Option<&TaskInput>,
     headers: &[(String, String)],
 ) -> Result<ChatRequest, String> {
     let w = config

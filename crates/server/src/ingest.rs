@@ -4,7 +4,12 @@
 //! planned events to the committer and waits; the committer takes every request that queued up
 //! while the previous commit ran, stores them in one transaction (a savepoint each), and answers
 //! each request only after that commit returned.
+//!
+//! With an executor in the process, stream and flex tasks for which it has a free call slot are
+//! stored already claimed by it and handed over right after the commit, before the `202` is
+//! written: their calls start without a second store write.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,7 +20,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use sluice_store::{Ingested, KeyConflict, NewEvent, RequestOutcome, Store};
+use sluice_engine::executor::{Handoff, Reserved};
+use sluice_store::{Ingested, KeyConflict, NewEvent, RequestOutcome, Store, TaskState};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -48,12 +54,21 @@ impl std::fmt::Debug for Job {
 impl Committer {
     /// Starts `workers` commit loops (one suits SQLite's single writer; PostgreSQL overlaps a few).
     pub fn start(store: Store, workers: usize) -> (Committer, Vec<JoinHandle<()>>) {
+        Committer::with_handoff(store, workers, None)
+    }
+
+    /// [`Committer::start`], handing stream tasks to the executor of this process.
+    pub fn with_handoff(
+        store: Store,
+        workers: usize,
+        handoff: Option<Handoff>,
+    ) -> (Committer, Vec<JoinHandle<()>>) {
         let (tx, rx) = mpsc::channel::<Job>(4 * MAX_GROUP);
         let rx = Arc::new(Mutex::new(rx));
         let handles = (0..workers.max(1))
             .map(|_| {
-                let (store, rx) = (store.clone(), rx.clone());
-                tokio::spawn(async move { commit_loop(store, rx).await })
+                let (store, rx, handoff) = (store.clone(), rx.clone(), handoff.clone());
+                tokio::spawn(async move { commit_loop(store, rx, handoff).await })
             })
             .collect();
         (Committer { tx }, handles)
@@ -74,7 +89,7 @@ impl Committer {
     }
 }
 
-async fn commit_loop(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn commit_loop(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>, handoff: Option<Handoff>) {
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
@@ -88,14 +103,21 @@ async fn commit_loop(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
             }
             jobs
         };
-        let (requests, replies): (Vec<Vec<NewEvent>>, Vec<_>) =
+        let (mut requests, replies): (Vec<Vec<NewEvent>>, Vec<_>) =
             jobs.into_iter().map(|j| (j.events, j.reply)).unzip();
+        let mut reserved = match &handoff {
+            Some(h) => claim_for(h, &mut requests),
+            None => HashMap::new(),
+        };
         let started = Instant::now();
         let result = store.ingest(&requests).await;
         metrics::histogram!(m::INGEST_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         metrics::histogram!(m::INGEST_GROUP_SIZE).record(replies.len() as f64);
         match result {
             Ok(outcomes) => {
+                if let Some(h) = &handoff {
+                    hand_over(h, &outcomes, &mut reserved);
+                }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // A client that hung up still got its events stored; nothing to undo.
                     let _ = reply.send(Ok(outcome));
@@ -106,6 +128,42 @@ async fn commit_loop(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
                 for reply in replies {
                     let _ = reply.send(Err(text.clone()));
                 }
+            }
+        }
+    }
+}
+
+/// Marks the group's stream and flex tasks that have a free call slot as claimed by the executor
+/// (in deadline order, when slots are short), and keeps their slots by task id.
+fn claim_for(h: &Handoff, requests: &mut [Vec<NewEvent>]) -> HashMap<String, Reserved> {
+    let mut reserved = HashMap::new();
+    let lease = h.lease(sluice_engine::now_ms());
+    let mut ready: Vec<&mut sluice_store::NewTask> = requests
+        .iter_mut()
+        .flatten()
+        .flat_map(|e| e.tasks.iter_mut())
+        .filter(|t| t.state == TaskState::Queued && (t.lane == "stream" || t.lane == "flex"))
+        .collect();
+    ready.sort_by_key(|t| t.deadline);
+    for t in ready {
+        let Some(slot) = h.reserve() else { break };
+        t.state = TaskState::Running;
+        t.lease = Some(lease.clone());
+        reserved.insert(t.id.clone(), slot);
+    }
+    reserved
+}
+
+/// Hands the tasks stored claimed to the executor. A replayed event stored nothing: its planned
+/// tasks were not written, and their slots go back when `reserved` is dropped.
+fn hand_over(h: &Handoff, outcomes: &[RequestOutcome], reserved: &mut HashMap<String, Reserved>) {
+    if reserved.is_empty() {
+        return;
+    }
+    for ingested in outcomes.iter().flatten().flatten().filter(|i| !i.replayed) {
+        for t in &ingested.tasks {
+            if let Some(slot) = reserved.remove(&t.id) {
+                h.hand(t.clone(), ingested.event.clone(), slot);
             }
         }
     }
@@ -161,10 +219,10 @@ pub async fn store_events(
     }
     match state.committer.submit(planned).await? {
         Ok(done) => {
-            let streamed = done.iter().flat_map(|i| &i.tasks).any(|t| {
-                t.state == sluice_store::TaskState::Queued
-                    && (t.lane == "stream" || t.lane == "flex")
-            });
+            let streamed = done
+                .iter()
+                .flat_map(|i| &i.tasks)
+                .any(|t| t.state == TaskState::Queued && (t.lane == "stream" || t.lane == "flex"));
             if let (true, Some(wake)) = (streamed, &state.wake) {
                 wake.notify_one();
             }

@@ -182,6 +182,7 @@ pub fn plan(
             deadline: received_at.saturating_add(millis),
             priority: i64::from(w.critical),
             after_task_id,
+            lease: None,
         });
     }
 

@@ -99,10 +99,11 @@ async fn start_sluice(
         Executor::new(store.clone(), config.clone(), hub.clone(), env, ExecutorOptions::default())
             .unwrap();
     let wake = executor.waker();
+    let handoff = executor.handoff();
     let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(executor.run(stopping.clone()));
     tokio::spawn(Deliverer::new(store.clone(), config.clone(), env).run(stopping));
-    let (committer, committers) = Committer::start(store.clone(), 1);
+    let (committer, committers) = Committer::with_handoff(store.clone(), 1, Some(handoff));
     let state = AppState {
         config,
         store,

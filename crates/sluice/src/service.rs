@@ -60,6 +60,7 @@ impl Service {
             opts.executor,
         )?;
         let wake = executor.waker();
+        let handoff = executor.handoff();
         let (stop, stopping) = watch::channel(false);
         let mut workers = vec![tokio::spawn(executor.run(stopping.clone()))];
         let batcher = Batcher::new(
@@ -75,7 +76,8 @@ impl Service {
         workers.push(tokio::spawn(deliverer.run(stopping)));
 
         let committers = if store.backend() == "postgres" { 4 } else { 1 };
-        let (committer, committing) = Committer::start(store.clone(), committers);
+        let (committer, committing) =
+            Committer::with_handoff(store.clone(), committers, Some(handoff));
         let state = AppState {
             config,
             store,

@@ -345,6 +345,7 @@ async fn history(
                     deadline: at + deadline_ms,
                     priority: 0,
                     after_task_id: None,
+                    lease: None,
                 }],
             }
         })

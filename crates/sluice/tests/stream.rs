@@ -93,6 +93,8 @@ async fn a_ticket_streams_tokens_to_its_watcher_and_a_signed_result_to_its_webho
         .await
         .unwrap();
     let triage = &r["tasks"][0];
+    // Stored already claimed by the executor, which started the call before the 202 was sent.
+    assert_eq!(triage["state"], "running", "{r}");
     let url = format!("{}{}", w.base, triage["stream_url"].as_str().unwrap());
     let events = sse(w.http.get(&url).send().await.unwrap(), Duration::from_secs(10)).await;
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
@@ -159,6 +161,51 @@ async fn a_ticket_streams_tokens_to_its_watcher_and_a_signed_result_to_its_webho
         .map(|c| c.total_usd)
         .sum();
     assert!((ledger - charged).abs() < 1e-9, "ledger {ledger} vs sim {charged}");
+    let _ = w.stop.send(true);
+    w.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_tasks_start_from_ingest_while_call_slots_last_and_wait_queued_beyond() {
+    // Calls that hold their slot a while: 80 at once are more than the executor's 64 slots.
+    let mut sim = SimConfig::default();
+    sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(300));
+    let w = world(sim, Vec::new()).await;
+    let slots = sluice_engine::ExecutorOptions::default().max_in_flight;
+    let events: Vec<Value> = (0..slots + 16)
+        .map(|i| json!({"type": "ticket.created", "payload": {"subject": format!("Ticket {i}")}}))
+        .collect();
+    let r: Value = w
+        .http
+        .post(format!("{}/v1/events", w.base))
+        .json(&events)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let triage: Vec<&Value> =
+        r["events"].as_array().unwrap().iter().map(|e| &e["tasks"][0]).collect();
+    let state = |s: &str| triage.iter().filter(|t| t["state"] == s).count();
+    assert_eq!(state("running"), slots, "one task a free slot is handed over at ingest");
+    assert_eq!(state("queued"), 16, "the rest wait in the store for a slot");
+
+    // All of them run, once each: those handed over and those claimed later.
+    let ids: Vec<String> = triage.iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();
+    for id in &ids {
+        let d = wait_for(Duration::from_secs(30), async || {
+            let d = w.store.task(id).await.unwrap().unwrap();
+            (d.task.state == sluice_store::TaskState::Succeeded).then_some(d)
+        })
+        .await;
+        assert_eq!(d.task.attempts, 1, "task {id} ran {} times", d.task.attempts);
+    }
+    let charges = w.sim.charges().all();
+    for id in &ids {
+        let n = charges.iter().filter(|c| c.user_id.as_deref() == Some(id.as_str())).count();
+        assert_eq!(n, 1, "task {id} charged {n} times");
+    }
     let _ = w.stop.send(true);
     w.sim.shutdown().await;
 }

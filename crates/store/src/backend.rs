@@ -627,10 +627,10 @@ macro_rules! queries {
                         deadline: t.deadline,
                         priority: t.priority,
                         after_task_id: t.after_task_id.clone(),
-                        attempts: 0,
-                        lease_owner: None,
-                        lease_expires_at: None,
-                        fence: 0,
+                        attempts: i64::from(t.lease.is_some()),
+                        lease_owner: t.lease.as_ref().map(|l| l.owner.clone()),
+                        lease_expires_at: t.lease.as_ref().map(|l| l.expires_at),
+                        fence: i64::from(t.lease.is_some()),
                         batch_id: None,
                         last_error: None,
                         created_at: ev.received_at,
@@ -720,10 +720,10 @@ macro_rules! queries {
 
         async fn insert_tasks(conn: &mut Conn, events: &[&NewEvent]) -> Result<(), StoreError> {
             let tasks: Vec<(&NewEvent, &crate::NewTask)> = events.iter().flat_map(|e| e.tasks.iter().map(move |t| (*e, t))).collect();
-            for chunk in chunks_by_size(&tasks, CHUNK / 12, |(_, t)| 200 + t.decision.get().len() + t.reason.len()) {
+            for chunk in chunks_by_size(&tasks, CHUNK / 17, |(_, t)| 200 + t.decision.get().len() + t.reason.len()) {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO tasks (id, event_id, workload, lane, state, rule, reason, decision, deadline, priority,
-                                        after_task_id, created_at, updated_at) ",
+                                        after_task_id, created_at, updated_at, lease_owner, lease_expires_at, fence, attempts) ",
                 );
                 q.push_values(chunk, |mut row, (ev, t)| {
                     row.push_bind(t.id.clone())
@@ -738,7 +738,11 @@ macro_rules! queries {
                         .push_bind(t.priority)
                         .push_bind(t.after_task_id.clone())
                         .push_bind(ev.received_at)
-                        .push_bind(ev.received_at);
+                        .push_bind(ev.received_at)
+                        .push_bind(t.lease.as_ref().map(|l| l.owner.clone()))
+                        .push_bind(t.lease.as_ref().map(|l| l.expires_at))
+                        .push_bind(i64::from(t.lease.is_some()))
+                        .push_bind(i64::from(t.lease.is_some()));
                 });
                 q.build().execute(&mut *conn).await?;
             }

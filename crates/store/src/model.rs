@@ -85,6 +85,16 @@ pub struct NewTask {
     pub deadline: i64,
     pub priority: i64,
     pub after_task_id: Option<String>,
+    /// Stored already claimed (state `running`, fence 1) by the executor in this process, which
+    /// starts the call as soon as the commit is durable: see `sluice_engine::executor::Handoff`.
+    pub lease: Option<TaskLease>,
+}
+
+/// A lease written with the task itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskLease {
+    pub owner: String,
+    pub expires_at: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -27,6 +27,7 @@ fn task(workload: &str, state: TaskState, deadline: i64, after: Option<&str>) ->
         deadline,
         priority: 0,
         after_task_id: after.map(str::to_owned),
+        lease: None,
     }
 }
 
@@ -239,6 +240,39 @@ macro_rules! suite {
                 let next = store.claim(&lanes, "worker-b", 1_300, 100, 10).await.unwrap();
                 assert_eq!(next.len(), 1);
                 assert_eq!(next[0].task.workload, "digest");
+            }
+
+            #[tokio::test]
+            async fn a_task_stored_claimed_is_owned_until_its_lease_runs_out() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let mut ev = event(None, "h");
+                ev.tasks[0].state = TaskState::Running;
+                ev.tasks[0].lease =
+                    Some(TaskLease { owner: "ingest-worker".into(), expires_at: 1_100 });
+                let out = store.ingest(&[vec![ev.clone()]]).await.unwrap();
+                let stored = &out[0].as_ref().unwrap()[0].tasks[0];
+                assert_eq!(
+                    (stored.state, stored.fence, stored.attempts),
+                    (TaskState::Running, 1, 1)
+                );
+                assert_eq!(stored.lease_owner.as_deref(), Some("ingest-worker"));
+                let task_id = stored.id.clone();
+                let detail = store.task(&task_id).await.unwrap().unwrap();
+                assert_eq!((detail.task.state, detail.task.fence), (TaskState::Running, 1));
+                assert_eq!(detail.task.lease_expires_at, Some(1_100));
+
+                // Nobody else claims it while the lease holds; its owner renews it with fence 1.
+                let lanes = ["stream", "flex"];
+                assert!(store.claim(&lanes, "other", 1_050, 100, 10).await.unwrap().is_empty());
+                assert!(store.heartbeat(&task_id, 1, 1_050, 100).await.unwrap().is_ok());
+
+                // Its owner dies: once the lease has run out, the task is taken over, fenced.
+                let taken = store.claim(&lanes, "other", 1_200, 100, 10).await.unwrap();
+                assert_eq!(taken.len(), 1);
+                assert_eq!((taken[0].task.id.as_str(), taken[0].fence), (task_id.as_str(), 2));
+                assert_eq!(taken[0].task.attempts, 2);
+                assert!(store.complete(&task_id, 1, &completion(1_210)).await.unwrap().is_err());
+                store.complete(&task_id, 2, &completion(1_220)).await.unwrap().unwrap();
             }
 
             #[tokio::test]

@@ -82,6 +82,7 @@ pub async fn world(
     let executor = Executor::new(store.clone(), config.clone(), hub.clone(), env, opts).unwrap();
     let wake = executor.waker();
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    let handoff = executor.handoff();
     tokio::spawn(executor.run(stopping.clone()));
     let batch_opts = BatcherOptions {
         tick: Duration::from_millis(100),
@@ -94,7 +95,7 @@ pub async fn world(
     let turnarounds = batcher.turnarounds();
     tokio::spawn(batcher.run(stopping.clone()));
     tokio::spawn(Deliverer::new(store.clone(), config.clone(), env).run(stopping));
-    let (committer, committers) = Committer::start(store.clone(), 1);
+    let (committer, committers) = Committer::with_handoff(store.clone(), 1, Some(handoff));
     let state = AppState {
         config,
         store: store.clone(),
