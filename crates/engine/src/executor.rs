@@ -12,8 +12,8 @@ use sluice_providers::{
     Tier,
 };
 use sluice_store::{
-    AttemptRecord, Claimed, Completion, EventRecord, LedgerEntry, NewDelivery, Store, TaskInput,
-    TaskLease, TaskRecord,
+    AttemptRecord, Claimed, Completion, EventRecord, LeaseLost, LedgerEntry, NewDelivery, Store,
+    StoreError, TaskInput, TaskLease, TaskRecord,
 };
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -106,6 +106,53 @@ struct Inner {
     handed_tx: mpsc::UnboundedSender<Handed>,
     /// Taken by [`Executor::run`].
     handed_rx: Mutex<Option<mpsc::UnboundedReceiver<Handed>>>,
+    completing_tx: mpsc::UnboundedSender<Completing>,
+    /// Taken by [`Executor::run`], which starts the group writer of results.
+    completing_rx: Mutex<Option<mpsc::UnboundedReceiver<Completing>>>,
+}
+
+/// A result waiting for the group writer.
+#[derive(Debug)]
+struct Completing {
+    task_id: String,
+    fence: i64,
+    completion: Completion,
+    reply: tokio::sync::oneshot::Sender<Result<Result<(), LeaseLost>, StoreError>>,
+}
+
+/// At most this many results share one transaction.
+const MAX_COMPLETION_GROUP: usize = 256;
+
+/// Stores results as ingest stores events: every result that arrived while the previous
+/// transaction ran goes into the next one, so that many calls ending together cost one fsync,
+/// not one each. Ends when every sender is gone (the executor and its tasks have ended).
+async fn write_completions(store: Store, mut rx: mpsc::UnboundedReceiver<Completing>) {
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_COMPLETION_GROUP {
+            match rx.try_recv() {
+                Ok(c) => group.push(c),
+                Err(_) => break,
+            }
+        }
+        let items: Vec<(&str, i64, &Completion)> =
+            group.iter().map(|c| (c.task_id.as_str(), c.fence, &c.completion)).collect();
+        match store.complete_many(&items).await {
+            Ok(results) => {
+                drop(items);
+                for (c, r) in group.into_iter().zip(results) {
+                    let _ = c.reply.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                drop(items);
+                let e = Arc::new(e);
+                for c in group {
+                    let _ = c.reply.send(Err(StoreError::Shared(e.clone())));
+                }
+            }
+        }
+    }
 }
 
 /// Lets ingest give the stream tasks it stores straight to this executor. A task with a free call
@@ -164,6 +211,7 @@ impl Executor {
         m::describe();
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
         let (handed_tx, handed_rx) = mpsc::unbounded_channel();
+        let (completing_tx, completing_rx) = mpsc::unbounded_channel();
         Ok(Executor {
             inner: Arc::new(Inner {
                 budget: crate::budget::Budget::new(config.clone(), store.clone()),
@@ -177,6 +225,8 @@ impl Executor {
                 opts,
                 handed_tx,
                 handed_rx: Mutex::new(Some(handed_rx)),
+                completing_tx,
+                completing_rx: Mutex::new(Some(completing_rx)),
             }),
         })
     }
@@ -205,10 +255,13 @@ impl Executor {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let inner = self.inner;
         let slots = inner.slots.clone();
-        let Some(mut handed) = inner.handed_rx.lock().await.take() else {
+        let (Some(mut handed), Some(completing)) =
+            (inner.handed_rx.lock().await.take(), inner.completing_rx.lock().await.take())
+        else {
             tracing::error!("the executor is already running");
             return;
         };
+        tokio::spawn(write_completions(inner.store.clone(), completing));
         let mut running = JoinSet::new();
         let mut headroom_at = Instant::now();
         // The store is read for work on a wake-up and at least every `poll`, not for each task
@@ -557,6 +610,25 @@ async fn call(
     }
 }
 
+/// Stores a result through the group writer.
+async fn complete(
+    inner: &Inner,
+    task_id: &str,
+    fence: i64,
+    completion: Completion,
+) -> Result<Result<(), LeaseLost>, StoreError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let c =
+        Completing { task_id: task_id.to_owned(), fence, completion: completion.clone(), reply };
+    if inner.completing_tx.send(c).is_ok()
+        && let Ok(written) = answer.await
+    {
+        return written;
+    }
+    // The group writer is gone (the executor stopped): store the result on its own.
+    inner.store.complete(task_id, fence, &completion).await
+}
+
 /// Renews the lease every third of its length; returns only when it is lost.
 async fn keep_lease(inner: &Inner, task_id: &str, fence: i64) {
     let every = inner.opts.lease / 3;
@@ -601,7 +673,7 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                 first_token,
             );
             let cost = completion.ledger.cost_nanousd;
-            let r = store.complete(&task.id, fence, &completion).await;
+            let r = complete(inner, &task.id, fence, completion).await;
             if matches!(r, Ok(Ok(()))) {
                 metrics::counter!(m::TASKS_FINISHED, &labels).increment(1);
                 metrics::counter!(m::DOLLARS_SPENT, &labels)

@@ -171,7 +171,17 @@ impl Store {
         fence: i64,
         done: &Completion,
     ) -> Result<Result<(), LeaseLost>, StoreError> {
-        dispatch!(self, complete(task_id, fence, done))
+        let mut out = self.complete_many(&[(task_id, fence, done)]).await?;
+        Ok(out.pop().unwrap_or(Err(LeaseLost { fence })))
+    }
+
+    /// [`Store::complete`] for several tasks in one transaction (one fsync): each is stored only
+    /// if its fence is still current, and answered on its own.
+    pub async fn complete_many(
+        &self,
+        done: &[(&str, i64, &Completion)],
+    ) -> Result<Vec<Result<(), LeaseLost>>, StoreError> {
+        dispatch!(self, complete_many(done))
     }
 
     /// Fails a task for good (and the tasks that run after it), recording the attempt.
@@ -1047,16 +1057,29 @@ macro_rules! queries {
             Ok(())
         }
 
-        pub(super) async fn complete(
+        pub(super) async fn complete_many(
             pool: &Pool<$db>,
+            done: &[(&str, i64, &Completion)],
+        ) -> Result<Vec<Result<(), LeaseLost>>, StoreError> {
+            let mut tx = begin_write(pool).await?;
+            let mut out = Vec::with_capacity(done.len());
+            for (task_id, fence, d) in done {
+                out.push(complete_one(&mut tx, task_id, *fence, d).await?);
+            }
+            tx.commit().await?;
+            Ok(out)
+        }
+
+        /// Writes nothing when the lease was lost: the settle is the first statement, and it
+        /// changes no row then.
+        async fn complete_one(
+            tx: &mut Conn,
             task_id: &str,
             fence: i64,
             d: &Completion,
         ) -> Result<Result<(), LeaseLost>, StoreError> {
-            let mut tx = begin_write(pool).await?;
             let now = d.finished_at;
-            if !settle(&mut tx, task_id, fence, TaskState::Succeeded, 0, None, now).await? {
-                tx.rollback().await?;
+            if !settle(&mut *tx, task_id, fence, TaskState::Succeeded, 0, None, now).await? {
                 return Ok(Err(LeaseLost { fence }));
             }
             let l = &d.ledger;
@@ -1070,10 +1093,9 @@ macro_rules! queries {
                 error: None,
                 provider_request_id: d.provider_request_id.clone(),
             };
-            record_attempt(&mut tx, task_id, fence, &attempt).await?;
-            insert_ledger(&mut tx, task_id, d).await?;
-            insert_result_and_release(&mut tx, task_id, d).await?;
-            tx.commit().await?;
+            record_attempt(&mut *tx, task_id, fence, &attempt).await?;
+            insert_ledger(&mut *tx, task_id, d).await?;
+            insert_result_and_release(&mut *tx, task_id, d).await?;
             Ok(Ok(()))
         }
 

@@ -35,6 +35,9 @@ pub enum StoreError {
     BadUrl(String),
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
+    /// One failure answered to several callers (a group commit that failed).
+    #[error("{0}")]
+    Shared(std::sync::Arc<StoreError>),
 }
 
 /// How hard SQLite works to keep a commit.

@@ -276,6 +276,44 @@ macro_rules! suite {
             }
 
             #[tokio::test]
+            async fn results_stored_together_are_fenced_one_by_one() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let mut evs = Vec::new();
+                for _ in 0..2 {
+                    let mut ev = event(None, "h");
+                    ev.tasks.truncate(1);
+                    evs.push(ev);
+                }
+                store.ingest(&[evs]).await.unwrap();
+                let got = store.claim(&["stream"], "w", 1_000, 100, 10).await.unwrap();
+                assert_eq!(got.len(), 2);
+                let (a, b) = (&got[0], &got[1]);
+                // `b`'s lease runs out and another worker takes it over.
+                let again = store.claim(&["stream"], "w2", 1_200, 100, 10).await.unwrap();
+                assert_eq!(again.len(), 2, "both leases ran out");
+                let (a2, b2) = (&again[0], &again[1]);
+                assert_eq!(
+                    (a2.task.id.as_str(), b2.task.id.as_str()),
+                    (a.task.id.as_str(), b.task.id.as_str())
+                );
+                let done = completion(1_210);
+                // One stale fence and one current one in the same group.
+                let out = store
+                    .complete_many(&[(&a.task.id, a.fence, &done), (&b.task.id, b2.fence, &done)])
+                    .await
+                    .unwrap();
+                assert_eq!(out[0], Err(LeaseLost { fence: a.fence }));
+                assert_eq!(out[1], Ok(()));
+                let a_now = store.task(&a.task.id).await.unwrap().unwrap();
+                assert_eq!(a_now.task.state, TaskState::Running, "a stale result changes nothing");
+                assert!(a_now.result.is_none());
+                assert_eq!(a_now.cost_nanousd, 0);
+                let b_now = store.task(&b.task.id).await.unwrap().unwrap();
+                assert_eq!(b_now.task.state, TaskState::Succeeded);
+                assert_eq!(b_now.cost_nanousd, 20_000);
+            }
+
+            #[tokio::test]
             async fn claims_go_earliest_deadline_first_and_respect_run_after() {
                 let Some((store, _guard, _)) = super::$backend().await else { return };
                 let mut evs = Vec::new();
