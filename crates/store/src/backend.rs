@@ -1621,7 +1621,8 @@ macro_rules! queries {
                     }
 
                     let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET state = 'queued', updated_at = ");
-                    q.push_bind(stamp).push(" WHERE state = 'pending' AND after_task_id IN (");
+                    // `state || ''`: on `state` SQLite would walk every pending task for each chunk.
+                    q.push_bind(stamp).push(" WHERE state || '' = 'pending' AND after_task_id IN (");
                     let mut list = q.separated(", ");
                     for (id, _) in &stored {
                         list.push_bind(id.clone());

@@ -24,6 +24,11 @@ pub static SQLITE: &[Migration] = &[
         name: "tasks_by_batch",
         sql: include_str!("../migrations/sqlite/0003_tasks_by_batch.sql"),
     },
+    Migration {
+        version: 4,
+        name: "partial_task_indexes",
+        sql: include_str!("../migrations/sqlite/0004_partial_task_indexes.sql"),
+    },
 ];
 
 pub static POSTGRES: &[Migration] = &[
@@ -41,6 +46,11 @@ pub static POSTGRES: &[Migration] = &[
         version: 3,
         name: "tasks_by_batch",
         sql: include_str!("../migrations/postgres/0003_tasks_by_batch.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "partial_task_indexes",
+        sql: include_str!("../migrations/postgres/0004_partial_task_indexes.sql"),
     },
 ];
 
