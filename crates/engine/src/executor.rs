@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_core::config::{Deliver, OutputFormat, Workload};
@@ -103,6 +104,9 @@ struct Inner {
     budget: crate::budget::Budget,
     /// Calls in flight; ingest reserves some for the tasks it hands over.
     slots: Arc<Semaphore>,
+    /// True while ready tasks may wait in the store for a slot: ingest then stores new ones
+    /// queued too, so that the store's earliest-deadline-first order decides who runs next.
+    backlog: Arc<AtomicBool>,
     handed_tx: mpsc::UnboundedSender<Handed>,
     /// Taken by [`Executor::run`].
     handed_rx: Mutex<Option<mpsc::UnboundedReceiver<Handed>>>,
@@ -165,6 +169,7 @@ pub struct Handoff {
     owner: String,
     lease: Duration,
     slots: Arc<Semaphore>,
+    backlog: Arc<AtomicBool>,
     tx: mpsc::UnboundedSender<Handed>,
 }
 
@@ -180,9 +185,20 @@ struct Handed {
 }
 
 impl Handoff {
-    /// A free call slot, if there is one now.
+    /// A free call slot, if there is one now and no ready task waits in the store for one.
     pub fn reserve(&self) -> Option<Reserved> {
-        self.slots.clone().try_acquire_owned().ok().map(Reserved)
+        if self.backlog.load(Ordering::Acquire) {
+            return None;
+        }
+        match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(Reserved(slot)),
+            Err(_) => {
+                // This task and the rest are stored queued: until the executor has claimed them,
+                // newer ones must not overtake them.
+                self.backlog.store(true, Ordering::Release);
+                None
+            }
+        }
     }
 
     /// The lease to write with a task stored for this executor at `now`.
@@ -222,6 +238,7 @@ impl Executor {
                 owner,
                 wake: Arc::new(Notify::new()),
                 slots: Arc::new(Semaphore::new(opts.max_in_flight)),
+                backlog: Arc::new(AtomicBool::new(false)),
                 opts,
                 handed_tx,
                 handed_rx: Mutex::new(Some(handed_rx)),
@@ -246,6 +263,7 @@ impl Executor {
             owner: self.inner.owner.clone(),
             lease: self.inner.opts.lease,
             slots: self.inner.slots.clone(),
+            backlog: self.inner.backlog.clone(),
             tx: self.inner.handed_tx.clone(),
         }
     }
@@ -340,6 +358,8 @@ async fn claim(inner: &Arc<Inner>, slots: &Arc<Semaphore>, running: &mut JoinSet
                     return;
                 }
             };
+        // Fewer than asked for: nothing ready is left waiting in the store.
+        inner.backlog.store(claimed.len() >= free, Ordering::Release);
         if claimed.is_empty() {
             return;
         }
