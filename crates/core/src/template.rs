@@ -23,6 +23,9 @@ const BUILTIN_FUNCTIONS: [&str; 4] = ["range", "dict", "namespace", "debug"];
 /// The compiled templates of one config, by name (`<workload>.prompt`, `<workload>.system`).
 pub struct Prompts {
     env: Environment<'static>,
+    /// The `payload.…` paths each template uses, sorted: found once at compile time, since
+    /// ingest checks them for every event.
+    payload_paths: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl std::fmt::Debug for Prompts {
@@ -37,7 +40,7 @@ impl Default for Prompts {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Prompts are not HTML: never escape.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-        Prompts { env }
+        Prompts { env, payload_paths: std::collections::HashMap::new() }
     }
 }
 
@@ -79,6 +82,13 @@ impl Prompts {
     pub fn add(&mut self, name: &str, source: &str) -> Result<BTreeSet<String>, CompileError> {
         self.env.add_template_owned(name.to_owned(), source.to_owned()).map_err(compile_error)?;
         let template = self.env.get_template(name).map_err(compile_error)?;
+        let mut paths: Vec<String> = template
+            .undeclared_variables(true)
+            .into_iter()
+            .filter(|p| p == "payload" || p.starts_with("payload."))
+            .collect();
+        paths.sort();
+        self.payload_paths.insert(name.to_owned(), paths);
         Ok(template
             .undeclared_variables(false)
             .into_iter()
@@ -104,19 +114,20 @@ impl Prompts {
     /// Checks that `payload` has every `payload.…` path template `name` uses, for templates that
     /// cannot be rendered yet (they wait for an upstream result). Returns the first missing path.
     pub fn missing_payload_path(&self, name: &str, payload: &serde_json::Value) -> Option<String> {
-        let template = self.env.get_template(name).ok()?;
-        let mut paths: Vec<String> = template.undeclared_variables(true).into_iter().collect();
-        paths.sort();
-        paths.into_iter().filter(|p| p == "payload" || p.starts_with("payload.")).find(|path| {
-            let mut at = payload;
-            for seg in path.split('.').skip(1) {
-                match at.get(seg) {
-                    Some(next) => at = next,
-                    None => return true,
+        let paths = self.payload_paths.get(name)?;
+        paths
+            .iter()
+            .find(|path| {
+                let mut at = payload;
+                for seg in path.split('.').skip(1) {
+                    match at.get(seg) {
+                        Some(next) => at = next,
+                        None => return true,
+                    }
                 }
-            }
-            false
-        })
+                false
+            })
+            .cloned()
     }
 
     pub fn contains(&self, name: &str) -> bool {

@@ -263,20 +263,34 @@ pub fn body_error(e: &BytesRejection, limit: usize) -> ApiError {
 
 /// `202` with what was stored; a replay answers as the original did, flagged by a header.
 pub fn respond(done: Vec<Ingested>, is_array: bool) -> Response {
-    let view = |i: &Ingested| {
-        json!({
-            "event_id": i.event.id,
-            "replayed": i.replayed,
-            "tasks": i.tasks.iter().map(TaskOut::from_record).collect::<Vec<_>>(),
-        })
-    };
+    // Serialized straight from these structs: no JSON tree is built for a 202.
+    #[derive(serde::Serialize)]
+    struct EventOut<'a> {
+        event_id: &'a str,
+        replayed: bool,
+        tasks: Vec<TaskOut>,
+    }
+    #[derive(serde::Serialize)]
+    struct Events<'a> {
+        events: Vec<EventOut<'a>>,
+    }
+    fn view(i: &Ingested) -> EventOut<'_> {
+        EventOut {
+            event_id: &i.event.id,
+            replayed: i.replayed,
+            tasks: i.tasks.iter().map(TaskOut::from_record).collect(),
+        }
+    }
     let all_replayed = done.iter().all(|i| i.replayed);
-    let body = if is_array {
-        json!({ "events": done.iter().map(view).collect::<Vec<_>>() })
+    let mut response = if is_array {
+        (StatusCode::ACCEPTED, Json(Events { events: done.iter().map(view).collect() }))
+            .into_response()
     } else {
-        done.first().map(view).unwrap_or_else(|| json!({}))
+        match done.first() {
+            Some(i) => (StatusCode::ACCEPTED, Json(view(i))).into_response(),
+            None => (StatusCode::ACCEPTED, Json(json!({}))).into_response(),
+        }
     };
-    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     if all_replayed {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }

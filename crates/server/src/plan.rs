@@ -172,13 +172,7 @@ pub fn plan(
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
             reason: decision.reason.clone(),
-            decision: serde_json::value::to_raw_value(&decision).map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    format!("cannot encode the decision: {e}"),
-                )
-            })?,
+            decision: serde_json::value::to_raw_value(&decision).map_err(|e| internal(&e))?,
             deadline: received_at.saturating_add(millis),
             priority: i64::from(w.critical),
             after_task_id,
@@ -188,11 +182,11 @@ pub fn plan(
 
     // serde_json keeps object keys sorted, so the text is canonical: the same payload, however
     // its keys were ordered, hashes the same.
-    let payload = ev.payload.to_string();
+    let payload = serde_json::value::to_raw_value(&ev.payload).map_err(|e| internal(&e))?;
     let request_hash = {
         let mut h = Sha256::new();
         for part in
-            [ev.event_type.as_str(), payload.as_str(), ev.needed_within.as_deref().unwrap_or("")]
+            [ev.event_type.as_str(), payload.get(), ev.needed_within.as_deref().unwrap_or("")]
         {
             h.update(part.len().to_le_bytes());
             h.update(part.as_bytes());
@@ -251,6 +245,11 @@ fn check_templates(
         }
     }
     Ok(())
+}
+
+/// JSON encoding of values sluice built itself cannot fail in practice; if it does, say so.
+fn internal(e: &serde_json::Error) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("cannot encode JSON: {e}"))
 }
 
 fn hex(bytes: &[u8]) -> String {

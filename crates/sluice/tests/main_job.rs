@@ -328,7 +328,7 @@ async fn history(
             NewEvent {
                 id: format!("evt_{workload}_{i}"),
                 event_type: "x".into(),
-                payload: "{}".into(),
+                payload: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
                 idempotency_key: None,
                 request_hash: format!("h{i}"),
                 needed_within_ms: None,

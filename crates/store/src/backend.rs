@@ -651,7 +651,7 @@ macro_rules! queries {
             let event = EventRecord {
                 id: ev.id.clone(),
                 event_type: ev.event_type.clone(),
-                payload: json("events", &ev.payload)?,
+                payload: ev.payload.clone(),
                 idempotency_key: ev.idempotency_key.clone(),
                 request_hash: ev.request_hash.clone(),
                 needed_within_ms: ev.needed_within_ms,
@@ -708,14 +708,14 @@ macro_rules! queries {
         /// Returns how many rows were inserted (fewer than given when a key was taken meanwhile).
         async fn insert_events(conn: &mut Conn, events: &[&NewEvent]) -> Result<usize, StoreError> {
             let mut inserted = 0;
-            for chunk in chunks_by_size(events, CHUNK / 8, |e| 200 + e.payload.len()) {
+            for chunk in chunks_by_size(events, CHUNK / 8, |e| 200 + e.payload.get().len()) {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO events (id, event_type, payload, idempotency_key, request_hash, needed_within_ms, source, received_at) ",
                 );
                 q.push_values(chunk, |mut row, ev| {
                     row.push_bind(ev.id.clone())
                         .push_bind(ev.event_type.clone())
-                        .push_bind(ev.payload.clone())
+                        .push_bind(ev.payload.get().to_owned())
                         .push_bind(ev.idempotency_key.clone())
                         .push_bind(ev.request_hash.clone())
                         .push_bind(ev.needed_within_ms)

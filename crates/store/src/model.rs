@@ -60,8 +60,8 @@ impl TaskState {
 pub struct NewEvent {
     pub id: String,
     pub event_type: String,
-    /// The payload as JSON text.
-    pub payload: String,
+    /// The payload (serialized once, at planning).
+    pub payload: Box<serde_json::value::RawValue>,
     pub idempotency_key: Option<String>,
     /// A hash of what the client sent, to tell a replay from a conflicting reuse of a key.
     pub request_hash: String,

@@ -37,7 +37,8 @@ fn event(key: Option<&str>, hash: &str) -> NewEvent {
     NewEvent {
         id: id(),
         event_type: "ticket.created".into(),
-        payload: r#"{"subject":"Refund"}"#.into(),
+        payload: serde_json::value::RawValue::from_string(r#"{"subject":"Refund"}"#.into())
+            .unwrap(),
         idempotency_key: key.map(str::to_owned),
         request_hash: hash.into(),
         needed_within_ms: None,
