@@ -139,20 +139,31 @@ async fn write_completions(store: Store, mut rx: mpsc::UnboundedReceiver<Complet
                 Err(_) => break,
             }
         }
+        // Rows locked in one order by every instance: two PostgreSQL groups cannot deadlock.
+        group.sort_by(|a, b| a.task_id.cmp(&b.task_id));
         let items: Vec<(&str, i64, &Completion)> =
             group.iter().map(|c| (c.task_id.as_str(), c.fence, &c.completion)).collect();
-        match store.complete_many(&items).await {
+        let written = store.complete_many(&items).await;
+        drop(items);
+        match written {
             Ok(results) => {
-                drop(items);
                 for (c, r) in group.into_iter().zip(results) {
                     let _ = c.reply.send(Ok(r));
                 }
             }
-            Err(e) => {
-                drop(items);
-                let e = Arc::new(e);
+            // One bad result (or a passing error) must not cost the others theirs: each is
+            // stored on its own. Safe even if the group did commit: a second write finds the
+            // task no longer running under its fence and changes nothing.
+            Err(e) if group.len() > 1 => {
+                tracing::warn!(error = %e, results = group.len(), "storing a group of results failed; storing them one by one");
                 for c in group {
-                    let _ = c.reply.send(Err(StoreError::Shared(e.clone())));
+                    let r = store.complete(&c.task_id, c.fence, &c.completion).await;
+                    let _ = c.reply.send(r);
+                }
+            }
+            Err(e) => {
+                if let Some(c) = group.into_iter().next() {
+                    let _ = c.reply.send(Err(e));
                 }
             }
         }
@@ -187,7 +198,8 @@ struct Handed {
 impl Handoff {
     /// A free call slot, if there is one now and no ready task waits in the store for one.
     pub fn reserve(&self) -> Option<Reserved> {
-        if self.backlog.load(Ordering::Acquire) {
+        // A stopped executor would drop what it is handed.
+        if self.backlog.load(Ordering::Acquire) || self.tx.is_closed() {
             return None;
         }
         match self.slots.clone().try_acquire_owned() {
@@ -335,6 +347,23 @@ fn spawn_handed(inner: &Arc<Inner>, running: &mut JoinSet<()>, h: Handed) {
     let inner = inner.clone();
     running.spawn(async move {
         let fence = h.task.fence;
+        // The lease was stamped before the commit: if the commit (or a queue) took a good part of
+        // it, renew it, making sure it is still ours, before paying for a call.
+        let lease_ms = millis(inner.opts.lease);
+        let left = h.task.lease_expires_at.unwrap_or(0) - now_ms();
+        if left < lease_ms * 2 / 3 {
+            match inner.store.heartbeat(&h.task.id, fence, now_ms(), lease_ms).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    tracing::warn!(task = %h.task.id, "a task handed over by ingest lost its lease before it started; its new owner runs it");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(task = %h.task.id, error = %e, "cannot renew the lease of a task handed over by ingest; it runs when the lease runs out");
+                    return;
+                }
+            }
+        }
         let input = TaskInput { event: h.event, upstream: None };
         run_task(&inner, Claimed { task: h.task, fence }, Some(input)).await;
         drop(h.slot);
@@ -857,7 +886,13 @@ pub fn completion_for(
         started_at: started,
         finished_at: now,
         provider_request_id: resp.provider_request_id.clone(),
-        output: resp.text.clone(),
+        // PostgreSQL's text cannot hold NUL: a result that cannot be stored would be paid for
+        // again and again. A model has no reason to write one; it is replaced, visibly.
+        output: if resp.text.contains('\0') {
+            resp.text.replace('\0', "\u{FFFD}")
+        } else {
+            resp.text.clone()
+        },
         stop_reason: resp.stop_reason.as_str().to_owned(),
         input_tokens: i64_of(resp.usage.input_tokens),
         cached_input_tokens: i64_of(resp.usage.cached_input_tokens),
@@ -877,5 +912,53 @@ pub fn completion_for(
             created_at: now,
         },
         deliveries,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_providers::{StopReason, Usage};
+
+    #[test]
+    fn a_result_is_priced_in_its_lane_and_storable_on_postgres() {
+        let config = Config::parse(
+            r#"
+[providers.openai]
+kind = "openai"
+
+[[workloads]]
+name = "cleanup"
+on = "record.imported"
+provider = "openai"
+model = "gpt-5-mini"
+max_tokens = 60
+prompt = "{{ payload.x }}"
+lane = "batch"
+needed_within = "24h"
+"#,
+            "unit.toml",
+        )
+        .expect("config");
+        let resp = ChatResponse {
+            text: "before\0after".into(),
+            stop_reason: StopReason::EndTurn,
+            usage: Usage {
+                input_tokens: 1_000,
+                cached_input_tokens: 0,
+                cache_write_tokens: 0,
+                output_tokens: 100,
+            },
+            model: "gpt-5-mini".into(),
+            provider_request_id: None,
+            rate_limit: None,
+        };
+        let batch = completion_for(&config, "cleanup", "batch", &resp, 0, None);
+        let stream = completion_for(&config, "cleanup", "stream", &resp, 0, None);
+        // PostgreSQL's text refuses NUL: a result it could not store would be paid for again.
+        assert_eq!(batch.output, "before\u{FFFD}after");
+        assert_eq!(batch.ledger.lane, "batch");
+        assert_eq!(batch.ledger.stream_cost_nanousd, stream.ledger.cost_nanousd);
+        assert!(batch.ledger.cost_nanousd < stream.ledger.cost_nanousd, "the batch price is lower");
     }
 }

@@ -297,10 +297,13 @@ macro_rules! suite {
                     (a2.task.id.as_str(), b2.task.id.as_str()),
                     (a.task.id.as_str(), b.task.id.as_str())
                 );
-                let done = completion(1_210);
+                let (done_a, done_b) = (completion(1_210), completion(1_210));
                 // One stale fence and one current one in the same group.
                 let out = store
-                    .complete_many(&[(&a.task.id, a.fence, &done), (&b.task.id, b2.fence, &done)])
+                    .complete_many(&[
+                        (&a.task.id, a.fence, &done_a),
+                        (&b.task.id, b2.fence, &done_b),
+                    ])
                     .await
                     .unwrap();
                 assert_eq!(out[0], Err(LeaseLost { fence: a.fence }));
