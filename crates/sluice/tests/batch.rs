@@ -65,16 +65,7 @@ async fn post(w: &World, kind: &str, n: usize, needed_within: Option<&str>) -> V
             e
         })
         .collect();
-    let r: Value = w
-        .http
-        .post(format!("{}/v1/events", w.base))
-        .json(&events)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = w.post_events(&events).await;
     r["events"]
         .as_array()
         .unwrap()
@@ -308,16 +299,8 @@ async fn observed_turnaround_replaces_the_prior_in_decisions() {
     };
     let w = common::world(SimConfig::instant(), Vec::new(), config).await;
     let lane = async |w: &World| {
-        let r: Value = w
-            .http
-            .post(format!("{}/v1/events", w.base))
-            .json(&json!({"type": "contact.added", "payload": {"name": "Ada"}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r: Value =
+            w.post_events(&json!({"type": "contact.added", "payload": {"name": "Ada"}})).await;
         (
             r["tasks"][0]["lane"].as_str().unwrap().to_owned(),
             r["tasks"][0]["reason"].as_str().unwrap().to_owned(),

@@ -61,16 +61,7 @@ critical = true
 }
 
 async fn post(w: &World) -> Vec<String> {
-    let r: Value = w
-        .http
-        .post(format!("{}/v1/events", w.base))
-        .json(&json!({"type": "ticket.created", "payload": {"s": "x"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = w.post_events(&json!({"type": "ticket.created", "payload": {"s": "x"}})).await;
     r["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect()
 }
 

@@ -82,16 +82,7 @@ async fn a_ticket_streams_tokens_to_its_watcher_and_a_signed_result_to_its_webho
     sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(150));
     sim.latency.per_token = sluice_sim::Dist::Fixed(Duration::from_millis(5));
     let w = world(sim, Vec::new()).await;
-    let r: Value = w
-        .http
-        .post(format!("{}/v1/events", w.base))
-        .json(&json!({"type": "ticket.created", "payload": {"subject": "Refund for a double charge"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = w.post_events(&json!({"type": "ticket.created", "payload": {"subject": "Refund for a double charge"}})).await;
     let triage = &r["tasks"][0];
     // Stored already claimed by the executor, which started the call before the 202 was sent.
     assert_eq!(triage["state"], "running", "{r}");
@@ -175,16 +166,7 @@ async fn stream_tasks_start_from_ingest_while_call_slots_last_and_wait_queued_be
     let events: Vec<Value> = (0..slots + 16)
         .map(|i| json!({"type": "ticket.created", "payload": {"subject": format!("Ticket {i}")}}))
         .collect();
-    let r: Value = w
-        .http
-        .post(format!("{}/v1/events", w.base))
-        .json(&events)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = w.post_events(&events).await;
     let triage: Vec<&Value> =
         r["events"].as_array().unwrap().iter().map(|e| &e["tasks"][0]).collect();
     let state = |s: &str| triage.iter().filter(|t| t["state"] == s).count();
@@ -224,16 +206,7 @@ async fn faults_are_retried_to_success_and_paid_once() {
     let events: Vec<Value> = (0..30)
         .map(|i| json!({"type": "ticket.created", "payload": {"subject": format!("ticket {i}")}}))
         .collect();
-    let r: Value = w
-        .http
-        .post(format!("{}/v1/events", w.base))
-        .json(&events)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = w.post_events(&events).await;
     let ids: Vec<String> = r["events"]
         .as_array()
         .unwrap()
@@ -260,16 +233,8 @@ async fn faults_are_retried_to_success_and_paid_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fault_on_every_attempt_fails_the_task_cleanly_and_unbilled() {
     let w = world(SimConfig::default(), vec![("x-sim-fault".into(), "529".into())]).await;
-    let r: Value = w
-        .http
-        .post(format!("{}/v1/events", w.base))
-        .json(&json!({"type": "ticket.created", "payload": {"subject": "x"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value =
+        w.post_events(&json!({"type": "ticket.created", "payload": {"subject": "x"}})).await;
     let id = r["tasks"][0]["id"].as_str().unwrap().to_owned();
     let d = wait_for(Duration::from_secs(30), async || {
         let d = w.store.task(&id).await.unwrap().unwrap();
@@ -294,16 +259,7 @@ async fn a_fault_on_every_attempt_fails_the_task_cleanly_and_unbilled() {
 async fn a_permanent_error_fails_the_task_without_retrying() {
     // A model the provider does not know: 404, permanent.
     let w = world(SimConfig::default(), Vec::new()).await;
-    let r: Value = w
-        .http
-        .post(format!("{}/v1/events", w.base))
-        .json(&json!({"type": "broken.thing", "payload": {"x": "y"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = w.post_events(&json!({"type": "broken.thing", "payload": {"x": "y"}})).await;
     let id = r["tasks"][0]["id"].as_str().unwrap().to_owned();
     let d = wait_for(Duration::from_secs(10), async || {
         let d = w.store.task(&id).await.unwrap().unwrap();
@@ -321,16 +277,7 @@ async fn a_permanent_error_fails_the_task_without_retrying() {
 }
 
 async fn post_social(w: &World, needed_within: &str) -> String {
-    let r: Value = w
-        .http
-        .post(format!("{}/v1/events", w.base))
-        .json(&json!({"type": "social.mention", "payload": {"text": "love it"}, "needed_within": needed_within}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = w.post_events(&json!({"type": "social.mention", "payload": {"text": "love it"}, "needed_within": needed_within})).await;
     assert_eq!(r["tasks"][0]["lane"], "flex", "{r}");
     r["tasks"][0]["id"].as_str().unwrap().to_owned()
 }

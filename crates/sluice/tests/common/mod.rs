@@ -122,6 +122,15 @@ pub async fn world(
     }
 }
 
+impl World {
+    /// `POST /v1/events` with `body` (one event or an array); the `202`'s body.
+    pub async fn post_events(&self, body: &impl serde::Serialize) -> Value {
+        let r = self.http.post(format!("{}/v1/events", self.base)).json(body).send().await.unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+        r.json().await.unwrap()
+    }
+}
+
 /// Reads an SSE response into (event, data) pairs until `done` or `failed`, within `limit`.
 pub async fn sse(resp: reqwest::Response, limit: Duration) -> Vec<(String, Value)> {
     let mut events = Vec::new();
