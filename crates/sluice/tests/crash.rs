@@ -261,3 +261,75 @@ async fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
         );
     }
 }
+
+/// Stream tasks are written already claimed at ingest and handed to the executor in memory: a
+/// `kill -9` while their calls run must leave them to be taken over (once their lease runs out)
+/// and finished once each after a restart — not lost, not stuck as `running`, not stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_tasks_handed_over_at_ingest_are_taken_over_after_kill_9() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // First tokens slow enough that every call is still running when the server dies.
+    let mut sim_config = sluice_sim::SimConfig::default();
+    sim_config.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_secs(3));
+    let sim = sluice_sim::Sim::start(sim_config, "127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("handoff.db").display());
+    let (mut server, base) = serve(&url, dir.path(), sim.base_url());
+    let http = reqwest::Client::new();
+    let events: Vec<Value> = (0..12)
+        .map(|i| {
+            json!({"type": "ticket.created", "idempotency_key": format!("handoff-{i}"),
+                   "payload": {"ticket_id": format!("T-{i}"), "subject": "Charged twice",
+                               "body": "Please refund one.", "channel": "email",
+                               "customer": {"name": "Ada", "email": "ada@example.com", "plan": "team"}}})
+        })
+        .collect();
+    let r = http.post(format!("{base}/v1/events")).json(&events).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+    let body: Value = r.json().await.unwrap();
+    let handed: Vec<String> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["tasks"].as_array().unwrap().iter())
+        .filter(|t| t["state"] == "running")
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(handed.len(), 12, "each ticket's triage is handed to the executor: {body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill().expect("SIGKILL the server");
+    server.wait().unwrap();
+
+    let store = Store::open(&url, SqliteDurability::Full).await.unwrap();
+    for id in &handed {
+        let d = store.task(id).await.unwrap().unwrap();
+        assert_eq!(d.task.state, sluice_store::TaskState::Running, "task {id} after the kill");
+    }
+    // Restarted, the server takes the tasks over when the dead process's leases run out (30 s).
+    let (mut again, _) = serve(&url, dir.path(), sim.base_url());
+    let end = Instant::now() + Duration::from_secs(90);
+    for id in &handed {
+        loop {
+            let d = store.task(id).await.unwrap().unwrap();
+            if d.task.state == sluice_store::TaskState::Succeeded {
+                assert_eq!(d.task.attempts, 2, "task {id}: claimed at ingest, then taken over");
+                assert!(d.result.is_some());
+                break;
+            }
+            assert!(Instant::now() < end, "task {id} still {:?} after 90 s", d.task.state);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // One result and one ledger line each. The calls cut by the kill had started, and the
+    // simulator bills a call when it starts answering, as a provider may: at most one more.
+    let charges = sim.charges().all();
+    for id in &handed {
+        let d = store.task(id).await.unwrap().unwrap();
+        let paid = charges.iter().filter(|c| c.user_id.as_deref() == Some(id.as_str())).count();
+        assert!((1..=2).contains(&paid), "task {id} charged {paid} times");
+        let ledger = d.attempt_log.iter().filter(|a| a.outcome == "succeeded").count();
+        assert_eq!(ledger, 1, "task {id} stored once");
+    }
+    again.kill().unwrap();
+    again.wait().unwrap();
+}
