@@ -1,10 +1,12 @@
 //! The schedulers that turn stored tasks into provider calls and results.
 //!
-//! - [`executor`]: the stream executor. It claims `stream` and `flex` tasks earliest deadline
-//!   first under leases (renewed while a call runs), renders their prompts, calls the provider
-//!   through its rate limiter and retry policy, forwards tokens to [`hub`] as they arrive, and
-//!   stores the result with its ledger line, releasing the tasks that run `after` it. A refused
-//!   flex call is retried in flex while the deadline allows, then falls back to stream.
+//! - [`executor`]: the stream executor. It takes `stream` and `flex` tasks from ingest as they are
+//!   stored (already claimed, through [`executor::Handoff`]) while it has free call slots, and
+//!   otherwise claims them from the store earliest deadline first, under leases (renewed while a
+//!   call runs); renders their prompts, calls the provider through its rate limiter and retry
+//!   policy, forwards tokens to [`hub`] as they arrive, and stores results in groups with their
+//!   ledger lines, releasing the tasks that run `after` them. A refused flex call is retried in
+//!   flex while the deadline allows, then falls back to stream.
 //! - [`hub`]: live token streams of running tasks, for `GET /v1/tasks/{id}/stream`: late watchers
 //!   first get what was already produced, many may watch one task.
 //! - [`sinks`]: delivery of results to signed webhooks (Standard Webhooks), JSONL files and
