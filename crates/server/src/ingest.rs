@@ -145,12 +145,15 @@ fn claim_for(h: &Handoff, requests: &mut [Vec<NewEvent>]) -> HashMap<String, Res
         .filter(|t| t.state == TaskState::Queued && (t.lane == "stream" || t.lane == "flex"))
         .collect();
     ready.sort_by_key(|t| t.deadline);
+    let ready_count = ready.len();
     for t in ready {
         let Some(slot) = h.reserve() else { break };
         t.state = TaskState::Running;
         t.lease = Some(lease.clone());
         reserved.insert(t.id.clone(), slot);
     }
+    metrics::counter!(m::INGEST_HANDOFFS, "outcome" => "queued")
+        .increment((ready_count - reserved.len()) as u64);
     reserved
 }
 
@@ -160,13 +163,16 @@ fn hand_over(h: &Handoff, outcomes: &[RequestOutcome], reserved: &mut HashMap<St
     if reserved.is_empty() {
         return;
     }
+    let mut handed = 0;
     for ingested in outcomes.iter().flatten().flatten().filter(|i| !i.replayed) {
         for t in &ingested.tasks {
             if let Some(slot) = reserved.remove(&t.id) {
                 h.hand(t.clone(), ingested.event.clone(), slot);
+                handed += 1;
             }
         }
     }
+    metrics::counter!(m::INGEST_HANDOFFS, "outcome" => "handed").increment(handed);
 }
 
 /// `POST /v1/events`: one event or an array of them.

@@ -11,6 +11,7 @@ pub const INGEST_REQUEST_SECONDS: &str = "sluice_ingest_request_seconds";
 pub const INGEST_COMMIT_SECONDS: &str = "sluice_ingest_commit_seconds";
 pub const INGEST_GROUP_SIZE: &str = "sluice_ingest_group_size";
 pub const HOOK_DELIVERIES: &str = "sluice_hook_deliveries_total";
+pub const INGEST_HANDOFFS: &str = "sluice_ingest_stream_handoffs_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -41,4 +42,8 @@ fn describe() {
     describe_histogram!(INGEST_COMMIT_SECONDS, Unit::Seconds, "Duration of one group commit.");
     describe_histogram!(INGEST_GROUP_SIZE, Unit::Count, "Requests sharing one group commit.");
     describe_counter!(HOOK_DELIVERIES, "Webhook deliveries by source and outcome.");
+    describe_counter!(
+        INGEST_HANDOFFS,
+        "Stream and flex tasks at ingest: handed (started at once by the executor) or queued (no free call slot, or older tasks waiting)."
+    );
 }

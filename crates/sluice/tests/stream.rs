@@ -172,6 +172,18 @@ async fn stream_tasks_start_from_ingest_while_call_slots_last_and_wait_queued_be
     let state = |s: &str| triage.iter().filter(|t| t["state"] == s).count();
     assert_eq!(state("running"), slots, "one task a free slot is handed over at ingest");
     assert_eq!(state("queued"), 16, "the rest wait in the store for a slot");
+    // Operators see the split on /metrics (the recorder is shared by this file's tests: at least).
+    let metrics =
+        w.http.get(format!("{}/metrics", w.base)).send().await.unwrap().text().await.unwrap();
+    let count = |outcome: &str| -> u64 {
+        let name = format!("sluice_ingest_stream_handoffs_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    };
+    assert!(count("handed") >= slots as u64 && count("queued") >= 16);
 
     // All of them run, once each: those handed over and those claimed later.
     let ids: Vec<String> = triage.iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();
