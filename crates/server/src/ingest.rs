@@ -2,8 +2,9 @@
 //!
 //! Durability costs an fsync per commit, so concurrent requests share one: each request hands its
 //! planned events to the committer and waits; the committer takes every request that queued up
-//! while the previous commit ran, stores them in one transaction (a savepoint each), and answers
-//! each request only after that commit returned.
+//! while the previous commit ran, stores them in one transaction, and answers each request only
+//! after that commit returned. On SQLite the committer is a thread of its own that writes through
+//! the store's [`SqliteWriter`]; on PostgreSQL a few async loops overlap their round trips.
 //!
 //! With an executor in the process, stream and flex tasks for which it has a free call slot are
 //! stored already claimed by it and handed over right after the commit, before the `202` is
@@ -21,7 +22,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sluice_engine::executor::{Handoff, Reserved};
-use sluice_store::{Ingested, KeyConflict, NewEvent, RequestOutcome, Store, TaskState};
+use sluice_store::{
+    Ingested, KeyConflict, NewEvent, RequestOutcome, SqliteWriter, Store, StoreError, TaskState,
+};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -52,7 +55,8 @@ impl std::fmt::Debug for Job {
 }
 
 impl Committer {
-    /// Starts `workers` commit loops (one suits SQLite's single writer; PostgreSQL overlaps a few).
+    /// Starts `workers` commit loops on PostgreSQL (they overlap their round trips); on SQLite, one
+    /// thread with the store's writer whatever `workers` says (SQLite has one writer).
     pub fn start(store: Store, workers: usize) -> (Committer, Vec<JoinHandle<()>>) {
         Committer::with_handoff(store, workers, None)
     }
@@ -64,6 +68,9 @@ impl Committer {
         handoff: Option<Handoff>,
     ) -> (Committer, Vec<JoinHandle<()>>) {
         let (tx, rx) = mpsc::channel::<Job>(4 * MAX_GROUP);
+        if let Some(writer) = store.sqlite_writer() {
+            return (Committer { tx }, vec![writer_thread(writer, rx, handoff)]);
+        }
         let rx = Arc::new(Mutex::new(rx));
         let handles = (0..workers.max(1))
             .map(|_| {
@@ -89,45 +96,100 @@ impl Committer {
     }
 }
 
+/// SQLite: one thread of its own that writes each group with [`SqliteWriter`]. The statements run
+/// on this thread, not as messages to a connection's worker thread; and the runtime's threads,
+/// busy with HTTP, are not between one statement and the next.
+fn writer_thread(
+    writer: Arc<SqliteWriter>,
+    mut rx: mpsc::Receiver<Job>,
+    handoff: Option<Handoff>,
+) -> JoinHandle<()> {
+    let (done, finished) = oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new().name("sluice-ingest".into()).spawn(move || {
+        while let Some(first) = rx.blocking_recv() {
+            let jobs = take_group(first, &mut rx);
+            let (requests, replies, mut reserved) = prepare(jobs, handoff.as_ref());
+            let started = Instant::now();
+            let result = writer.ingest(&requests);
+            answer(result, started, replies, &mut reserved, handoff.as_ref());
+        }
+        let _ = done.send(());
+    });
+    tokio::spawn(async move {
+        match spawned {
+            // Resolves when the thread has answered every queued request and stopped.
+            Ok(_) => {
+                let _ = finished.await;
+            }
+            Err(e) => tracing::error!(error = %e, "could not start the ingest writer thread"),
+        }
+    })
+}
+
 async fn commit_loop(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>, handoff: Option<Handoff>) {
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
             let Some(first) = rx.recv().await else { return };
-            let mut jobs = vec![first];
-            while jobs.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-            jobs
+            take_group(first, &mut rx)
         };
-        let (mut requests, replies): (Vec<Vec<NewEvent>>, Vec<_>) =
-            jobs.into_iter().map(|j| (j.events, j.reply)).unzip();
-        let mut reserved = match &handoff {
-            Some(h) => claim_for(h, &mut requests),
-            None => HashMap::new(),
-        };
+        let (requests, replies, mut reserved) = prepare(jobs, handoff.as_ref());
         let started = Instant::now();
         let result = store.ingest(&requests).await;
-        metrics::histogram!(m::INGEST_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
-        metrics::histogram!(m::INGEST_GROUP_SIZE).record(replies.len() as f64);
-        match result {
-            Ok(outcomes) => {
-                if let Some(h) = &handoff {
-                    hand_over(h, &outcomes, &mut reserved);
-                }
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    // A client that hung up still got its events stored; nothing to undo.
-                    let _ = reply.send(Ok(outcome));
-                }
+        answer(result, started, replies, &mut reserved, handoff.as_ref());
+    }
+}
+
+/// `first` and every request that queued up behind it, up to [`MAX_GROUP`].
+fn take_group(first: Job, rx: &mut mpsc::Receiver<Job>) -> Vec<Job> {
+    let mut jobs = vec![first];
+    while jobs.len() < MAX_GROUP {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+    jobs
+}
+
+type Replies = Vec<oneshot::Sender<Result<RequestOutcome, String>>>;
+
+fn prepare(
+    jobs: Vec<Job>,
+    handoff: Option<&Handoff>,
+) -> (Vec<Vec<NewEvent>>, Replies, HashMap<String, Reserved>) {
+    let (mut requests, replies): (Vec<Vec<NewEvent>>, Replies) =
+        jobs.into_iter().map(|j| (j.events, j.reply)).unzip();
+    let reserved = match handoff {
+        Some(h) => claim_for(h, &mut requests),
+        None => HashMap::new(),
+    };
+    (requests, replies, reserved)
+}
+
+fn answer(
+    result: Result<Vec<RequestOutcome>, StoreError>,
+    started: Instant,
+    replies: Replies,
+    reserved: &mut HashMap<String, Reserved>,
+    handoff: Option<&Handoff>,
+) {
+    metrics::histogram!(m::INGEST_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(m::INGEST_GROUP_SIZE).record(replies.len() as f64);
+    match result {
+        Ok(outcomes) => {
+            if let Some(h) = handoff {
+                hand_over(h, &outcomes, reserved);
             }
-            Err(e) => {
-                let text = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(text.clone()));
-                }
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // A client that hung up still got its events stored; nothing to undo.
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            let text = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(text.clone()));
             }
         }
     }

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -12,6 +13,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Pool, Postgres, Sqlite};
 
 use crate::migrations::{self, Migration};
+use crate::settle;
+use crate::writer::SqliteWriter;
 use crate::{
     AttemptRecord, BatchLine, BatchMember, BatchRecord, Claimed, Completion, DeliveryOutcome,
     DueDelivery, EventRecord, HistoryRow, Ingested, KeyConflict, LeaseLost, LedgerPoint, NewEvent,
@@ -22,7 +25,8 @@ use crate::{
 /// The store: SQLite or PostgreSQL. Cheap to clone (it is a connection pool).
 #[derive(Debug, Clone)]
 pub enum Store {
-    Sqlite(Pool<Sqlite>),
+    /// The pool, and the connection that ingest writes with ([`SqliteWriter`]).
+    Sqlite(Pool<Sqlite>, Arc<SqliteWriter>),
     Postgres(Pool<Postgres>),
 }
 
@@ -32,7 +36,7 @@ pub type RequestOutcome = Result<Vec<Ingested>, KeyConflict>;
 macro_rules! dispatch {
     ($self:ident, $f:ident ( $($arg:expr),* )) => {
         match $self {
-            Store::Sqlite(pool) => sqlite::$f(pool, $($arg),*).await,
+            Store::Sqlite(pool, _) => sqlite::$f(pool, $($arg),*).await,
             Store::Postgres(pool) => postgres::$f(pool, $($arg),*).await,
         }
     };
@@ -63,7 +67,9 @@ impl Store {
                 // less. Measured on the 100k batch benchmark: a sixth less CPU.
                 .pragma("wal_autocheckpoint", "10000");
             let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-            Store::Sqlite(pool)
+            sqlite::migrate(&pool, migrations::SQLITE).await?;
+            let writer = SqliteWriter::open(path, durability)?;
+            return Ok(Store::Sqlite(pool, Arc::new(writer)));
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
@@ -91,14 +97,14 @@ impl Store {
 
     pub fn backend(&self) -> &'static str {
         match self {
-            Store::Sqlite(_) => "sqlite",
+            Store::Sqlite(..) => "sqlite",
             Store::Postgres(_) => "postgres",
         }
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(pool) => sqlite::migrate(pool, migrations::SQLITE).await,
+            Store::Sqlite(pool, _) => sqlite::migrate(pool, migrations::SQLITE).await,
             Store::Postgres(pool) => postgres::migrate(pool, migrations::POSTGRES).await,
         }
     }
@@ -107,11 +113,30 @@ impl Store {
     /// own savepoint so that a conflicting idempotency key undoes that request only. A request
     /// whose key was seen before with the same `request_hash` is a replay: nothing is written and
     /// the original event and tasks are returned.
+    ///
+    /// On SQLite the group is written by [`SqliteWriter`] on a blocking thread; a caller with a
+    /// thread of its own calls the writer directly ([`Store::sqlite_writer`]) and saves the hop.
     pub async fn ingest(
         &self,
         requests: &[Vec<NewEvent>],
     ) -> Result<Vec<RequestOutcome>, StoreError> {
-        dispatch!(self, ingest(requests))
+        match self {
+            Store::Sqlite(_, writer) => {
+                let (writer, requests) = (writer.clone(), requests.to_vec());
+                tokio::task::spawn_blocking(move || writer.ingest(&requests))
+                    .await
+                    .map_err(|e| StoreError::WriterStopped(e.to_string()))?
+            }
+            Store::Postgres(pool) => postgres::ingest(pool, requests).await,
+        }
+    }
+
+    /// SQLite's ingest writer, for a thread that may block on it; `None` on PostgreSQL.
+    pub fn sqlite_writer(&self) -> Option<Arc<SqliteWriter>> {
+        match self {
+            Store::Sqlite(_, writer) => Some(writer.clone()),
+            Store::Postgres(_) => None,
+        }
     }
 
     /// [`Store::ingest`]'s fallback when another instance stored one of the group's keys between
@@ -506,161 +531,6 @@ macro_rules! queries {
             Ok(())
         }
 
-        /// The usual path: a few statements for the whole group. Idempotency keys are looked up
-        /// first, conflicts settled in memory, and then every new event and task is written with
-        /// one multi-row INSERT each. Per-statement overhead, not the fsync, is what limits a
-        /// single writer, so this is what makes group commit pay.
-        pub(super) async fn ingest(
-            pool: &Pool<$db>,
-            requests: &[Vec<NewEvent>],
-        ) -> Result<Vec<RequestOutcome>, StoreError> {
-            let mut tx = begin_write(pool).await?;
-            let keys: Vec<&str> = requests.iter().flatten().filter_map(|e| e.idempotency_key.as_deref()).collect();
-            let stored = events_by_key(&mut tx, &keys).await?;
-
-            // Settle every request: replay, conflict, or new events to insert.
-            enum Seen<'a> {
-                Stored(&'a EventRecord),
-                New(&'a NewEvent),
-            }
-            let mut in_group: std::collections::HashMap<&str, &NewEvent> = std::collections::HashMap::new();
-            let mut plans: Vec<Result<Vec<Seen<'_>>, KeyConflict>> = Vec::with_capacity(requests.len());
-            let mut to_insert: Vec<&NewEvent> = Vec::new();
-            // Ids already in `to_insert`: a group holds thousands of events, a scan per event
-            // would be quadratic.
-            let mut inserting: std::collections::HashSet<&str> = std::collections::HashSet::new();
-            for request in requests {
-                let mut plan = Vec::with_capacity(request.len());
-                let mut new_keys: std::collections::HashMap<&str, &NewEvent> = std::collections::HashMap::new();
-                let mut conflict = None;
-                for ev in request {
-                    let Some(key) = ev.idempotency_key.as_deref() else {
-                        plan.push(Seen::New(ev));
-                        continue;
-                    };
-                    let (hash, id, seen) = if let Some(record) = stored.get(key) {
-                        (record.request_hash.as_str(), record.id.as_str(), Seen::Stored(record))
-                    } else if let Some(first) = in_group.get(key).or_else(|| new_keys.get(key)) {
-                        (first.request_hash.as_str(), first.id.as_str(), Seen::New(first))
-                    } else {
-                        new_keys.insert(key, ev);
-                        plan.push(Seen::New(ev));
-                        continue;
-                    };
-                    if hash != ev.request_hash {
-                        conflict = Some(KeyConflict { idempotency_key: key.to_owned(), existing_event_id: id.to_owned() });
-                        break;
-                    }
-                    plan.push(seen);
-                }
-                if let Some(c) = conflict {
-                    plans.push(Err(c));
-                    continue;
-                }
-                in_group.extend(new_keys);
-                for seen in &plan {
-                    if let Seen::New(ev) = seen {
-                        if inserting.insert(ev.id.as_str()) {
-                            to_insert.push(ev);
-                        }
-                    }
-                }
-                plans.push(Ok(plan));
-            }
-
-            let inserted = insert_events(&mut tx, &to_insert).await?;
-            if inserted < to_insert.len() {
-                // Another instance stored one of these keys since the look-up: settle request by
-                // request instead, each in its own savepoint.
-                tx.rollback().await?;
-                return ingest_one_by_one(pool, requests).await;
-            }
-            insert_tasks(&mut tx, &to_insert).await?;
-            let replayed_ids: Vec<&str> = plans
-                .iter()
-                .flatten()
-                .flatten()
-                .filter_map(|s| if let Seen::Stored(e) = s { Some(e.id.as_str()) } else { None })
-                .collect();
-            let mut replayed_tasks = tasks_of_events(&mut tx, &replayed_ids).await?;
-            tx.commit().await?;
-
-            let mut outcomes = Vec::with_capacity(plans.len());
-            for plan in plans {
-                outcomes.push(match plan {
-                    Err(c) => Err(c),
-                    Ok(seen) => Ok(seen
-                        .into_iter()
-                        .map(|s| match s {
-                            Seen::Stored(e) => Ok(Ingested {
-                                event: e.clone(),
-                                tasks: replayed_tasks.remove(&e.id).unwrap_or_default(),
-                                replayed: true,
-                            }),
-                            Seen::New(ev) => new_ingested(ev),
-                        })
-                        .collect::<Result<Vec<_>, StoreError>>()?),
-                });
-            }
-            mark_group_replays(&mut outcomes);
-            Ok(outcomes)
-        }
-
-        /// Within one group the same new event can be named by two requests (the same key twice):
-        /// the first gets it as stored, every later one as a replay.
-        fn mark_group_replays(outcomes: &mut [RequestOutcome]) {
-            let mut first_seen = std::collections::HashSet::new();
-            for done in outcomes.iter_mut().flatten() {
-                for ingested in done.iter_mut() {
-                    if !ingested.replayed && !first_seen.insert(ingested.event.id.clone()) {
-                        ingested.replayed = true;
-                    }
-                }
-            }
-        }
-
-        /// What a newly written event and its tasks look like, without reading them back.
-        fn new_ingested(ev: &NewEvent) -> Result<Ingested, StoreError> {
-            let tasks = ev
-                .tasks
-                .iter()
-                .map(|t| {
-                    Ok(TaskRecord {
-                        id: t.id.clone(),
-                        event_id: ev.id.clone(),
-                        workload: t.workload.clone(),
-                        lane: t.lane.clone(),
-                        state: t.state,
-                        rule: t.rule.clone(),
-                        reason: t.reason.clone(),
-                        decision: t.decision.clone(),
-                        deadline: t.deadline,
-                        priority: t.priority,
-                        after_task_id: t.after_task_id.clone(),
-                        attempts: i64::from(t.lease.is_some()),
-                        lease_owner: t.lease.as_ref().map(|l| l.owner.clone()),
-                        lease_expires_at: t.lease.as_ref().map(|l| l.expires_at),
-                        fence: i64::from(t.lease.is_some()),
-                        batch_id: None,
-                        last_error: None,
-                        created_at: ev.received_at,
-                        updated_at: ev.received_at,
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            let event = EventRecord {
-                id: ev.id.clone(),
-                event_type: ev.event_type.clone(),
-                payload: ev.payload.clone(),
-                idempotency_key: ev.idempotency_key.clone(),
-                request_hash: ev.request_hash.clone(),
-                needed_within_ms: ev.needed_within_ms,
-                source: ev.source.clone(),
-                received_at: ev.received_at,
-            };
-            Ok(Ingested { event, tasks, replayed: false })
-        }
-
         /// Rows per multi-row statement: well under both databases' bind-parameter limits.
         const CHUNK: usize = 500;
 
@@ -681,28 +551,6 @@ macro_rules! queries {
                 out.push(&items[start..]);
             }
             out
-        }
-
-        async fn events_by_key(
-            conn: &mut Conn,
-            keys: &[&str],
-        ) -> Result<std::collections::HashMap<String, EventRecord>, StoreError> {
-            let mut found = std::collections::HashMap::new();
-            for chunk in keys.chunks(CHUNK) {
-                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT * FROM events WHERE idempotency_key IN (");
-                let mut list = q.separated(", ");
-                for k in chunk {
-                    list.push_bind(k.to_string());
-                }
-                list.push_unseparated(")");
-                for row in q.build().fetch_all(&mut *conn).await? {
-                    let e = event_from_row(&row)?;
-                    if let Some(k) = e.idempotency_key.clone() {
-                        found.insert(k, e);
-                    }
-                }
-            }
-            Ok(found)
         }
 
         /// Returns how many rows were inserted (fewer than given when a key was taken meanwhile).
@@ -759,26 +607,6 @@ macro_rules! queries {
             Ok(())
         }
 
-        async fn tasks_of_events(
-            conn: &mut Conn,
-            event_ids: &[&str],
-        ) -> Result<std::collections::HashMap<String, Vec<TaskRecord>>, StoreError> {
-            let mut by_event: std::collections::HashMap<String, Vec<TaskRecord>> = std::collections::HashMap::new();
-            for chunk in event_ids.chunks(CHUNK) {
-                let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE event_id IN ("));
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.to_string());
-                }
-                list.push_unseparated(") ORDER BY id");
-                for row in q.build().fetch_all(&mut *conn).await? {
-                    let t = task_from_row(&row)?;
-                    by_event.entry(t.event_id.clone()).or_default().push(t);
-                }
-            }
-            Ok(by_event)
-        }
-
         /// The careful path, for the rare race with another instance: each request in its own
         /// savepoint, so that a conflict undoes only that request.
         pub(super) async fn ingest_one_by_one(
@@ -831,7 +659,7 @@ macro_rules! queries {
                     }
                 }
                 insert_tasks(conn, &[ev]).await?;
-                done.push(new_ingested(ev)?);
+                done.push(crate::settle::new_ingested(ev));
             }
             Ok(Ok(done))
         }
@@ -1960,4 +1788,74 @@ mod postgres {
     const CHUNK_BYTES: usize = 12 * 1024;
 
     queries!(Postgres, claim_sql(), "FOR UPDATE SKIP LOCKED");
+
+    /// The usual path: a few statements for the whole group. Idempotency keys are looked up
+    /// first, conflicts settled in memory, and then every new event and task is written with one
+    /// multi-row INSERT each: each statement is a round trip to the server.
+    pub(super) async fn ingest(
+        pool: &Pool<Postgres>,
+        requests: &[Vec<NewEvent>],
+    ) -> Result<Vec<RequestOutcome>, StoreError> {
+        let mut tx = begin_write(pool).await?;
+        let stored = events_by_key(&mut tx, &settle::keys(requests)).await?;
+        let settled = settle::settle(requests, &stored);
+        let inserted = insert_events(&mut tx, &settled.to_insert).await?;
+        if inserted < settled.to_insert.len() {
+            // Another instance stored one of these keys since the look-up: settle request by
+            // request instead, each in its own savepoint.
+            tx.rollback().await?;
+            return ingest_one_by_one(pool, requests).await;
+        }
+        insert_tasks(&mut tx, &settled.to_insert).await?;
+        let replayed_tasks = tasks_of_events(&mut tx, &settled.replayed_ids()).await?;
+        tx.commit().await?;
+        Ok(settled.outcomes(replayed_tasks))
+    }
+
+    async fn events_by_key(
+        conn: &mut Conn,
+        keys: &[&str],
+    ) -> Result<std::collections::HashMap<String, EventRecord>, StoreError> {
+        let mut found = std::collections::HashMap::new();
+        for chunk in keys.chunks(CHUNK) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new(
+                "SELECT * FROM events WHERE idempotency_key IN (",
+            );
+            let mut list = q.separated(", ");
+            for k in chunk {
+                list.push_bind(k.to_string());
+            }
+            list.push_unseparated(")");
+            for row in q.build().fetch_all(&mut *conn).await? {
+                let e = event_from_row(&row)?;
+                if let Some(k) = e.idempotency_key.clone() {
+                    found.insert(k, e);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn tasks_of_events(
+        conn: &mut Conn,
+        event_ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<TaskRecord>>, StoreError> {
+        let mut by_event: std::collections::HashMap<String, Vec<TaskRecord>> =
+            std::collections::HashMap::new();
+        for chunk in event_ids.chunks(CHUNK) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new(format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE event_id IN ("
+            ));
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.to_string());
+            }
+            list.push_unseparated(") ORDER BY id");
+            for row in q.build().fetch_all(&mut *conn).await? {
+                let t = task_from_row(&row)?;
+                by_event.entry(t.event_id.clone()).or_default().push(t);
+            }
+        }
+        Ok(by_event)
+    }
 }

@@ -20,15 +20,22 @@
 mod backend;
 pub mod migrations;
 mod model;
+mod settle;
+mod writer;
 
 pub use backend::{RequestOutcome, Store};
 pub use model::*;
+pub use writer::SqliteWriter;
 
 /// What can go wrong in the store itself (as opposed to a conflict the caller must handle).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the SQLite writer stopped: {0}")]
+    WriterStopped(String),
     #[error("migration {version} failed: {source}")]
     Migration { version: i64, source: sqlx::Error },
     #[error("the store URL {0:?} is not sqlite://PATH or postgres://…")]
