@@ -445,7 +445,9 @@ impl Store {
     }
 }
 
-const TASK_COLUMNS: &str = "id, event_id, workload, lane, state, rule, reason, decision, deadline, priority, \
+/// A task's decision is in `decisions` since migration 5, in the task's own column before.
+const TASK_COLUMNS: &str = "id, event_id, workload, lane, state, rule, reason, \
+     COALESCE((SELECT body FROM decisions WHERE decisions.id = tasks.decision_id), decision) AS decision, deadline, priority, \
      after_task_id, attempts, lease_owner, lease_expires_at, fence, batch_id, last_error, created_at, updated_at";
 
 macro_rules! queries {
@@ -578,9 +580,25 @@ macro_rules! queries {
 
         async fn insert_tasks(conn: &mut Conn, events: &[&NewEvent]) -> Result<(), StoreError> {
             let tasks: Vec<(&NewEvent, &crate::NewTask)> = events.iter().flat_map(|e| e.tasks.iter().map(move |t| (*e, t))).collect();
-            for chunk in chunks_by_size(&tasks, CHUNK / 17, |(_, t)| 200 + t.decision.get().len() + t.reason.len()) {
+            let mut decisions: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+            for (_, t) in &tasks {
+                decisions.entry(t.decision.get()).or_insert_with(|| crate::settle::decision_id(t.decision.get()));
+            }
+            let mut distinct: Vec<(&str, &String)> = decisions.iter().map(|(body, id)| (*body, id)).collect();
+            // The same order in every transaction: two committers inserting the same new decisions
+            // wait for each other instead of deadlocking.
+            distinct.sort_unstable_by(|a, b| a.1.cmp(b.1));
+            for chunk in chunks_by_size(&distinct, CHUNK / 2, |(body, _)| 50 + body.len()) {
+                let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO decisions (id, body) ");
+                q.push_values(chunk, |mut row, (body, id)| {
+                    row.push_bind((*id).clone()).push_bind((*body).to_owned());
+                });
+                q.push(" ON CONFLICT (id) DO NOTHING");
+                q.build().execute(&mut *conn).await?;
+            }
+            for chunk in chunks_by_size(&tasks, CHUNK / 17, |(_, t)| 200 + t.reason.len()) {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO tasks (id, event_id, workload, lane, state, rule, reason, decision, deadline, priority,
+                    "INSERT INTO tasks (id, event_id, workload, lane, state, rule, reason, decision, decision_id, deadline, priority,
                                         after_task_id, created_at, updated_at, lease_owner, lease_expires_at, fence, attempts) ",
                 );
                 q.push_values(chunk, |mut row, (ev, t)| {
@@ -591,7 +609,8 @@ macro_rules! queries {
                         .push_bind(t.state.as_str())
                         .push_bind(t.rule.clone())
                         .push_bind(t.reason.clone())
-                        .push_bind(t.decision.get().to_owned())
+                        .push_bind("")
+                        .push_bind(decisions.get(t.decision.get()).cloned())
                         .push_bind(t.deadline)
                         .push_bind(t.priority)
                         .push_bind(t.after_task_id.clone())

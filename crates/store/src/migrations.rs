@@ -29,6 +29,11 @@ pub static SQLITE: &[Migration] = &[
         name: "partial_task_indexes",
         sql: include_str!("../migrations/sqlite/0004_partial_task_indexes.sql"),
     },
+    Migration {
+        version: 5,
+        name: "decisions",
+        sql: include_str!("../migrations/sqlite/0005_decisions.sql"),
+    },
 ];
 
 pub static POSTGRES: &[Migration] = &[
@@ -51,6 +56,11 @@ pub static POSTGRES: &[Migration] = &[
         version: 4,
         name: "partial_task_indexes",
         sql: include_str!("../migrations/postgres/0004_partial_task_indexes.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "decisions",
+        sql: include_str!("../migrations/postgres/0005_decisions.sql"),
     },
 ];
 

@@ -4,6 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use sha2::{Digest, Sha256};
+
 use crate::backend::RequestOutcome;
 use crate::{EventRecord, Ingested, KeyConflict, NewEvent, TaskRecord};
 
@@ -166,4 +168,15 @@ pub(crate) fn new_ingested(ev: &NewEvent) -> Ingested {
         received_at: ev.received_at,
     };
     Ingested { event, tasks, replayed: false }
+}
+
+/// A decision's key in `decisions`: 128 bits of the SHA-256 of its text, in hex. The same
+/// decision gets the same key in every process, so instances sharing a database store it once.
+pub(crate) fn decision_id(body: &str) -> String {
+    use std::fmt::Write;
+    let digest = Sha256::digest(body.as_bytes());
+    digest[..16].iter().fold(String::with_capacity(32), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }

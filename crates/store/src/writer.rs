@@ -23,13 +23,25 @@ use crate::{EventRecord, NewEvent, SqliteDurability, StoreError, TaskRecord, Tas
 /// anyway). Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct SqliteWriter {
-    conn: Mutex<Connection>,
+    state: Mutex<State>,
 }
+
+#[derive(Debug)]
+struct State {
+    conn: Connection,
+    /// Decisions known to be in `decisions`, by text: most tasks reuse one, and neither its hash
+    /// nor its row needs making again. Only committed ones go in.
+    decisions: HashMap<String, String>,
+}
+
+/// Distinct decisions are few (one per workload and minute of slack), but they do accumulate.
+const DECISION_CACHE: usize = 1024;
 
 const EVENT_COLUMNS: &str =
     "id, event_type, payload, idempotency_key, request_hash, needed_within_ms, source, received_at";
 
-const TASK_COLUMNS: &str = "id, event_id, workload, lane, state, rule, reason, decision, deadline, \
+const TASK_COLUMNS: &str = "id, event_id, workload, lane, state, rule, reason, \
+     COALESCE((SELECT body FROM decisions WHERE decisions.id = tasks.decision_id), decision), deadline, \
      priority, after_task_id, attempts, lease_owner, lease_expires_at, fence, batch_id, \
      last_error, created_at, updated_at";
 
@@ -52,7 +64,7 @@ impl SqliteWriter {
              PRAGMA cache_size = -16384;"
         ))?;
         conn.set_prepared_statement_cache_capacity(16);
-        Ok(SqliteWriter { conn: Mutex::new(conn) })
+        Ok(SqliteWriter { state: Mutex::new(State { conn, decisions: HashMap::new() }) })
     }
 
     /// [`crate::Store::ingest`] on SQLite: blocks the calling thread for the whole commit, fsync
@@ -60,7 +72,8 @@ impl SqliteWriter {
     pub fn ingest(&self, requests: &[Vec<NewEvent>]) -> Result<Vec<RequestOutcome>, StoreError> {
         // A panic elsewhere while holding the lock left no transaction open: rusqlite rolls back
         // an unfinished one when it is dropped.
-        let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let State { conn, decisions } = &mut *state;
         // IMMEDIATE takes the write lock before the look-up, so no other writer can store one of
         // the group's keys between the look-up and the inserts.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -79,15 +92,31 @@ impl SqliteWriter {
             }
         }
         let settled = settle::settle(requests, &stored);
+        // Decisions this group is the first to use.
+        let mut new_decisions: HashMap<&str, String> = HashMap::new();
+        for t in settled.to_insert.iter().flat_map(|e| &e.tasks) {
+            let body = t.decision.get();
+            if !decisions.contains_key(body) && !new_decisions.contains_key(body) {
+                new_decisions.insert(body, settle::decision_id(body));
+            }
+        }
+        {
+            let mut decision = tx.prepare_cached(
+                "INSERT INTO decisions (id, body) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+            )?;
+            for (body, id) in &new_decisions {
+                decision.execute(params![id, body])?;
+            }
+        }
         {
             let mut event = tx.prepare_cached(&format!(
                 "INSERT INTO events ({EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
             ))?;
             let mut task = tx.prepare_cached(
                 "INSERT INTO tasks (id, event_id, workload, lane, state, rule, reason, decision,
-                                    deadline, priority, after_task_id, created_at, updated_at,
-                                    lease_owner, lease_expires_at, fence, attempts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?15)",
+                                    decision_id, deadline, priority, after_task_id, created_at,
+                                    updated_at, lease_owner, lease_expires_at, fence, attempts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, '', ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?15)",
             )?;
             for ev in &settled.to_insert {
                 event.execute(params![
@@ -111,7 +140,9 @@ impl SqliteWriter {
                         t.state.as_str(),
                         t.rule,
                         t.reason,
-                        t.decision.get(),
+                        decisions
+                            .get(t.decision.get())
+                            .or_else(|| new_decisions.get(t.decision.get())),
                         t.deadline,
                         t.priority,
                         t.after_task_id,
@@ -137,6 +168,10 @@ impl SqliteWriter {
             }
         }
         tx.commit()?;
+        if decisions.len() + new_decisions.len() > DECISION_CACHE {
+            decisions.clear();
+        }
+        decisions.extend(new_decisions.into_iter().map(|(body, id)| (body.to_owned(), id)));
         Ok(settled.outcomes(replayed_tasks))
     }
 }

@@ -93,6 +93,22 @@ fn completion(at: i64) -> Completion {
 /// A store, what keeps its files alive, and its URL (to open it again).
 type Opened = (Store, Option<tempfile::TempDir>, String);
 
+/// Raw SQL, for what the store's interface does not show (how it lays rows out).
+async fn scalar(store: &Store, sql: &'static str) -> i64 {
+    match store {
+        Store::Sqlite(pool, _) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+    }
+}
+
+async fn execute(store: &Store, sql: &str) {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match store {
+        Store::Sqlite(pool, _) => sqlx::query(sql).execute(pool).await.unwrap().rows_affected(),
+        Store::Postgres(pool) => sqlx::query(sql).execute(pool).await.unwrap().rows_affected(),
+    };
+}
+
 async fn sqlite() -> Option<Opened> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("data/sluice.db").display());
@@ -205,6 +221,39 @@ macro_rules! suite {
                 assert_eq!(both[0].event.id, both[1].event.id);
                 assert!(out[1].is_err());
                 assert_eq!(store.counts().await.unwrap(), (2, 4));
+            }
+
+            #[tokio::test]
+            async fn each_distinct_decision_is_stored_once_and_every_task_reads_its_own() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let decided = |mut ev: NewEvent, bodies: [&str; 2]| {
+                    for (t, body) in ev.tasks.iter_mut().zip(bodies) {
+                        t.decision = serde_json::value::RawValue::from_string(body.into()).unwrap();
+                    }
+                    ev
+                };
+                let (a, b, c) = (r#"{"lane":"batch"}"#, r#"{"lane":"stream"}"#, r#"{"lane":"flex"}"#);
+                let first = decided(event(None, "h1"), [a, b]);
+                let second = decided(event(None, "h2"), [b, a]);
+                let third = decided(event(None, "h3"), [a, c]);
+                store.ingest(&[vec![first.clone()], vec![second.clone()]]).await.unwrap();
+                // The careful path writes them the same way.
+                store.ingest_one_by_one(&[vec![third.clone()]]).await.unwrap();
+                for (ev, bodies) in [(&first, [a, b]), (&second, [b, a]), (&third, [a, c])] {
+                    let (_, tasks) = store.event(&ev.id).await.unwrap().unwrap();
+                    let read: Vec<&str> = tasks.iter().map(|t| t.decision.get()).collect();
+                    let mut want = vec![(ev.tasks[0].id.as_str(), bodies[0]), (ev.tasks[1].id.as_str(), bodies[1])];
+                    want.sort();
+                    assert_eq!(read, want.iter().map(|w| w.1).collect::<Vec<_>>());
+                }
+                assert_eq!(scalar(&store, "SELECT COUNT(*) FROM decisions").await, 3);
+                assert_eq!(scalar(&store, "SELECT COUNT(*) FROM tasks WHERE decision <> ''").await, 0);
+
+                // A task written before decisions were shared keeps its own copy, and reads it.
+                let old = &first.tasks[0].id;
+                execute(&store, &format!("UPDATE tasks SET decision = '{{\"old\":true}}', decision_id = NULL WHERE id = '{old}'")).await;
+                let detail = store.task(old).await.unwrap().unwrap();
+                assert_eq!(detail.task.decision.get(), r#"{"old":true}"#);
             }
 
             #[tokio::test]
