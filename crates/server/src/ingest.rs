@@ -255,15 +255,35 @@ pub async fn post_events(
 }
 
 async fn ingest_body(
-    state: &AppState,
+    state: &Arc<AppState>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| body_error(&e, state.options.max_body_bytes))?;
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
     let (events, is_array) = parse_body(&body, key)?;
-    let outcome = store_events(state, events, is_array, "api").await?;
+    let streamed = wants_stream(headers);
+    if streamed && is_array {
+        return Err(ApiError::bad_request(
+            "stream_one_event",
+            "`Accept: text/event-stream` streams the tasks of one event: post an array without it, \
+             and follow each task's stream_url; nothing was stored",
+        ));
+    }
+    let mut outcome = store_events(state, events, is_array, "api").await?;
+    if streamed && let Some(ingested) = outcome.pop() {
+        return Ok(crate::stream::event_stream(state.clone(), ingested));
+    }
     Ok(respond(outcome, is_array))
+}
+
+/// A client that asks for Server-Sent Events gets the `202` and the tokens in one response.
+fn wants_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().starts_with("text/event-stream")))
 }
 
 /// Plans and stores events; shared by `/v1/events` and `/v1/hooks/{source}`.
@@ -329,25 +349,28 @@ pub fn body_error(e: &BytesRejection, limit: usize) -> ApiError {
     }
 }
 
+/// What the `202` says of one event.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct EventOut<'a> {
+    event_id: &'a str,
+    replayed: bool,
+    tasks: Vec<TaskOut>,
+}
+
+pub(crate) fn view(i: &Ingested) -> EventOut<'_> {
+    EventOut {
+        event_id: &i.event.id,
+        replayed: i.replayed,
+        tasks: i.tasks.iter().map(TaskOut::from_record).collect(),
+    }
+}
+
 /// `202` with what was stored; a replay answers as the original did, flagged by a header.
 pub fn respond(done: Vec<Ingested>, is_array: bool) -> Response {
     // Serialized straight from these structs: no JSON tree is built for a 202.
     #[derive(serde::Serialize)]
-    struct EventOut<'a> {
-        event_id: &'a str,
-        replayed: bool,
-        tasks: Vec<TaskOut>,
-    }
-    #[derive(serde::Serialize)]
     struct Events<'a> {
         events: Vec<EventOut<'a>>,
-    }
-    fn view(i: &Ingested) -> EventOut<'_> {
-        EventOut {
-            event_id: &i.event.id,
-            replayed: i.replayed,
-            tasks: i.tasks.iter().map(TaskOut::from_record).collect(),
-        }
     }
     let all_replayed = done.iter().all(|i| i.replayed);
     let mut response = if is_array {

@@ -1,23 +1,27 @@
 //! `GET /v1/tasks/{id}/stream`: a task's tokens as Server-Sent Events, as the provider produces
-//! them.
+//! them; and `POST /v1/events` with `Accept: text/event-stream`, which answers with the event's
+//! `accepted` body and then the tokens of all its streamed tasks in the same response.
 //!
-//! Events: `delta` (`{"text": …}`: a watcher that connects late first gets everything produced so
-//! far in one delta), `reset` (an attempt failed after producing text; a retry starts over),
-//! `status` (`{"message": …}`: the task is waiting to run again), and a final `done` (the result,
-//! its usage and cost) or `failed` (the reason). A task that is not running in this process is
-//! followed through the store until it runs here or ends.
+//! Events: `delta` (`{"task_id": …, "text": …}`: a watcher that connects late first gets
+//! everything produced so far in one delta), `reset` (an attempt failed after producing text; a
+//! retry starts over), `status` (`{"task_id": …, "message": …}`: the task is waiting to run
+//! again), and a final `done` (the result, its usage and cost) or `failed` (the reason) per task.
+//! A task that is not running in this process is followed through the store until it runs here
+//! or ends.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream};
 use serde_json::json;
 use sluice_engine::hub::Update;
-use sluice_store::{TaskDetail, TaskState};
+use sluice_store::{Ingested, TaskDetail, TaskState};
 
 use crate::error::ApiError;
 use crate::routes::AppState;
@@ -44,6 +48,31 @@ fn event(name: &str, data: serde_json::Value) -> Result<Event, Infallible> {
     Ok(Event::default().event(name).data(data.to_string()))
 }
 
+/// The answer to `POST /v1/events` for a client that asked for a stream: `202`, an `accepted`
+/// event with what a plain `202` says, then the tokens of every task in the stream and flex lanes
+/// as they come (each event names its task), and the end of the response once each of them has
+/// its `done` or `failed`. Tasks in the batch lane are listed in `accepted` and not waited for.
+pub fn event_stream(state: Arc<AppState>, ingested: Ingested) -> Response {
+    let (mut tx, rx) = mpsc::channel(256);
+    let accepted = serde_json::to_string(&crate::ingest::view(&ingested)).unwrap_or_default();
+    // A fresh channel has room: this cannot fail.
+    let _ = tx.try_send(Ok(Event::default().event("accepted").data(accepted)));
+    for t in ingested.tasks.iter().filter(|t| t.lane == "stream" || t.lane == "flex") {
+        tokio::spawn(follow(state.clone(), t.id.clone(), tx.clone()));
+    }
+    // The response ends when the last follower drops its sender.
+    drop(tx);
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Sse::new(rx).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    )
+        .into_response();
+    if ingested.replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
 /// Feeds one watcher until the task ends or the watcher hangs up (a send fails).
 async fn follow(state: Arc<AppState>, id: String, mut tx: Tx) {
     let Some(hub) = state.hub.clone() else { return };
@@ -54,24 +83,32 @@ async fn follow(state: Arc<AppState>, id: String, mut tx: Tx) {
         if let Some(mut watch) = hub.watch(&id) {
             waiting_said = false;
             if !watch.so_far.is_empty()
-                && tx.send(event("delta", json!({ "text": watch.so_far }))).await.is_err()
+                && tx
+                    .send(event("delta", json!({ "task_id": id, "text": watch.so_far })))
+                    .await
+                    .is_err()
             {
                 return;
             }
             loop {
                 match watch.updates.recv().await {
                     Ok(Update::Delta(text)) => {
-                        if tx.send(event("delta", json!({ "text": text }))).await.is_err() {
+                        if tx
+                            .send(event("delta", json!({ "task_id": id, "text": text })))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
                     Ok(Update::Reset) => {
-                        if tx.send(event("reset", json!({}))).await.is_err() {
+                        if tx.send(event("reset", json!({ "task_id": id }))).await.is_err() {
                             return;
                         }
                     }
                     Ok(Update::Stopped(message)) => {
-                        if tx.send(event("status", json!({ "message": message }))).await.is_err() {
+                        let status = json!({ "task_id": id, "message": message });
+                        if tx.send(event("status", status)).await.is_err() {
                             return;
                         }
                         break;
@@ -94,7 +131,8 @@ async fn follow(state: Arc<AppState>, id: String, mut tx: Tx) {
                         detail.task.state.as_str(),
                         detail.task.lane
                     );
-                    if tx.send(event("status", json!({ "message": message }))).await.is_err() {
+                    let status = json!({ "task_id": id, "message": message });
+                    if tx.send(event("status", status)).await.is_err() {
                         return;
                     }
                 }

@@ -9,9 +9,11 @@
 //!
 //! - **direct**: `POST /v1/messages` with `stream: true` to the sim, until the first
 //!   `content_block_delta`;
-//! - **sluice**: `POST /v1/events` (one streamed workload on the sim's Anthropic API), then
-//!   `GET` the task's `stream_url`, until the first `delta` (or `done`, when the task ended before
-//!   the watcher connected: its result then carries every token at once).
+//! - **sluice, one request**: `POST /v1/events` (one streamed workload on the sim's Anthropic API)
+//!   with `Accept: text/event-stream`, until the first `delta` in the same response;
+//! - **sluice, two requests**: `POST /v1/events`, then `GET` the task's `stream_url`, until the
+//!   first `delta` (or `done`, when the task ended before the watcher connected: its result then
+//!   carries every token at once).
 //!
 //! The added latency is sluice's percentile minus direct's. Then, unless `SLUICE_BENCH_NO_LITELLM`
 //! is set, `litellm_yardstick.sh` beside this file measures the same calls through the LiteLLM
@@ -224,8 +226,43 @@ async fn direct_call(http: reqwest::Client, sim: Arc<str>, i: usize, start: Inst
     }
 }
 
-async fn sluice_call(http: reqwest::Client, base: Arc<str>, i: usize, start: Instant) -> Sample {
+/// How a call follows its task's tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `POST /v1/events` with `Accept: text/event-stream`: the tokens in the same response.
+    OneRequest,
+    /// `POST /v1/events`, then `GET` the task's `stream_url`.
+    TwoRequests,
+}
+
+async fn sluice_call(
+    http: reqwest::Client,
+    base: Arc<str>,
+    mode: Mode,
+    i: usize,
+    start: Instant,
+) -> Sample {
     let event = json!({"type": "bench.asked", "payload": {"question": format!("question {i}")}});
+    if mode == Mode::OneRequest {
+        let send = http
+            .post(format!("{base}/v1/events"))
+            .header("accept", "text/event-stream")
+            .json(&event)
+            .timeout(CALL_TIMEOUT)
+            .send();
+        let Ok(resp) = send.await else { return Sample::Failed("event: send (timeout or error)") };
+        if resp.status() != reqwest::StatusCode::ACCEPTED {
+            return Sample::Failed("event: not 202");
+        }
+        // The headers leave once the commit is durable, as a plain 202 does.
+        let ack = start.elapsed();
+        return match read_sse(resp, start, &["delta", "done"], &["done"]).await {
+            Some((name, first, saw_status)) => {
+                Sample::Ok { ack, first, kind: kind(&name, saw_status) }
+            }
+            None => Sample::Failed("stream: no first token within the timeout, or failed"),
+        };
+    }
     let send = http.post(format!("{base}/v1/events")).json(&event).timeout(CALL_TIMEOUT).send();
     let Ok(resp) = send.await else { return Sample::Failed("event: send (timeout or error)") };
     if resp.status() != reqwest::StatusCode::ACCEPTED {
@@ -243,15 +280,16 @@ async fn sluice_call(http: reqwest::Client, base: Arc<str>, i: usize, start: Ins
         return Sample::Failed("stream: status");
     }
     match read_sse(resp, start, &["delta", "done"], &["done"]).await {
-        Some((name, first, saw_status)) => {
-            let kind = match (name.as_str(), saw_status) {
-                ("done", _) => FirstKind::Done,
-                (_, true) => FirstKind::DeltaAfterStatus,
-                _ => FirstKind::Delta,
-            };
-            Sample::Ok { ack, first, kind }
-        }
+        Some((name, first, saw_status)) => Sample::Ok { ack, first, kind: kind(&name, saw_status) },
         None => Sample::Failed("stream: no first token within the timeout, or failed"),
+    }
+}
+
+fn kind(first_event: &str, saw_status: bool) -> FirstKind {
+    match (first_event, saw_status) {
+        ("done", _) => FirstKind::Done,
+        (_, true) => FirstKind::DeltaAfterStatus,
+        _ => FirstKind::Delta,
     }
 }
 
@@ -373,83 +411,107 @@ async fn main() {
 
     // Warm both paths: connections, the SQLite file, the first-call costs.
     let http = http_client();
-    let (h, s, b) = (http.clone(), sim_url.clone(), sluice.clone());
+    let (h, s) = (http.clone(), sim_url.clone());
     let _ = open_loop(50, move |i, at| direct_call(h.clone(), s.clone(), i, at)).await;
-    let h = http.clone();
-    let _ = open_loop(50, move |i, at| sluice_call(h.clone(), b.clone(), i, at)).await;
-
-    let mut rows = Vec::new();
-    let mut sustained = None;
-    for &rate in &rates {
-        let (h, s) = (http.clone(), sim_url.clone());
-        let direct =
-            stats(&open_loop(rate, move |i, at| direct_call(h.clone(), s.clone(), i, at)).await);
+    for mode in [Mode::OneRequest, Mode::TwoRequests] {
         let (h, b) = (http.clone(), sluice.clone());
-        let via =
-            stats(&open_loop(rate, move |i, at| sluice_call(h.clone(), b.clone(), i, at)).await);
-        eprintln!(
-            "{rate}/s: direct p50 {} p99 {} ({} failed); sluice p50 {} p99 {} ({} failed; 202 p50 {} p99 {}; first token by delta {}, by delta after a status {}, by done {})",
-            ms(direct.p50),
-            ms(direct.p99),
-            direct.failed,
-            ms(via.p50),
-            ms(via.p99),
-            via.failed,
-            ms(via.ack_p50),
-            ms(via.ack_p99),
-            via.kinds[0],
-            via.kinds[1],
-            via.kinds[2]
-        );
-        for (why, n) in direct.reasons.iter().chain(&via.reasons) {
-            eprintln!("  {n} failed: {why}");
+        let _ = open_loop(50, move |i, at| sluice_call(h.clone(), b.clone(), mode, i, at)).await;
+    }
+
+    // Per rate: direct, then each way of following a call, one after another.
+    let modes = [Mode::OneRequest, Mode::TwoRequests];
+    let mut rows: [Vec<(u32, Stats, Stats)>; 2] = [Vec::new(), Vec::new()];
+    let mut sustained = [None, None];
+    for &rate in &rates {
+        for (m, &mode) in modes.iter().enumerate() {
+            let (h, s) = (http.clone(), sim_url.clone());
+            let direct = stats(
+                &open_loop(rate, move |i, at| direct_call(h.clone(), s.clone(), i, at)).await,
+            );
+            let (h, b) = (http.clone(), sluice.clone());
+            let via = stats(
+                &open_loop(rate, move |i, at| sluice_call(h.clone(), b.clone(), mode, i, at)).await,
+            );
+            eprintln!(
+                "{rate}/s {mode:?}: direct p50 {} p99 {} ({} failed); sluice p50 {} p99 {} ({} failed; 202 p50 {} p99 {}; first token by delta {}, by delta after a status {}, by done {})",
+                ms(direct.p50),
+                ms(direct.p99),
+                direct.failed,
+                ms(via.p50),
+                ms(via.p99),
+                via.failed,
+                ms(via.ack_p50),
+                ms(via.ack_p99),
+                via.kinds[0],
+                via.kinds[1],
+                via.kinds[2]
+            );
+            for (why, n) in direct.reasons.iter().chain(&via.reasons) {
+                eprintln!("  {n} failed: {why}");
+            }
+            if via.failed == 0 && direct.failed == 0 && via.p99 < SUSTAINED_P99 {
+                sustained[m] = Some(rate);
+            }
+            rows[m].push((rate, direct, via));
         }
-        if via.failed == 0 && direct.failed == 0 && via.p99 < SUSTAINED_P99 {
-            sustained = Some(rate);
-        }
-        rows.push((rate, direct, via));
     }
 
     let sync = match durability() {
         SqliteDurability::Normal => "NORMAL (diagnostic, not the default)",
         SqliteDurability::Full => "FULL",
     };
-    println!("### sluice (SQLite, synchronous={sync})\n");
-    println!(
-        "| rate (calls/s) | calls | direct p50 | direct p99 | sluice p50 | sluice p99 | added p50 | added p99 | event `202` p50 / p99 | failed | first token by: delta / delta after status / done |"
-    );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
-    for (rate, d, v) in &rows {
+    for (m, mode) in modes.iter().enumerate() {
+        let (rows, sustained) = (&rows[m], sustained[m]);
+        let how = match mode {
+            Mode::OneRequest => "one request: `POST /v1/events` with `Accept: text/event-stream`",
+            Mode::TwoRequests => "two requests: `POST /v1/events`, then `GET` the `stream_url`",
+        };
+        println!("### sluice (SQLite, synchronous={sync}), {how}\n");
         println!(
-            "| {rate} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} / {} |",
-            v.n,
-            col(d, d.p50),
-            col(d, d.p99),
-            col(v, v.p50),
-            col(v, v.p99),
-            if v.failed == v.n || d.failed == d.n { "—".to_owned() } else { diff(v.p50, d.p50) },
-            if v.failed == v.n || d.failed == d.n { "—".to_owned() } else { diff(v.p99, d.p99) },
-            col(v, v.ack_p50),
-            col(v, v.ack_p99),
-            v.failed + d.failed,
-            v.kinds[0],
-            v.kinds[1],
-            v.kinds[2]
+            "| rate (calls/s) | calls | direct p50 | direct p99 | sluice p50 | sluice p99 | added p50 | added p99 | event `202` p50 / p99 | failed | first token by: delta / delta after status / done |"
         );
-    }
-    println!(
-        "\nTimes in ms to the first token, open loop, timed from each call's scheduled start; {}s per rate (at most {MAX_CALLS} calls), `max_tokens: {MAX_TOKENS}`.",
-        RUN.as_secs()
-    );
-    match sustained {
-        Some(r) => println!(
-            "Highest rate sustained (sluice first-token p99 under {} ms, nothing failed): **{r}/s**.",
-            SUSTAINED_P99.as_millis()
-        ),
-        None => println!(
-            "No rate tried was sustained (sluice first-token p99 under {} ms, nothing failed).",
-            SUSTAINED_P99.as_millis()
-        ),
+        println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+        for (rate, d, v) in rows {
+            println!(
+                "| {rate} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} / {} |",
+                v.n,
+                col(d, d.p50),
+                col(d, d.p99),
+                col(v, v.p50),
+                col(v, v.p99),
+                if v.failed == v.n || d.failed == d.n {
+                    "—".to_owned()
+                } else {
+                    diff(v.p50, d.p50)
+                },
+                if v.failed == v.n || d.failed == d.n {
+                    "—".to_owned()
+                } else {
+                    diff(v.p99, d.p99)
+                },
+                col(v, v.ack_p50),
+                col(v, v.ack_p99),
+                v.failed + d.failed,
+                v.kinds[0],
+                v.kinds[1],
+                v.kinds[2]
+            );
+        }
+        println!(
+            "\nTimes in ms to the first token, open loop, timed from each call's scheduled start; {}s per rate (at most {MAX_CALLS} calls), `max_tokens: {MAX_TOKENS}`.",
+            RUN.as_secs()
+        );
+        match sustained {
+            Some(r) => println!(
+                "Highest rate sustained (sluice first-token p99 under {} ms, nothing failed): **{r}/s**.",
+                SUSTAINED_P99.as_millis()
+            ),
+            None => println!(
+                "No rate tried was sustained (sluice first-token p99 under {} ms, nothing failed).",
+                SUSTAINED_P99.as_millis()
+            ),
+        }
+        println!();
     }
 
     if std::env::var_os("SLUICE_BENCH_NO_LITELLM").is_some() {

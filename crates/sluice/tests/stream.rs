@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SECRET, World, sse, wait_for};
+use common::{SECRET, World, sse, sse_to_end, wait_for};
 use serde_json::{Value, json};
 use sluice_sim::SimConfig;
 
@@ -152,6 +152,59 @@ async fn a_ticket_streams_tokens_to_its_watcher_and_a_signed_result_to_its_webho
         .map(|c| c.total_usd)
         .sum();
     assert!((ledger - charged).abs() < 1e-9, "ledger {ledger} vs sim {charged}");
+    let _ = w.stop.send(true);
+    w.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posting_for_an_event_stream_answers_with_the_tokens_of_every_streamed_task() {
+    let mut sim = SimConfig::default();
+    sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(100));
+    sim.latency.per_token = sluice_sim::Dist::Fixed(Duration::from_millis(5));
+    let w = world(sim, Vec::new()).await;
+    let post = |body: Value| {
+        w.http
+            .post(format!("{}/v1/events", w.base))
+            .header("accept", "text/event-stream")
+            .json(&body)
+            .send()
+    };
+    let ticket = json!({"type": "ticket.created", "payload": {"subject": "Refund"}});
+    let resp = post(ticket).await.unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::ACCEPTED);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let events = sse_to_end(resp, Duration::from_secs(20)).await.expect("the response ends");
+
+    // First what a plain 202 says, then both streamed tasks (triage, and the reply that runs
+    // after it) to their ends, each event naming its task.
+    let (first, accepted) = &events[0];
+    assert_eq!(first, "accepted");
+    let ids: Vec<&str> =
+        accepted["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{accepted}");
+    for id in &ids {
+        let of_task = |name: &'static str| {
+            events.iter().filter(move |(n, d)| n == name && d["task_id"] == *id).map(|(_, d)| d)
+        };
+        let deltas: String = of_task("delta").map(|d| d["text"].as_str().unwrap()).collect();
+        let done: Vec<&Value> = of_task("done").collect();
+        assert_eq!(done.len(), 1, "one done for {id}: {events:?}");
+        assert!(of_task("delta").count() >= 2, "tokens arrive as produced");
+        assert_eq!(done[0]["output"].as_str().unwrap(), deltas, "the deltas add up to the result");
+    }
+    let last = |id: &str| events.iter().rposition(|(_, d)| d["task_id"] == id).unwrap();
+    let first_reply_delta =
+        events.iter().position(|(n, d)| n == "delta" && d["task_id"] == ids[1]).unwrap();
+    assert!(first_reply_delta > last(ids[0]), "the reply runs after triage is done");
+
+    // Several events cannot share one response, and asking for it stores nothing.
+    let before = w.store.counts().await.unwrap();
+    let resp =
+        post(json!([{"type": "ticket.created", "payload": {"subject": "A"}}])).await.unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "stream_one_event", "{body}");
+    assert_eq!(w.store.counts().await.unwrap(), before);
     let _ = w.stop.send(true);
     w.sim.shutdown().await;
 }

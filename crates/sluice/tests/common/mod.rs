@@ -159,6 +159,31 @@ pub async fn sse(resp: reqwest::Response, limit: Duration) -> Vec<(String, Value
     events
 }
 
+/// Reads an SSE response into (event, data) pairs to the end of the body; `None` if it has not
+/// ended within `limit`.
+pub async fn sse_to_end(resp: reqwest::Response, limit: Duration) -> Option<Vec<(String, Value)>> {
+    let mut events = Vec::new();
+    let mut buf = String::new();
+    let mut body = resp.bytes_stream();
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        match tokio::time::timeout(end - Instant::now(), body.next()).await {
+            Ok(Some(chunk)) => buf.push_str(&String::from_utf8_lossy(&chunk.unwrap())),
+            Ok(None) => return Some(events),
+            Err(_) => return None,
+        }
+        while let Some(i) = buf.find("\n\n") {
+            let block: String = buf.drain(..i + 2).collect();
+            let name = block.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("");
+            let data = block.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or("null");
+            if !name.is_empty() {
+                events.push((name.to_owned(), serde_json::from_str(data).unwrap_or(Value::Null)));
+            }
+        }
+    }
+    None
+}
+
 pub async fn wait_for<T>(limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let end = Instant::now() + limit;
     loop {
