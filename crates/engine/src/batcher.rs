@@ -457,6 +457,34 @@ impl Batcher {
                 _ => {}
             }
         }
+        // A task escalated out of the batch (it is no longer a member) whose line ran before the
+        // cancel reached the provider: billed all the same, so it goes in the ledger too.
+        let members: std::collections::HashSet<&str> =
+            tasks.iter().map(|t| t.id.as_str()).collect();
+        for r in &results {
+            let BatchOutcome::Succeeded(resp) = &r.outcome else { continue };
+            if members.contains(r.custom_id.as_str()) {
+                continue;
+            }
+            match self.store.task(&r.custom_id).await? {
+                Some(d) => {
+                    let started = b.submitted_at.unwrap_or(b.created_at);
+                    stored.push((
+                        d.task.id.clone(),
+                        completion_for(
+                            &self.config,
+                            &d.task.workload,
+                            "batch",
+                            resp,
+                            started,
+                            None,
+                        ),
+                    ));
+                }
+                None => tracing::warn!(batch = %b.id, custom_id = %r.custom_id,
+                    "a batch line for a task sluice does not have; not recorded"),
+            }
+        }
         let released = !stored.is_empty();
         // A thousand lines a transaction: one fsync each, not one per task.
         for chunk in stored.chunks(1_000) {

@@ -158,13 +158,16 @@ async fn batches_are_cut_by_items_and_age_and_each_task_is_paid_once_at_the_batc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_too_slow_for_a_deadline_is_escalated_to_stream() {
-    // Batches take an hour here; these leads are needed within 30 s.
+    // Batches take a minute here, their lines spread over it; these leads are needed within 30 s,
+    // so the guard cancels each batch after about a third of its lines have run (and are billed).
     let mut sim = SimConfig::instant();
-    sim.batch.turnaround_median = Duration::from_secs(3600);
-    sim.batch.turnaround_p95 = Duration::from_secs(3600);
+    sim.batch.turnaround_median = Duration::from_secs(60);
+    sim.batch.turnaround_p95 = Duration::from_secs(60);
     let w = common::world(sim, Vec::new(), config).await;
-    let urgent = post(&w, "lead.created", 2, Some("30s")).await;
-    let done = finished(&w, &urgent, Duration::from_secs(20)).await;
+    // Sixteen, so that some line runs before its batch is cancelled (all but surely: 0.62^16).
+    let urgent = post(&w, "lead.created", 16, Some("30s")).await;
+    // Within the deadline, which the test checks below; the escalation comes near it.
+    let done = finished(&w, &urgent, Duration::from_secs(30)).await;
     for d in &done {
         assert_eq!(d.task.state, TaskState::Succeeded, "{:?}", d.attempt_log);
         assert_eq!(d.task.lane, "stream", "escalated");
@@ -180,6 +183,7 @@ async fn a_batch_too_slow_for_a_deadline_is_escalated_to_stream() {
     })
     .await;
     let charges = w.sim.charges().all();
+    let mut billed_lines = 0;
     for d in &done {
         let id = d.task.id.as_str();
         let streamed: Vec<_> = charges
@@ -190,6 +194,7 @@ async fn a_batch_too_slow_for_a_deadline_is_escalated_to_stream() {
         let batched: Vec<_> =
             charges.iter().filter(|c| c.custom_id.as_deref() == Some(id)).collect();
         assert!(batched.len() <= 1, "at most one batch line: {batched:?}");
+        billed_lines += batched.len();
         let after = w.store.task(id).await.unwrap().unwrap();
         assert_eq!(after.task.lane, "stream");
         assert_eq!(
@@ -200,6 +205,7 @@ async fn a_batch_too_slow_for_a_deadline_is_escalated_to_stream() {
         let ledger = after.cost_nanousd as f64 / 1e9;
         assert!((ledger - paid).abs() < 1e-9, "the ledger holds every charge: {ledger} vs {paid}");
     }
+    assert!(billed_lines > 0, "some line ran before its batch was cancelled");
     let _ = w.stop.send(true);
 }
 
