@@ -446,7 +446,7 @@ impl Store {
 }
 
 /// A task's decision is in `decisions` since migration 5, in the task's own column before.
-const TASK_COLUMNS: &str = "id, event_id, workload, lane, state, rule, reason, \
+pub(crate) const TASK_COLUMNS: &str = "id, event_id, workload, lane, state, rule, reason, \
      COALESCE((SELECT body FROM decisions WHERE decisions.id = tasks.decision_id), decision) AS decision, deadline, priority, \
      after_task_id, attempts, lease_owner, lease_expires_at, fence, batch_id, last_error, created_at, updated_at";
 

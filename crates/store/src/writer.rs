@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
-use crate::backend::RequestOutcome;
+use crate::backend::{RequestOutcome, TASK_COLUMNS};
 use crate::settle;
 use crate::{EventRecord, NewEvent, SqliteDurability, StoreError, TaskRecord, TaskState};
 
@@ -39,11 +39,6 @@ const DECISION_CACHE: usize = 1024;
 
 const EVENT_COLUMNS: &str =
     "id, event_type, payload, idempotency_key, request_hash, needed_within_ms, source, received_at";
-
-const TASK_COLUMNS: &str = "id, event_id, workload, lane, state, rule, reason, \
-     COALESCE((SELECT body FROM decisions WHERE decisions.id = tasks.decision_id), decision), deadline, \
-     priority, after_task_id, attempts, lease_owner, lease_expires_at, fence, batch_id, \
-     last_error, created_at, updated_at";
 
 impl SqliteWriter {
     /// Opens the file the pool uses (migrations already applied) with the same durability.
@@ -203,7 +198,7 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreEr
     }))
 }
 
-/// Rows come back in the column order of [`TASK_COLUMNS`].
+/// Rows come back in the column order of `TASK_COLUMNS` (shared with the sqlx queries).
 fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, StoreError>> {
     let state: String = row.get(4)?;
     let decision: String = row.get(7)?;
