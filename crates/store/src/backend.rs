@@ -445,6 +445,18 @@ impl Store {
     }
 }
 
+pub(crate) fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { table, detail: detail.to_string() }
+}
+
+/// Checks that stored text is JSON without building a tree of it.
+pub(crate) fn json(
+    table: &'static str,
+    text: &str,
+) -> Result<Box<serde_json::value::RawValue>, StoreError> {
+    serde_json::value::RawValue::from_string(text.to_owned()).map_err(|e| corrupt(table, e))
+}
+
 /// A task's decision is in `decisions` since migration 5, in the task's own column before.
 pub(crate) const TASK_COLUMNS: &str = "id, event_id, workload, lane, state, rule, reason, \
      COALESCE((SELECT body FROM decisions WHERE decisions.id = tasks.decision_id), decision) AS decision, deadline, priority, \
@@ -456,15 +468,6 @@ macro_rules! queries {
 
         type Conn = <$db as sqlx::Database>::Connection;
         type DbRow = <$db as sqlx::Database>::Row;
-
-        fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
-            StoreError::Corrupt { table, detail: detail.to_string() }
-        }
-
-        /// Checks that stored text is JSON without building a tree of it.
-        fn json(table: &'static str, text: &str) -> Result<Box<serde_json::value::RawValue>, StoreError> {
-            serde_json::value::RawValue::from_string(text.to_owned()).map_err(|e| corrupt(table, e))
-        }
 
         fn task_from_row(row: &DbRow) -> Result<TaskRecord, StoreError> {
             let state: String = row.try_get("state")?;

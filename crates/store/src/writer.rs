@@ -13,9 +13,9 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, Row, TransactionBehavior, params};
 
-use crate::backend::{RequestOutcome, TASK_COLUMNS};
+use crate::backend::{RequestOutcome, TASK_COLUMNS, corrupt, json};
 use crate::settle;
 use crate::{EventRecord, NewEvent, SqliteDurability, StoreError, TaskRecord, TaskState};
 
@@ -81,8 +81,8 @@ impl SqliteWriter {
                 if stored.contains_key(key) {
                     continue;
                 }
-                if let Some(e) = by_key.query_row([key], event_from_row).optional()? {
-                    stored.insert(key.to_owned(), e?);
+                if let Some(row) = by_key.query([key])?.next()? {
+                    stored.insert(key.to_owned(), event_from_row(row)?);
                 }
             }
         }
@@ -155,10 +155,11 @@ impl SqliteWriter {
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE event_id = ?1 ORDER BY id"
             ))?;
             for id in settled.replayed_ids() {
-                let tasks = tasks_of
-                    .query_map([id], task_from_row)?
-                    .map(|r| r.map_err(StoreError::from).and_then(|t| t))
-                    .collect::<Result<Vec<_>, StoreError>>()?;
+                let mut tasks = Vec::new();
+                let mut rows = tasks_of.query([id])?;
+                while let Some(row) = rows.next()? {
+                    tasks.push(task_from_row(row)?);
+                }
                 replayed_tasks.insert(id.to_owned(), tasks);
             }
         }
@@ -171,53 +172,35 @@ impl SqliteWriter {
     }
 }
 
-fn corrupt(table: &'static str, detail: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt { table, detail: detail.to_string() }
-}
-
-fn json(table: &'static str, text: String) -> Result<Box<serde_json::value::RawValue>, StoreError> {
-    serde_json::value::RawValue::from_string(text).map_err(|e| corrupt(table, e))
-}
-
-/// Rows come back in the column order of [`EVENT_COLUMNS`]. The outer error is SQLite's, the inner
-/// one a row that does not hold what sluice wrote.
-fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Result<EventRecord, StoreError>> {
+/// Rows come back in the column order of [`EVENT_COLUMNS`].
+fn event_from_row(row: &Row<'_>) -> Result<EventRecord, StoreError> {
     let payload: String = row.get(2)?;
-    Ok(Ok(EventRecord {
+    Ok(EventRecord {
         id: row.get(0)?,
         event_type: row.get(1)?,
-        payload: match json("events", payload) {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(e)),
-        },
+        payload: json("events", &payload)?,
         idempotency_key: row.get(3)?,
         request_hash: row.get(4)?,
         needed_within_ms: row.get(5)?,
         source: row.get(6)?,
         received_at: row.get(7)?,
-    }))
+    })
 }
 
 /// Rows come back in the column order of `TASK_COLUMNS` (shared with the sqlx queries).
-fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, StoreError>> {
+fn task_from_row(row: &Row<'_>) -> Result<TaskRecord, StoreError> {
     let state: String = row.get(4)?;
     let decision: String = row.get(7)?;
-    let Some(state) = TaskState::parse(&state) else {
-        return Ok(Err(corrupt("tasks", format!("state {state:?}"))));
-    };
-    let decision = match json("tasks", decision) {
-        Ok(d) => d,
-        Err(e) => return Ok(Err(e)),
-    };
-    Ok(Ok(TaskRecord {
+    Ok(TaskRecord {
         id: row.get(0)?,
         event_id: row.get(1)?,
         workload: row.get(2)?,
         lane: row.get(3)?,
-        state,
+        state: TaskState::parse(&state)
+            .ok_or_else(|| corrupt("tasks", format!("state {state:?}")))?,
         rule: row.get(5)?,
         reason: row.get(6)?,
-        decision,
+        decision: json("tasks", &decision)?,
         deadline: row.get(8)?,
         priority: row.get(9)?,
         after_task_id: row.get(10)?,
@@ -229,5 +212,5 @@ fn task_from_row(row: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, StoreErro
         last_error: row.get(16)?,
         created_at: row.get(17)?,
         updated_at: row.get(18)?,
-    }))
+    })
 }
