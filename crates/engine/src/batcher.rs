@@ -419,6 +419,8 @@ impl Batcher {
         let now = now_ms();
         let by_id: HashMap<&str, &BatchOutcome> =
             results.iter().map(|r| (r.custom_id.as_str(), &r.outcome)).collect();
+        // Billed at the batch price from submission, whatever became of the task meanwhile.
+        let started = b.submitted_at.unwrap_or(b.created_at);
         let mut stored = Vec::new();
         for t in &tasks {
             let Some(outcome) = by_id.get(t.id.as_str()) else {
@@ -430,8 +432,6 @@ impl Batcher {
             };
             match outcome {
                 BatchOutcome::Succeeded(resp) => {
-                    // Billed at the batch price, whatever became of the task meanwhile.
-                    let started = b.submitted_at.unwrap_or(b.created_at);
                     stored.push((
                         t.id.clone(),
                         completion_for(&self.config, &t.workload, "batch", resp, started, None),
@@ -468,7 +468,6 @@ impl Batcher {
             }
             match self.store.task(&r.custom_id).await? {
                 Some(d) => {
-                    let started = b.submitted_at.unwrap_or(b.created_at);
                     stored.push((
                         d.task.id.clone(),
                         completion_for(

@@ -243,43 +243,34 @@ async fn sluice_call(
     start: Instant,
 ) -> Sample {
     let event = json!({"type": "bench.asked", "payload": {"question": format!("question {i}")}});
+    let mut post = http.post(format!("{base}/v1/events")).json(&event).timeout(CALL_TIMEOUT);
     if mode == Mode::OneRequest {
-        let send = http
-            .post(format!("{base}/v1/events"))
-            .header("accept", "text/event-stream")
-            .json(&event)
-            .timeout(CALL_TIMEOUT)
-            .send();
-        let Ok(resp) = send.await else { return Sample::Failed("event: send (timeout or error)") };
-        if resp.status() != reqwest::StatusCode::ACCEPTED {
-            return Sample::Failed("event: not 202");
-        }
-        // The headers leave once the commit is durable, as a plain 202 does.
-        let ack = start.elapsed();
-        return match read_sse(resp, start, &["delta", "done"], &["done"]).await {
-            Some((name, first, saw_status)) => {
-                Sample::Ok { ack, first, kind: kind(&name, saw_status) }
-            }
-            None => Sample::Failed("stream: no first token within the timeout, or failed"),
-        };
+        post = post.header("accept", "text/event-stream");
     }
-    let send = http.post(format!("{base}/v1/events")).json(&event).timeout(CALL_TIMEOUT).send();
-    let Ok(resp) = send.await else { return Sample::Failed("event: send (timeout or error)") };
+    let Ok(resp) = post.send().await else {
+        return Sample::Failed("event: send (timeout or error)");
+    };
     if resp.status() != reqwest::StatusCode::ACCEPTED {
         return Sample::Failed("event: not 202");
     }
+    // In one request too, the headers leave once the commit is durable, as a plain 202 does.
     let ack = start.elapsed();
-    let Ok(body) = resp.json::<Value>().await else { return Sample::Failed("event: body") };
-    let Some(url) = body["tasks"][0]["stream_url"].as_str() else {
-        return Sample::Failed("event: no stream_url");
+    let stream = match mode {
+        Mode::OneRequest => resp,
+        Mode::TwoRequests => {
+            let Ok(body) = resp.json::<Value>().await else { return Sample::Failed("event: body") };
+            let Some(url) = body["tasks"][0]["stream_url"].as_str() else {
+                return Sample::Failed("event: no stream_url");
+            };
+            let get = http.get(format!("{base}{url}")).timeout(CALL_TIMEOUT).send().await;
+            match get {
+                Ok(r) if r.status().is_success() => r,
+                Ok(_) => return Sample::Failed("stream: status"),
+                Err(_) => return Sample::Failed("stream: send (timeout or error)"),
+            }
+        }
     };
-    let Ok(resp) = http.get(format!("{base}{url}")).timeout(CALL_TIMEOUT).send().await else {
-        return Sample::Failed("stream: send (timeout or error)");
-    };
-    if !resp.status().is_success() {
-        return Sample::Failed("stream: status");
-    }
-    match read_sse(resp, start, &["delta", "done"], &["done"]).await {
+    match read_sse(stream, start, &["delta", "done"], &["done"]).await {
         Some((name, first, saw_status)) => Sample::Ok { ack, first, kind: kind(&name, saw_status) },
         None => Sample::Failed("stream: no first token within the timeout, or failed"),
     }
@@ -413,13 +404,13 @@ async fn main() {
     let http = http_client();
     let (h, s) = (http.clone(), sim_url.clone());
     let _ = open_loop(50, move |i, at| direct_call(h.clone(), s.clone(), i, at)).await;
-    for mode in [Mode::OneRequest, Mode::TwoRequests] {
+    let modes = [Mode::OneRequest, Mode::TwoRequests];
+    for mode in modes {
         let (h, b) = (http.clone(), sluice.clone());
         let _ = open_loop(50, move |i, at| sluice_call(h.clone(), b.clone(), mode, i, at)).await;
     }
 
     // Per rate: direct, then each way of following a call, one after another.
-    let modes = [Mode::OneRequest, Mode::TwoRequests];
     let mut rows: [Vec<(u32, Stats, Stats)>; 2] = [Vec::new(), Vec::new()];
     let mut sustained = [None, None];
     for &rate in &rates {

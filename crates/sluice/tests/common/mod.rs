@@ -133,35 +133,23 @@ impl World {
 
 /// Reads an SSE response into (event, data) pairs until `done` or `failed`, within `limit`.
 pub async fn sse(resp: reqwest::Response, limit: Duration) -> Vec<(String, Value)> {
-    let mut events = Vec::new();
-    let mut buf = String::new();
-    let mut body = resp.bytes_stream();
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        let Ok(Some(chunk)) = tokio::time::timeout(end - Instant::now(), body.next()).await else {
-            break;
-        };
-        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        while let Some(i) = buf.find("\n\n") {
-            let block: String = buf.drain(..i + 2).collect();
-            let name =
-                block.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("").to_owned();
-            let data = block.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or("null");
-            if !name.is_empty() {
-                let finished = name == "done" || name == "failed";
-                events.push((name, serde_json::from_str(data).unwrap_or(Value::Null)));
-                if finished {
-                    return events;
-                }
-            }
-        }
-    }
-    events
+    read_sse(resp, limit, true).await.0
 }
 
 /// Reads an SSE response into (event, data) pairs to the end of the body; `None` if it has not
 /// ended within `limit`.
 pub async fn sse_to_end(resp: reqwest::Response, limit: Duration) -> Option<Vec<(String, Value)>> {
+    let (events, ended) = read_sse(resp, limit, false).await;
+    ended.then_some(events)
+}
+
+/// The events read, and whether the body ended (rather than the limit, or a final event when
+/// `until_final`).
+async fn read_sse(
+    resp: reqwest::Response,
+    limit: Duration,
+    until_final: bool,
+) -> (Vec<(String, Value)>, bool) {
     let mut events = Vec::new();
     let mut buf = String::new();
     let mut body = resp.bytes_stream();
@@ -169,19 +157,24 @@ pub async fn sse_to_end(resp: reqwest::Response, limit: Duration) -> Option<Vec<
     while Instant::now() < end {
         match tokio::time::timeout(end - Instant::now(), body.next()).await {
             Ok(Some(chunk)) => buf.push_str(&String::from_utf8_lossy(&chunk.unwrap())),
-            Ok(None) => return Some(events),
-            Err(_) => return None,
+            Ok(None) => return (events, true),
+            Err(_) => break,
         }
         while let Some(i) = buf.find("\n\n") {
             let block: String = buf.drain(..i + 2).collect();
             let name = block.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("");
             let data = block.lines().find_map(|l| l.strip_prefix("data: ")).unwrap_or("null");
-            if !name.is_empty() {
-                events.push((name.to_owned(), serde_json::from_str(data).unwrap_or(Value::Null)));
+            if name.is_empty() {
+                continue;
+            }
+            let finished = name == "done" || name == "failed";
+            events.push((name.to_owned(), serde_json::from_str(data).unwrap_or(Value::Null)));
+            if until_final && finished {
+                return (events, false);
             }
         }
     }
-    None
+    (events, false)
 }
 
 pub async fn wait_for<T>(limit: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
