@@ -127,6 +127,13 @@ async fn kill_9_during_the_batch_lifecycle_submits_nothing_twice_and_loses_nothi
         let paid = charges.iter().filter(|c| c.custom_id.as_deref() == Some(t.id.as_str())).count();
         assert_eq!(paid, 1, "task {} paid {paid} times", t.id);
     }
+    // And the ledger shows each line once, however often a kill interrupted its poller.
+    let ledger = store.ledger_since(0).await.unwrap();
+    assert_eq!(ledger.len(), charges.len(), "ledger lines against the provider's charges");
+    for t in &tasks {
+        let lines = ledger.iter().filter(|l| l.task_id == t.id).count();
+        assert_eq!(lines, 1, "task {} has {lines} ledger lines", t.id);
+    }
     // Every provider batch is one of ours, known by its id: none was created twice.
     let ours: Vec<String> = store
         .batches(1000)

@@ -1354,7 +1354,30 @@ macro_rules! queries {
             // A few multi-row statements per chunk instead of six statements per line. The query
             // builder writes each database's own placeholders: SQLite looks a numbered `$N` up in a
             // list, once per bound value, which is quadratic in the statement's size.
-            for chunk in chunks_by_size(lines, CHUNK / 13, |(_, d)| 300 + d.output.len()) {
+            for all in chunks_by_size(lines, CHUNK / 13, |(_, d)| 300 + d.output.len()) {
+                // A poller that died after this commit but before `finish_batch` polls the batch
+                // again on restart and brings the same lines: each is recorded once, whatever ids
+                // the new poll gave it, so the ledger never shows a line paid twice.
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT task_id FROM attempts WHERE batch_id = ");
+                q.push_bind(batch_id.to_owned()).push(" AND outcome IN ('succeeded', 'late') AND task_id IN (");
+                let mut list = q.separated(", ");
+                for (id, _) in all {
+                    list.push_bind(id.clone());
+                }
+                list.push_unseparated(")");
+                let recorded: std::collections::HashSet<String> = q
+                    .build()
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get("task_id"))
+                    .collect::<Result<_, _>>()?;
+                let chunk: Vec<&(String, Completion)> = all.iter().filter(|(id, _)| !recorded.contains(id)).collect();
+                let chunk = chunk.as_slice();
+                if chunk.is_empty() {
+                    out.extend(all.iter().map(|_| BatchLine::AlreadyRecorded));
+                    continue;
+                }
                 let stamp = chunk.iter().map(|(_, d)| d.finished_at).max().unwrap_or(0);
                 let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET state = 'succeeded', updated_at = ");
                 // `COALESCE(batch_id, '')`, not `batch_id`: SQLite would otherwise walk the batch's
@@ -1431,7 +1454,7 @@ macro_rules! queries {
                 });
                 q.build().execute(&mut *tx).await?;
 
-                let stored: Vec<&(String, Completion)> = chunk.iter().filter(|(id, _)| owned.contains(id)).collect();
+                let stored: Vec<&(String, Completion)> = chunk.iter().copied().filter(|(id, _)| owned.contains(id)).collect();
                 if !stored.is_empty() {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO results (task_id, attempt_id, output, stop_reason, input_tokens, cached_input_tokens,
@@ -1480,7 +1503,15 @@ macro_rules! queries {
                     list.push_unseparated(")");
                     q.build().execute(&mut *tx).await?;
                 }
-                out.extend(chunk.iter().map(|(id, _)| if owned.contains(id) { BatchLine::Stored } else { BatchLine::LedgerOnly }));
+                out.extend(all.iter().map(|(id, _)| {
+                    if recorded.contains(id) {
+                        BatchLine::AlreadyRecorded
+                    } else if owned.contains(id) {
+                        BatchLine::Stored
+                    } else {
+                        BatchLine::LedgerOnly
+                    }
+                }));
             }
             tx.commit().await?;
             Ok(out)

@@ -338,6 +338,9 @@ pub enum BatchLine {
     /// The task had been escalated (or finished) meanwhile: the line is paid for, so it is in the
     /// ledger, but it does not overwrite the delivered result.
     LedgerOnly,
+    /// Already recorded by an earlier poll of the same batch (one that died before marking the
+    /// batch ended): nothing is written again.
+    AlreadyRecorded,
 }
 
 /// One task as reports see it: its decision, its result, its timings and what it cost.

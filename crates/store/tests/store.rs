@@ -523,6 +523,11 @@ macro_rules! suite {
                 let lines = vec![(a.id.clone(), completion(400)), (b.id.clone(), completion(400))];
                 let out = store.batch_lines(&batch.id, &lines).await.unwrap();
                 assert_eq!(out, vec![BatchLine::Stored, BatchLine::LedgerOnly]);
+                // A poller that died before `finish_batch` polls again on restart and brings the
+                // same lines under new ids: nothing is recorded twice.
+                let again = vec![(a.id.clone(), completion(900)), (b.id.clone(), completion(900))];
+                let out = store.batch_lines(&batch.id, &again).await.unwrap();
+                assert_eq!(out, vec![BatchLine::AlreadyRecorded, BatchLine::AlreadyRecorded]);
 
                 let da = store.task(&a.id).await.unwrap().unwrap();
                 assert_eq!(da.task.state, TaskState::Succeeded);
@@ -537,7 +542,8 @@ macro_rules! suite {
                 assert!(db.attempt_log.iter().any(|x| x.outcome == "late"));
                 let df = store.task(&follower.id).await.unwrap().unwrap();
                 assert_eq!(df.task.state, TaskState::Queued, "the follower is released");
-                assert_eq!(store.ledger_since(0).await.unwrap().len(), 2);
+                assert_eq!(store.ledger_since(0).await.unwrap().len(), 2, "one line each");
+                assert_eq!(da.attempt_log.len(), 1, "{:?}", da.attempt_log);
                 let due = store.claim_deliveries(1_000_000, 1_000, 10).await.unwrap();
                 assert_eq!(due.len(), 1, "a delivery for the stored result only");
                 let delivered = DeliveryOutcome::Delivered { status: Some(200) };
