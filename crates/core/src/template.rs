@@ -26,6 +26,10 @@ pub struct Prompts {
     /// The `payload.…` paths each template uses, sorted: found once at compile time, since
     /// ingest checks them for every event.
     payload_paths: std::collections::HashMap<String, Vec<String>>,
+    /// The templates that only print paths (`{{ payload.a.b }}`, `{{ event.id }}`) with no
+    /// filter, test, call or block: these render whenever their payload paths exist, so
+    /// [`Prompts::check`] looks the paths up instead of rendering.
+    path_only: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for Prompts {
@@ -40,7 +44,7 @@ impl Default for Prompts {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Prompts are not HTML: never escape.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-        Prompts { env, payload_paths: std::collections::HashMap::new() }
+        Prompts { env, payload_paths: Default::default(), path_only: Default::default() }
     }
 }
 
@@ -89,6 +93,11 @@ impl Prompts {
             .collect();
         paths.sort();
         self.payload_paths.insert(name.to_owned(), paths);
+        if prints_only_paths(source) {
+            self.path_only.insert(name.to_owned());
+        } else {
+            self.path_only.remove(name);
+        }
         Ok(template
             .undeclared_variables(false)
             .into_iter()
@@ -109,6 +118,19 @@ impl Prompts {
             }
             msg
         })
+    }
+
+    /// Whether template `name` renders for this context, the way [`Prompts::render`] would say,
+    /// without rendering it when it only prints paths: ingest checks every event against every
+    /// template of its workloads, and a render costs far more than a few map look-ups.
+    pub fn check(&self, name: &str, ctx: &RenderContext<'_>) -> Result<(), String> {
+        if self.path_only.contains(name) && ctx.after.is_none() {
+            return match self.missing_payload_path(name, ctx.payload) {
+                None => Ok(()),
+                Some(path) => Err(format!("undefined value: {path} is undefined")),
+            };
+        }
+        self.render(name, ctx).map(drop)
     }
 
     /// Checks that `payload` has every `payload.…` path template `name` uses, for templates that
@@ -133,6 +155,43 @@ impl Prompts {
     pub fn contains(&self, name: &str) -> bool {
         self.env.get_template(name).is_ok()
     }
+}
+
+/// True when `source` is text and `{{ … }}` expressions that are each a dotted path rooted at
+/// `payload`, or one of `event.id`, `event.type`, `event.received_at`: nothing that can fail
+/// on a value's type. Anything else (a filter, a block, a comment, an `after` path) is rendered
+/// to be checked. Hand-written: minijinja does not expose its syntax tree in a stable API.
+fn prints_only_paths(source: &str) -> bool {
+    let is_ident = |seg: &str| {
+        let mut chars = seg.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let mut rest = source;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        if after.starts_with('%') || after.starts_with('#') {
+            return false;
+        }
+        if !after.starts_with('{') {
+            rest = after;
+            continue;
+        }
+        let Some(close) = after.find("}}") else { return false };
+        let expr = after[1..close].trim_start_matches(['-', '+']).trim_end_matches(['-', '+']);
+        let segments: Vec<&str> = expr.trim().split('.').collect();
+        let path_ok = segments.iter().all(|seg| is_ident(seg))
+            && match segments.as_slice() {
+                ["payload", ..] => true,
+                ["event", field] => ["id", "type", "received_at"].contains(field),
+                _ => false,
+            };
+        if !path_ok {
+            return false;
+        }
+        rest = &after[close + 2..];
+    }
+    true
 }
 
 fn compile_error(e: minijinja::Error) -> CompileError {
@@ -191,6 +250,43 @@ mod tests {
         assert_eq!(p.missing_payload_path("t", &full), None);
         let partial = json!({"subject": "x", "customer": {}});
         assert_eq!(p.missing_payload_path("t", &partial).as_deref(), Some("payload.customer.name"));
+    }
+
+    #[test]
+    fn the_path_check_agrees_with_rendering() {
+        let templates = [
+            ("plain", "no expressions, {not one} and a } or two", true),
+            (
+                "paths",
+                "{{ payload.subject }} / {{- payload.customer.name -}} ({{ event.id }})",
+                true,
+            ),
+            ("whole", "{{ payload }} at {{ event.received_at }} {{ event.type }}", true),
+            ("event_attr", "{{ event.nope }}", false),
+            ("filter", "{{ payload.subject | upper }}", false),
+            ("length", "{{ payload.items | length }}", false),
+            ("block", "{% if payload.vip %}VIP {% endif %}{{ payload.subject }}", false),
+            ("index", "{{ payload.items[0] }}", false),
+            ("comment", "{# a note #}{{ payload.subject }}", false),
+        ];
+        let payloads = [
+            json!({"subject": "x", "customer": {"name": "Ada"}, "items": [1], "vip": true}),
+            json!({"subject": "x", "customer": {}, "items": 3}),
+            json!({"subject": null, "customer": "Ada"}),
+            json!({"customer": {"name": null}}),
+            json!([1, 2]),
+            json!("just text"),
+        ];
+        let mut p = Prompts::default();
+        for (name, source, path_only) in templates {
+            p.add(name, source).unwrap();
+            assert_eq!(p.path_only.contains(name), path_only, "{name}");
+            for payload in &payloads {
+                let rendered = p.render(name, &ctx(payload));
+                let checked = p.check(name, &ctx(payload));
+                assert_eq!(checked.is_ok(), rendered.is_ok(), "{name} on {payload}: {rendered:?}");
+            }
+        }
     }
 
     #[test]

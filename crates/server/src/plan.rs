@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sluice_core::config::Workload;
-use sluice_core::policy::decide;
+use sluice_core::policy::{PolicyInput, decide};
 use sluice_core::template::{EventInfo, RenderContext};
 use sluice_core::units::parse_duration;
 use sluice_core::{Config, Lane, config::nearest};
@@ -156,7 +156,7 @@ pub fn plan(
         if let Some(learned) = learned {
             learned.apply(&config.provider(w).name, &mut input);
         }
-        let decision = decide(&input);
+        let decision = decided(input).map_err(|e| internal(&e))?;
         let after_task_id = w.after.and_then(|upstream| {
             let name = &config.workloads[upstream].name;
             workloads.iter().position(|o| &o.name == name).map(|i| ids[i].clone())
@@ -165,14 +165,11 @@ pub fn plan(
         tasks.push(NewTask {
             id: id.clone(),
             workload: w.name.clone(),
-            lane: decision.lane.as_str().to_owned(),
+            lane: decision.lane.to_owned(),
             state: if after_task_id.is_some() { TaskState::Pending } else { TaskState::Queued },
-            rule: serde_json::to_value(decision.rule)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            rule: decision.rule.clone(),
             reason: decision.reason.clone(),
-            decision: serde_json::value::to_raw_value(&decision).map_err(|e| internal(&e))?,
+            decision: decision.json.clone(),
             deadline: received_at.saturating_add(millis),
             priority: i64::from(w.critical),
             after_task_id,
@@ -191,7 +188,7 @@ pub fn plan(
             h.update(part.len().to_le_bytes());
             h.update(part.as_bytes());
         }
-        hex(&h.finalize())
+        hex::encode(h.finalize())
     };
     Ok(NewEvent {
         id: event_id,
@@ -203,6 +200,46 @@ pub fn plan(
         source: source.to_owned(),
         received_at,
         tasks,
+    })
+}
+
+/// A decision as tasks carry it.
+#[derive(Debug)]
+struct Decided {
+    lane: &'static str,
+    rule: String,
+    reason: String,
+    json: Box<serde_json::value::RawValue>,
+}
+
+/// Distinct policy inputs remembered per thread.
+const DECIDED_PER_THREAD: usize = 32;
+
+thread_local! {
+    /// `decide` is pure, and every event of a workload with a fixed deadline gives it the same
+    /// input: the decision and its JSON are made once, not for every task. `needed_by`
+    /// deadlines, whose slack moves with the clock, pass through without evicting for long.
+    static DECIDED: std::cell::RefCell<std::collections::VecDeque<(PolicyInput, std::rc::Rc<Decided>)>> =
+        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+}
+
+fn decided(input: PolicyInput) -> Result<std::rc::Rc<Decided>, serde_json::Error> {
+    DECIDED.with_borrow_mut(|cache| {
+        if let Some((_, d)) = cache.iter().find(|(i, _)| *i == input) {
+            return Ok(d.clone());
+        }
+        let decision = decide(&input);
+        let d = std::rc::Rc::new(Decided {
+            lane: decision.lane.as_str(),
+            rule: serde_json::to_value(decision.rule)?.as_str().unwrap_or_default().to_owned(),
+            reason: decision.reason.clone(),
+            json: serde_json::value::to_raw_value(&decision)?,
+        });
+        if cache.len() == DECIDED_PER_THREAD {
+            cache.pop_front();
+        }
+        cache.push_back((input, d.clone()));
+        Ok(d)
     })
 }
 
@@ -230,7 +267,7 @@ fn check_templates(
                 event: EventInfo { id, event_type: &ev.event_type, received_at: received },
                 after: None,
             };
-            config.prompts.render(&name, &ctx).map_err(|e| {
+            config.prompts.check(&name, &ctx).map_err(|e| {
                 let path = config.prompts.missing_payload_path(&name, &ev.payload);
                 match path {
                     Some(path) => {
@@ -250,10 +287,6 @@ fn check_templates(
 /// JSON encoding of values sluice built itself cannot fail in practice; if it does, say so.
 fn internal(e: &serde_json::Error) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("cannot encode JSON: {e}"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A task as the API shows it.
@@ -358,6 +391,26 @@ volume_per_day = 5000
         e.needed_within = Some("30s".into());
         let planned = plan(&config(), e, None, Utc::now(), "api", None).unwrap();
         assert!(planned.tasks.iter().all(|t| t.lane == "stream"), "{:?}", planned.tasks);
+    }
+
+    #[test]
+    fn remembered_decisions_are_those_decided_afresh() {
+        let config = config();
+        for needed_within in [None, Some("30s"), None, Some("3h"), Some("30s")] {
+            let mut e = ev(serde_json::json!({"subject": "s", "body": "b"}));
+            e.needed_within = needed_within.map(str::to_owned);
+            let now = Utc::now();
+            let planned = plan(&config, e, None, now, "api", None).unwrap();
+            for (t, w) in planned.tasks.iter().zip(&config.workloads) {
+                let slack = match needed_within {
+                    Some(text) => parse_duration(text).unwrap(),
+                    None => w.deadline.unwrap().slack_at(now.time()),
+                };
+                let fresh = decide(&config.policy_input(w, slack));
+                assert_eq!(t.decision.get(), serde_json::to_string(&fresh).unwrap());
+                assert_eq!((t.lane.as_str(), &t.reason), (fresh.lane.as_str(), &fresh.reason));
+            }
+        }
     }
 
     #[test]

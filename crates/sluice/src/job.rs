@@ -57,7 +57,7 @@ pub fn read_events(path: &Path, text: &str, config: &Config) -> anyhow::Result<V
             let digest: [u8; 32] = Sha256::digest(trimmed.as_bytes()).into();
             let n = seen.entry(digest).or_insert(0);
             *n += 1;
-            let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+            let hex = hex::encode(&digest[..16]);
             obj.insert("idempotency_key".into(), json!(format!("line:{hex}:{n}")));
         }
         let event: EventIn = match serde_json::from_value(value.clone()) {

@@ -173,10 +173,5 @@ pub(crate) fn new_ingested(ev: &NewEvent) -> Ingested {
 /// A decision's key in `decisions`: 128 bits of the SHA-256 of its text, in hex. The same
 /// decision gets the same key in every process, so instances sharing a database store it once.
 pub(crate) fn decision_id(body: &str) -> String {
-    use std::fmt::Write;
-    let digest = Sha256::digest(body.as_bytes());
-    digest[..16].iter().fold(String::with_capacity(32), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex::encode(&Sha256::digest(body.as_bytes())[..16])
 }
