@@ -159,8 +159,9 @@ impl Prompts {
 
 /// True when `source` is text and `{{ … }}` expressions that are each a dotted path rooted at
 /// `payload`, or one of `event.id`, `event.type`, `event.received_at`: nothing that can fail
-/// on a value's type. Anything else (a filter, a block, a comment, an `after` path) is rendered
-/// to be checked. Hand-written: minijinja does not expose its syntax tree in a stable API.
+/// on a value's type. Anything else (a block, a comment, an `after` path, any filter: even
+/// `tojson`, which prints a missing last field as `null`) is rendered to be checked.
+/// Hand-written: minijinja does not expose its syntax tree in a stable API.
 fn prints_only_paths(source: &str) -> bool {
     let is_ident = |seg: &str| {
         let mut chars = seg.chars();
@@ -263,7 +264,9 @@ mod tests {
             ),
             ("whole", "{{ payload }} at {{ event.received_at }} {{ event.type }}", true),
             ("event_attr", "{{ event.nope }}", false),
+            ("tojson", "{{ payload.customer | tojson }} {{- payload.items|tojson -}}", false),
             ("filter", "{{ payload.subject | upper }}", false),
+            ("join", "{{ payload.items | join(\"; \") }}", false),
             ("length", "{{ payload.items | length }}", false),
             ("block", "{% if payload.vip %}VIP {% endif %}{{ payload.subject }}", false),
             ("index", "{{ payload.items[0] }}", false),
