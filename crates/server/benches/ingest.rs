@@ -31,7 +31,10 @@ use sluice_store::{SqliteDurability, Store};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const CLIENTS: usize = 64;
+/// Concurrent clients; `SLUICE_BENCH_CLIENTS` overrides.
+fn clients() -> usize {
+    std::env::var("SLUICE_BENCH_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+}
 const RUN: Duration = Duration::from_secs(6);
 const WARMUP: Duration = Duration::from_secs(1);
 const ARRAY: usize = 20;
@@ -94,12 +97,12 @@ async fn start_sluice(url: &str) -> String {
     format!("http://{}", running.addr)
 }
 
-/// Events per second accepted with `202` by `CLIENTS` concurrent clients over `RUN`.
+/// Events per second accepted with `202` by [`clients`] concurrent clients over `RUN`.
 async fn load(base: &str, per_request: usize) -> f64 {
     let samples = Arc::new(samples());
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
-        .pool_max_idle_per_host(CLIENTS)
+        .pool_max_idle_per_host(clients())
         .build()
         .unwrap();
     let accepted = Arc::new(AtomicU64::new(0));
@@ -108,7 +111,7 @@ async fn load(base: &str, per_request: usize) -> f64 {
     let measure_from = start + WARMUP;
     let end = measure_from + RUN;
     let mut tasks = Vec::new();
-    for c in 0..CLIENTS {
+    for c in 0..clients() {
         let (http, samples, accepted, failed, base) =
             (http.clone(), samples.clone(), accepted.clone(), failed.clone(), base.to_owned());
         tasks.push(tokio::spawn(async move {
@@ -183,7 +186,8 @@ async fn main() {
         }
     }
     println!(
-        "\n{CLIENTS} concurrent clients in the same process, {}s per cell after {}s warm-up; payloads from examples/events.jsonl fanned out by examples/sluice.toml.",
+        "\n{} concurrent clients in the same process, {}s per cell after {}s warm-up; payloads from examples/events.jsonl fanned out by examples/sluice.toml.",
+        clients(),
         RUN.as_secs(),
         WARMUP.as_secs()
     );

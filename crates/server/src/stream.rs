@@ -28,6 +28,9 @@ use crate::routes::AppState;
 
 type Tx = mpsc::Sender<Result<Event, Infallible>>;
 
+/// How long a follower of a task it saw accepted waits for the start before asking the store.
+const FRESH_START: Duration = Duration::from_millis(100);
+
 pub async fn stream_task(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -40,7 +43,7 @@ pub async fn stream_task(
         .map_err(|e| ApiError::unavailable(&e))?
         .ok_or_else(|| ApiError::not_found("task", &id))?;
     let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(follow(state, id, tx));
+    tokio::spawn(follow(state, id, tx, false));
     Ok(Sse::new(rx).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -58,7 +61,7 @@ pub fn event_stream(state: Arc<AppState>, ingested: Ingested) -> Response {
     // A fresh channel has room: this cannot fail.
     let _ = tx.try_send(Ok(Event::default().event("accepted").data(accepted)));
     for t in ingested.tasks.iter().filter(|t| t.lane == "stream" || t.lane == "flex") {
-        tokio::spawn(follow(state.clone(), t.id.clone(), tx.clone()));
+        tokio::spawn(follow(state.clone(), t.id.clone(), tx.clone(), !ingested.replayed));
     }
     // The response ends when the last follower drops its sender.
     drop(tx);
@@ -74,48 +77,63 @@ pub fn event_stream(state: Arc<AppState>, ingested: Ingested) -> Response {
 }
 
 /// Feeds one watcher until the task ends or the watcher hangs up (a send fails).
-async fn follow(state: Arc<AppState>, id: String, mut tx: Tx) {
+async fn follow(state: Arc<AppState>, id: String, mut tx: Tx, mut fresh: bool) {
     let Some(hub) = state.hub.clone() else { return };
     let mut waiting_said = false;
     // Bounded by the task's life: it ends, or the watcher leaves; a poll every 200 ms between.
     loop {
-        let started = hub.started();
-        if let Some(mut watch) = hub.watch(&id) {
-            waiting_said = false;
-            if !watch.so_far.is_empty()
-                && tx
-                    .send(event("delta", json!({ "task_id": id, "text": watch.so_far })))
-                    .await
-                    .is_err()
-            {
-                return;
-            }
-            loop {
-                match watch.updates.recv().await {
-                    Ok(Update::Delta(text)) => {
-                        if tx
-                            .send(event("delta", json!({ "task_id": id, "text": text })))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Ok(Update::Reset) => {
-                        if tx.send(event("reset", json!({ "task_id": id }))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(Update::Stopped(message)) => {
-                        let status = json!({ "task_id": id, "message": message });
-                        if tx.send(event("status", status)).await.is_err() {
-                            return;
-                        }
-                        break;
-                    }
-                    // Finished, or the sender went away (finished meanwhile): ask the store.
-                    Ok(Update::Finished) | Err(_) => break,
+        let mut started = match hub.watch_or_wait(&id) {
+            Err(wait) => wait,
+            Ok(mut watch) => {
+                (waiting_said, fresh) = (false, false);
+                if !watch.so_far.is_empty()
+                    && tx
+                        .send(event("delta", json!({ "task_id": id, "text": watch.so_far })))
+                        .await
+                        .is_err()
+                {
+                    return;
                 }
+                loop {
+                    match watch.updates.recv().await {
+                        Ok(Update::Delta(text)) => {
+                            if tx
+                                .send(event("delta", json!({ "task_id": id, "text": text })))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Ok(Update::Reset) => {
+                            if tx.send(event("reset", json!({ "task_id": id }))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Update::Stopped(message)) => {
+                            let status = json!({ "task_id": id, "message": message });
+                            if tx.send(event("status", status)).await.is_err() {
+                                return;
+                            }
+                            break;
+                        }
+                        // Finished, or the sender went away (finished meanwhile): ask the store.
+                        Ok(Update::Finished) | Err(_) => break,
+                    }
+                }
+                // It may run again (a retry, after a stop): wait for that start, not any.
+                match hub.watch_or_wait(&id) {
+                    Err(wait) => wait,
+                    Ok(_) => continue,
+                }
+            }
+        };
+        // A task just accepted is usually handed to the executor at once: give it a moment to
+        // start before reading the store, so that the common case costs no read and no status.
+        if fresh {
+            fresh = false;
+            if tokio::time::timeout(FRESH_START, &mut started).await.is_ok() {
+                continue;
             }
         }
         match state.store.task(&id).await {
@@ -144,7 +162,7 @@ async fn follow(state: Arc<AppState>, id: String, mut tx: Tx) {
             return;
         }
         tokio::select! {
-            _ = started => {}
+            () = &mut started => {}
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
