@@ -110,7 +110,7 @@ fn writer_thread(
             let jobs = take_group(first, &mut rx);
             let (requests, replies, mut reserved) = prepare(jobs, handoff.as_ref());
             let started = Instant::now();
-            let result = writer.ingest(&requests);
+            let result = writer.ingest(requests);
             answer(result, started, replies, &mut reserved, handoff.as_ref());
         }
         let _ = done.send(());

@@ -123,7 +123,7 @@ impl Store {
         match self {
             Store::Sqlite(_, writer) => {
                 let (writer, requests) = (writer.clone(), requests.to_vec());
-                tokio::task::spawn_blocking(move || writer.ingest(&requests))
+                tokio::task::spawn_blocking(move || writer.ingest(requests))
                     .await
                     .map_err(|e| StoreError::WriterStopped(e.to_string()))?
             }
@@ -681,7 +681,7 @@ macro_rules! queries {
                     }
                 }
                 insert_tasks(conn, &[ev]).await?;
-                done.push(crate::settle::new_ingested(ev));
+                done.push(crate::settle::new_ingested(ev.clone()));
             }
             Ok(Ok(done))
         }
@@ -1860,9 +1860,9 @@ mod postgres {
             return ingest_one_by_one(pool, requests).await;
         }
         insert_tasks(&mut tx, &settled.to_insert).await?;
-        let replayed_tasks = tasks_of_events(&mut tx, &settled.replayed_ids()).await?;
+        let replayed_tasks = tasks_of_events(&mut tx, &settled.plans.replayed_ids()).await?;
         tx.commit().await?;
-        Ok(settled.outcomes(replayed_tasks))
+        Ok(settled.plans.outcomes(requests, replayed_tasks))
     }
 
     async fn events_by_key(

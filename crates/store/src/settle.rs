@@ -9,15 +9,24 @@ use sha2::{Digest, Sha256};
 use crate::backend::RequestOutcome;
 use crate::{EventRecord, Ingested, KeyConflict, NewEvent, TaskRecord};
 
-pub(crate) enum Seen<'a> {
-    Stored(&'a EventRecord),
-    New(&'a NewEvent),
+/// What one event of a request turned out to be.
+pub(crate) enum Seen<'s> {
+    /// Stored before: a replay.
+    Stored(&'s EventRecord),
+    /// New: written by this group, at this very place in the requests.
+    New,
+    /// New, but named earlier in the group (the same key again): `requests[request][event]`.
+    Again { request: usize, event: usize },
 }
 
-pub(crate) struct Settled<'a> {
-    plans: Vec<Result<Vec<Seen<'a>>, KeyConflict>>,
+/// Each request's plan, one entry per event; borrows the stored events only, so that the
+/// requests themselves can be moved into the answers once written.
+pub(crate) struct Plans<'s>(Vec<Result<Vec<Seen<'s>>, KeyConflict>>);
+
+pub(crate) struct Settled<'r, 's> {
+    pub plans: Plans<'s>,
     /// Each new event once, in request order.
-    pub to_insert: Vec<&'a NewEvent>,
+    pub to_insert: Vec<&'r NewEvent>,
 }
 
 /// The idempotency keys the group names, to look up before settling.
@@ -25,38 +34,39 @@ pub(crate) fn keys(requests: &[Vec<NewEvent>]) -> Vec<&str> {
     requests.iter().flatten().filter_map(|e| e.idempotency_key.as_deref()).collect()
 }
 
-pub(crate) fn settle<'a>(
-    requests: &'a [Vec<NewEvent>],
-    stored: &'a HashMap<String, EventRecord>,
-) -> Settled<'a> {
-    let mut in_group: HashMap<&str, &NewEvent> = HashMap::new();
+pub(crate) fn settle<'r, 's>(
+    requests: &'r [Vec<NewEvent>],
+    stored: &'s HashMap<String, EventRecord>,
+) -> Settled<'r, 's> {
+    let mut in_group: HashMap<&str, (usize, usize)> = HashMap::new();
     let mut plans = Vec::with_capacity(requests.len());
     let mut to_insert = Vec::new();
-    // Ids already in `to_insert`: a group holds thousands of events, a scan per event would be
-    // quadratic.
-    let mut inserting: HashSet<&str> = HashSet::new();
-    for request in requests {
+    for (r, request) in requests.iter().enumerate() {
         let mut plan = Vec::with_capacity(request.len());
-        let mut new_keys: HashMap<&str, &NewEvent> = HashMap::new();
+        let mut new_keys: HashMap<&str, (usize, usize)> = HashMap::new();
         let mut conflict = None;
-        for ev in request {
+        for (e, ev) in request.iter().enumerate() {
             let Some(key) = ev.idempotency_key.as_deref() else {
-                plan.push(Seen::New(ev));
+                plan.push(Seen::New);
                 continue;
             };
-            let (hash, id, seen) = if let Some(record) = stored.get(key) {
-                (record.request_hash.as_str(), record.id.as_str(), Seen::Stored(record))
-            } else if let Some(first) = in_group.get(key).or_else(|| new_keys.get(key)) {
-                (first.request_hash.as_str(), first.id.as_str(), Seen::New(first))
+            let (first, seen) = if let Some(record) = stored.get(key) {
+                ((record.request_hash.as_str(), record.id.as_str()), Seen::Stored(record))
+            } else if let Some(&(fr, fe)) = in_group.get(key).or_else(|| new_keys.get(key)) {
+                let first = &requests[fr][fe];
+                (
+                    (first.request_hash.as_str(), first.id.as_str()),
+                    Seen::Again { request: fr, event: fe },
+                )
             } else {
-                new_keys.insert(key, ev);
-                plan.push(Seen::New(ev));
+                new_keys.insert(key, (r, e));
+                plan.push(Seen::New);
                 continue;
             };
-            if hash != ev.request_hash {
+            if first.0 != ev.request_hash {
                 conflict = Some(KeyConflict {
                     idempotency_key: key.to_owned(),
-                    existing_event_id: id.to_owned(),
+                    existing_event_id: first.1.to_owned(),
                 });
                 break;
             }
@@ -67,22 +77,19 @@ pub(crate) fn settle<'a>(
             continue;
         }
         in_group.extend(new_keys);
-        for seen in &plan {
-            if let Seen::New(ev) = seen
-                && inserting.insert(ev.id.as_str())
-            {
-                to_insert.push(*ev);
-            }
-        }
+        // `New` is this very event, named here first: each is inserted once.
+        to_insert.extend(
+            plan.iter().zip(request).filter(|(s, _)| matches!(s, Seen::New)).map(|(_, ev)| ev),
+        );
         plans.push(Ok(plan));
     }
-    Settled { plans, to_insert }
+    Settled { plans: Plans(plans), to_insert }
 }
 
-impl Settled<'_> {
+impl<'s> Plans<'s> {
     /// Events of earlier requests that this group replays: their tasks are read back.
     pub fn replayed_ids(&self) -> Vec<&str> {
-        self.plans
+        self.0
             .iter()
             .flatten()
             .flatten()
@@ -90,31 +97,82 @@ impl Settled<'_> {
             .collect()
     }
 
-    /// Each request's outcome, once the new events are written.
+    /// Each request's outcome, once the new events are written, copying what they hold.
     pub fn outcomes(
         self,
-        mut replayed_tasks: HashMap<String, Vec<TaskRecord>>,
+        requests: &[Vec<NewEvent>],
+        replayed_tasks: HashMap<String, Vec<TaskRecord>>,
     ) -> Vec<RequestOutcome> {
-        let mut outcomes = Vec::with_capacity(self.plans.len());
-        for plan in self.plans {
-            outcomes.push(match plan {
-                Err(c) => Err(c),
-                Ok(seen) => Ok(seen
-                    .into_iter()
-                    .map(|s| match s {
-                        Seen::Stored(e) => Ingested {
-                            event: e.clone(),
-                            tasks: replayed_tasks.remove(&e.id).unwrap_or_default(),
-                            replayed: true,
-                        },
-                        Seen::New(ev) => new_ingested(ev),
-                    })
-                    .collect()),
-            });
-        }
-        mark_group_replays(&mut outcomes);
-        outcomes
+        let plans = self.resolve(requests);
+        answer(plans, requests.iter().map(|r| r.iter().cloned()), replayed_tasks)
     }
+
+    /// [`Plans::outcomes`], moving each new event's text into its answer instead of copying it:
+    /// on SQLite's writer thread, which every group waits for, the copy was measurable.
+    pub fn outcomes_owned(
+        self,
+        requests: Vec<Vec<NewEvent>>,
+        replayed_tasks: HashMap<String, Vec<TaskRecord>>,
+    ) -> Vec<RequestOutcome> {
+        let plans = self.resolve(&requests);
+        answer(plans, requests.into_iter().map(Vec::into_iter), replayed_tasks)
+    }
+
+    /// Copies out the events named twice (rare), before the requests may be consumed.
+    fn resolve(self, requests: &[Vec<NewEvent>]) -> Vec<Result<Vec<Answer<'s>>, KeyConflict>> {
+        self.0
+            .into_iter()
+            .map(|plan| {
+                plan.map(|seen| {
+                    seen.into_iter()
+                        .map(|s| match s {
+                            Seen::Stored(e) => Answer::Stored(e),
+                            Seen::New => Answer::New,
+                            Seen::Again { request, event } => {
+                                Answer::Copy(Box::new(requests[request][event].clone()))
+                            }
+                        })
+                        .collect()
+                })
+            })
+            .collect()
+    }
+}
+
+/// A plan entry ready to answer with.
+enum Answer<'s> {
+    Stored(&'s EventRecord),
+    /// This very event, to be moved (or copied) into its answer.
+    New,
+    /// The event named earlier in the group.
+    Copy(Box<NewEvent>),
+}
+
+/// `requests` gives each request's events in order, to be moved into their answers.
+fn answer<R: Iterator<Item = NewEvent>>(
+    plans: Vec<Result<Vec<Answer<'_>>, KeyConflict>>,
+    requests: impl Iterator<Item = R>,
+    mut replayed_tasks: HashMap<String, Vec<TaskRecord>>,
+) -> Vec<RequestOutcome> {
+    let mut outcomes: Vec<RequestOutcome> = Vec::with_capacity(plans.len());
+    for (plan, events) in plans.into_iter().zip(requests) {
+        outcomes.push(plan.map(|plan| {
+            plan.into_iter()
+                .zip(events)
+                .map(|(a, ev)| match a {
+                    Answer::Stored(e) => Ingested {
+                        event: e.clone(),
+                        tasks: replayed_tasks.remove(&e.id).unwrap_or_default(),
+                        replayed: true,
+                    },
+                    Answer::New => new_ingested(ev),
+                    Answer::Copy(first) => new_ingested(*first),
+                })
+                .collect()
+        }));
+    }
+    mark_group_replays(&mut outcomes);
+    outcomes
 }
 
 /// Within one group the same new event can be named by two requests (the same key twice): the
@@ -131,41 +189,58 @@ fn mark_group_replays(outcomes: &mut [RequestOutcome]) {
 }
 
 /// What a newly written event and its tasks look like, without reading them back.
-pub(crate) fn new_ingested(ev: &NewEvent) -> Ingested {
-    let tasks = ev
-        .tasks
-        .iter()
-        .map(|t| TaskRecord {
-            id: t.id.clone(),
-            event_id: ev.id.clone(),
-            workload: t.workload.clone(),
-            lane: t.lane.clone(),
-            state: t.state,
-            rule: t.rule.clone(),
-            reason: t.reason.clone(),
-            decision: t.decision.clone(),
-            deadline: t.deadline,
-            priority: t.priority,
-            after_task_id: t.after_task_id.clone(),
-            attempts: i64::from(t.lease.is_some()),
-            lease_owner: t.lease.as_ref().map(|l| l.owner.clone()),
-            lease_expires_at: t.lease.as_ref().map(|l| l.expires_at),
-            fence: i64::from(t.lease.is_some()),
-            batch_id: None,
-            last_error: None,
-            created_at: ev.received_at,
-            updated_at: ev.received_at,
+pub(crate) fn new_ingested(ev: NewEvent) -> Ingested {
+    let NewEvent {
+        id,
+        event_type,
+        payload,
+        idempotency_key,
+        request_hash,
+        needed_within_ms,
+        source,
+        received_at,
+        tasks,
+    } = ev;
+    let tasks = tasks
+        .into_iter()
+        .map(|t| {
+            let leased = t.lease.is_some();
+            let (lease_owner, lease_expires_at) = match t.lease {
+                Some(l) => (Some(l.owner), Some(l.expires_at)),
+                None => (None, None),
+            };
+            TaskRecord {
+                id: t.id,
+                event_id: id.clone(),
+                workload: t.workload,
+                lane: t.lane,
+                state: t.state,
+                rule: t.rule,
+                reason: t.reason,
+                decision: t.decision,
+                deadline: t.deadline,
+                priority: t.priority,
+                after_task_id: t.after_task_id,
+                attempts: i64::from(leased),
+                lease_owner,
+                lease_expires_at,
+                fence: i64::from(leased),
+                batch_id: None,
+                last_error: None,
+                created_at: received_at,
+                updated_at: received_at,
+            }
         })
         .collect();
     let event = EventRecord {
-        id: ev.id.clone(),
-        event_type: ev.event_type.clone(),
-        payload: ev.payload.clone(),
-        idempotency_key: ev.idempotency_key.clone(),
-        request_hash: ev.request_hash.clone(),
-        needed_within_ms: ev.needed_within_ms,
-        source: ev.source.clone(),
-        received_at: ev.received_at,
+        id,
+        event_type,
+        payload,
+        idempotency_key,
+        request_hash,
+        needed_within_ms,
+        source,
+        received_at,
     };
     Ingested { event, tasks, replayed: false }
 }

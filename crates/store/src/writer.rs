@@ -69,7 +69,7 @@ impl SqliteWriter {
 
     /// [`crate::Store::ingest`] on SQLite: blocks the calling thread for the whole commit, fsync
     /// included. Call it from a thread that may block (the ingest committer has its own).
-    pub fn ingest(&self, requests: &[Vec<NewEvent>]) -> Result<Vec<RequestOutcome>, StoreError> {
+    pub fn ingest(&self, requests: Vec<Vec<NewEvent>>) -> Result<Vec<RequestOutcome>, StoreError> {
         // A panic elsewhere while holding the lock left no transaction open: rusqlite rolls back
         // an unfinished one when it is dropped.
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -82,7 +82,7 @@ impl SqliteWriter {
             let mut by_key = tx.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE idempotency_key = ?1"
             ))?;
-            for key in settle::keys(requests) {
+            for key in settle::keys(&requests) {
                 if stored.contains_key(key) {
                     continue;
                 }
@@ -91,10 +91,10 @@ impl SqliteWriter {
                 }
             }
         }
-        let settled = settle::settle(requests, &stored);
+        let settle::Settled { plans, to_insert } = settle::settle(&requests, &stored);
         // Decisions this group is the first to use.
         let mut new_decisions: HashMap<&str, String, FastHash> = HashMap::default();
-        for t in settled.to_insert.iter().flat_map(|e| &e.tasks) {
+        for t in to_insert.iter().flat_map(|e| &e.tasks) {
             let body = t.decision.get();
             if !decisions.contains_key(body) && !new_decisions.contains_key(body) {
                 new_decisions.insert(body, settle::decision_id(body));
@@ -118,7 +118,7 @@ impl SqliteWriter {
                                     updated_at, lease_owner, lease_expires_at, fence, attempts)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, '', ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15, ?15)",
             )?;
-            for ev in &settled.to_insert {
+            for ev in &to_insert {
                 event.execute(params![
                     ev.id,
                     ev.event_type,
@@ -130,7 +130,7 @@ impl SqliteWriter {
                     ev.received_at,
                 ])?;
             }
-            for ev in &settled.to_insert {
+            for ev in &to_insert {
                 for t in &ev.tasks {
                     task.execute(params![
                         t.id,
@@ -159,7 +159,7 @@ impl SqliteWriter {
             let mut tasks_of = tx.prepare_cached(&format!(
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE event_id = ?1 ORDER BY id"
             ))?;
-            for id in settled.replayed_ids() {
+            for id in plans.replayed_ids() {
                 let mut tasks = Vec::new();
                 let mut rows = tasks_of.query([id])?;
                 while let Some(row) = rows.next()? {
@@ -173,7 +173,8 @@ impl SqliteWriter {
             decisions.clear();
         }
         decisions.extend(new_decisions.into_iter().map(|(body, id)| (body.to_owned(), id)));
-        Ok(settled.outcomes(replayed_tasks))
+        drop(to_insert);
+        Ok(plans.outcomes_owned(requests, replayed_tasks))
     }
 }
 

@@ -209,6 +209,11 @@ macro_rules! suite {
                     out[0].as_ref().unwrap()[0].event.id,
                     out[1].as_ref().unwrap()[0].event.id
                 );
+                let task_ids = |i: usize| -> Vec<String> {
+                    out[i].as_ref().unwrap()[0].tasks.iter().map(|t| t.id.clone()).collect()
+                };
+                assert_eq!(task_ids(0), task_ids(1), "the replay answers with the first's tasks");
+                assert_eq!(task_ids(0).len(), 2);
                 // The same key twice within one request, and once with another body.
                 let out = store
                     .ingest(&[
