@@ -34,41 +34,71 @@ pub struct EventIn {
 
 /// Parses a body holding one event or an array of events. `header_key` (the `Idempotency-Key`
 /// header) applies to a single event that has no key of its own.
+///
+/// Each event is read straight into [`EventIn`] (an array's items from their raw text, so that an
+/// error names its index), not through a `serde_json::Value` of the whole body: that copied
+/// every payload a second time.
 pub fn parse_body(body: &[u8], header_key: Option<&str>) -> Result<(Vec<EventIn>, bool), ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+    let not_json = |e: serde_json::Error| {
         ApiError::bad_request(
             "invalid_json",
             format!("the body is not valid JSON: {e} (line {}, column {})", e.line(), e.column()),
         )
-    })?;
-    let (items, is_array) = match value {
-        serde_json::Value::Array(items) => (items, true),
-        v @ serde_json::Value::Object(_) => (vec![v], false),
-        other => {
+    };
+    let (events, is_array) = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => {
+            let items: Vec<&serde_json::value::RawValue> =
+                serde_json::from_slice(body).map_err(not_json)?;
+            if items.is_empty() {
+                return Err(ApiError::unprocessable("invalid_event", "the array holds no events"));
+            }
+            if items.len() > MAX_EVENTS_PER_REQUEST {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_many_events",
+                    format!(
+                        "{} events in one request; send at most {MAX_EVENTS_PER_REQUEST} per request",
+                        items.len()
+                    ),
+                ));
+            }
+            let events = items
+                .iter()
+                .enumerate()
+                .map(|(i, raw)| {
+                    serde_json::from_str::<EventIn>(raw.get()).map_err(|e| {
+                        // Positions within the item would mislead: the index says where.
+                        let text = e.to_string();
+                        let at = text.rfind(" at line ").unwrap_or(text.len());
+                        ApiError::unprocessable(
+                            "invalid_event",
+                            format!("events[{i}]: {}", &text[..at]),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            (events, true)
+        }
+        Some(b'{') => {
+            let ev = serde_json::from_slice::<EventIn>(body).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => {
+                    ApiError::unprocessable("invalid_event", e.to_string())
+                }
+                _ => not_json(e),
+            })?;
+            (vec![ev], false)
+        }
+        _ => {
+            let value: serde_json::Value = serde_json::from_slice(body).map_err(not_json)?;
             return Err(ApiError::unprocessable(
                 "invalid_event",
-                format!("expected an event object or an array of events, got {}", kind(&other)),
+                format!("expected an event object or an array of events, got {}", kind(&value)),
             ));
         }
     };
-    if items.is_empty() {
-        return Err(ApiError::unprocessable("invalid_event", "the array holds no events"));
-    }
-    if items.len() > MAX_EVENTS_PER_REQUEST {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_events",
-            format!(
-                "{} events in one request; send at most {MAX_EVENTS_PER_REQUEST} per request",
-                items.len()
-            ),
-        ));
-    }
-    let mut events = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
+    let mut events = events;
+    for (i, ev) in events.iter_mut().enumerate() {
         let at = if is_array { format!("events[{i}]: ") } else { String::new() };
-        let mut ev: EventIn = serde_json::from_value(item)
-            .map_err(|e| ApiError::unprocessable("invalid_event", format!("{at}{e}")))?;
         if !is_array && ev.idempotency_key.is_none() {
             ev.idempotency_key = header_key.map(str::to_owned);
         }
@@ -80,7 +110,6 @@ pub fn parse_body(body: &[u8], header_key: Option<&str>) -> Result<(Vec<EventIn>
                 format!("{at}idempotency_key must be 1 to {MAX_KEY_LEN} characters"),
             ));
         }
-        events.push(ev);
     }
     Ok((events, is_array))
 }
@@ -453,6 +482,35 @@ volume_per_day = 5000
         let e = parse_body(br#"[{"type":"a","payload":{}},{"typ":"a","payload":{}}]"#, None)
             .unwrap_err();
         assert!(e.message.starts_with("events[1]: unknown field `typ`"), "{}", e.message);
+        assert!(
+            !e.message.contains(" at line "),
+            "positions within an item mislead: {}",
+            e.message
+        );
+        let e = parse_body(br#"{"type":"a"}"#, None).unwrap_err();
+        assert_eq!((e.code, e.status), ("invalid_event", StatusCode::UNPROCESSABLE_ENTITY));
+        assert!(e.message.contains("missing field `payload`"), "{}", e.message);
+        assert_eq!(
+            parse_body(br#"{"type":"a","payload":{}} x"#, None).unwrap_err().code,
+            "invalid_json"
+        );
+        assert_eq!(
+            parse_body(br#"[{"type":"a","payload":{}},"#, None).unwrap_err().code,
+            "invalid_json"
+        );
+        assert_eq!(parse_body(b" \"text\"", None).unwrap_err().code, "invalid_event");
+        assert_eq!(parse_body(b"", None).unwrap_err().code, "invalid_json");
+        let (evs, array) = parse_body(
+            br#" [{"type":"a","payload":{"b":[1,{"c":null}]}},{"type":"b","payload":2,"idempotency_key":"k"}]"#,
+            Some("ignored for arrays"),
+        )
+        .unwrap();
+        assert!(array);
+        assert_eq!(evs[0].payload, serde_json::json!({"b": [1, {"c": null}]}));
+        assert_eq!(
+            (evs[0].idempotency_key.as_deref(), evs[1].idempotency_key.as_deref()),
+            (None, Some("k"))
+        );
         let (evs, array) = parse_body(br#"{"type":"a","payload":{}}"#, Some("k1")).unwrap();
         assert!(!array);
         assert_eq!(evs[0].idempotency_key.as_deref(), Some("k1"));
