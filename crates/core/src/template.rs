@@ -179,7 +179,10 @@ fn prints_only_paths(source: &str) -> bool {
             continue;
         }
         let Some(close) = after.find("}}") else { return false };
-        let expr = after[1..close].trim_start_matches(['-', '+']).trim_end_matches(['-', '+']);
+        // One `-` or `+` on each side is whitespace control; a second one is an operator.
+        let expr = &after[1..close];
+        let expr = expr.strip_prefix(['-', '+']).unwrap_or(expr);
+        let expr = expr.strip_suffix(['-', '+']).unwrap_or(expr);
         let segments: Vec<&str> = expr.trim().split('.').collect();
         let path_ok = segments.iter().all(|seg| is_ident(seg))
             && match segments.as_slice() {
@@ -264,6 +267,7 @@ mod tests {
             ),
             ("whole", "{{ payload }} at {{ event.received_at }} {{ event.type }}", true),
             ("event_attr", "{{ event.nope }}", false),
+            ("negated", "{{--payload.subject}} {{+-payload.subject}}", false),
             ("tojson", "{{ payload.customer | tojson }} {{- payload.items|tojson -}}", false),
             ("filter", "{{ payload.subject | upper }}", false),
             ("join", "{{ payload.items | join(\"; \") }}", false),

@@ -736,6 +736,13 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                 inner.hub.end(&task.id, Update::Finished);
                 // Tasks that ran after this one are queued now; some may be streamed.
                 inner.wake.notify_one();
+            } else {
+                // Its watchers must not wait on a stream that will not end: they read the store.
+                let why = match &r {
+                    Ok(Err(_)) => "another worker took the task over".to_owned(),
+                    _ => "its result could not be stored yet; it runs again".to_owned(),
+                };
+                inner.hub.end(&task.id, Update::Stopped(why));
             }
             r
         }
@@ -745,8 +752,11 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                 &[&labels[..], &[("cause", "broken".to_owned())]].concat()
             )
             .increment(1);
-            inner.hub.end(&task.id, Update::Stopped(reason.clone()));
-            store.fail(&task.id, fence, &attempt("failed", Some(reason), None)).await
+            let r =
+                store.fail(&task.id, fence, &attempt("failed", Some(reason.clone()), None)).await;
+            // After the write: a watcher then reads the task as it now is.
+            inner.hub.end(&task.id, Update::Stopped(reason));
+            r
         }
         Outcome::Failed(e) => {
             let request_id = e.request_id.clone();
@@ -763,28 +773,25 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                     });
                     metrics::counter!(m::TASK_RETRIES, "cause" => "flex_unavailable").increment(1);
                     if now + millis(room) < task.deadline {
-                        inner.hub.end(
-                            &task.id,
-                            Update::Stopped("flex refused; trying again shortly".into()),
-                        );
-                        store
+                        let r = store
                             .requeue(
                                 &task.id,
                                 fence,
                                 now + 2_000,
                                 &attempt("flex_unavailable", Some(message), request_id),
                             )
-                            .await
+                            .await;
+                        inner.hub.end(
+                            &task.id,
+                            Update::Stopped("flex refused; trying again shortly".into()),
+                        );
+                        r
                     } else {
                         let reason = format!(
                             "{}; flex was refused and too little time was left to wait for it, so it fell back to stream",
                             task.reason
                         );
-                        inner.hub.end(
-                            &task.id,
-                            Update::Stopped("flex refused; falling back to stream".into()),
-                        );
-                        store
+                        let r = store
                             .reroute(
                                 &task.id,
                                 fence,
@@ -793,7 +800,12 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                                 now,
                                 &attempt("flex_unavailable", Some(message), request_id),
                             )
-                            .await
+                            .await;
+                        inner.hub.end(
+                            &task.id,
+                            Update::Stopped("flex refused; falling back to stream".into()),
+                        );
+                        r
                     }
                 }
                 ErrorClass::Retryable { cause } if task.attempts < inner.opts.max_attempts => {
@@ -804,18 +816,17 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                     let backoff = e
                         .retry_after
                         .unwrap_or(Duration::from_secs(1 << task.attempts.clamp(1, 6)));
-                    inner.hub.end(
-                        &task.id,
-                        Update::Stopped(format!("attempt failed ({message}); retrying later")),
-                    );
-                    store
+                    let status = format!("attempt failed ({message}); retrying later");
+                    let r = store
                         .requeue(
                             &task.id,
                             fence,
                             now + millis(backoff),
                             &attempt("retry", Some(message), request_id),
                         )
-                        .await
+                        .await;
+                    inner.hub.end(&task.id, Update::Stopped(status));
+                    r
                 }
                 _ => {
                     let cause = class.label().to_owned();
@@ -824,8 +835,15 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                         &[&labels[..], &[("cause", cause)]].concat()
                     )
                     .increment(1);
-                    inner.hub.end(&task.id, Update::Stopped(message.clone()));
-                    store.fail(&task.id, fence, &attempt("failed", Some(message), request_id)).await
+                    let r = store
+                        .fail(
+                            &task.id,
+                            fence,
+                            &attempt("failed", Some(message.clone()), request_id),
+                        )
+                        .await;
+                    inner.hub.end(&task.id, Update::Stopped(message));
+                    r
                 }
             }
         }

@@ -22,6 +22,7 @@ use futures::{SinkExt, Stream};
 use serde_json::json;
 use sluice_engine::hub::Update;
 use sluice_store::{Ingested, TaskDetail, TaskState};
+use tokio::sync::broadcast;
 
 use crate::error::ApiError;
 use crate::routes::AppState;
@@ -81,7 +82,7 @@ async fn follow(state: Arc<AppState>, id: String, mut tx: Tx, mut fresh: bool) {
     let Some(hub) = state.hub.clone() else { return };
     let mut waiting_said = false;
     // Bounded by the task's life: it ends, or the watcher leaves; a poll every 200 ms between.
-    loop {
+    'watch: loop {
         let mut started = match hub.watch_or_wait(&id) {
             Err(wait) => wait,
             Ok(mut watch) => {
@@ -117,8 +118,15 @@ async fn follow(state: Arc<AppState>, id: String, mut tx: Tx, mut fresh: bool) {
                             }
                             break;
                         }
+                        // Too slow a reader missed deltas: start it over from what is there.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            if tx.send(event("reset", json!({ "task_id": id }))).await.is_err() {
+                                return;
+                            }
+                            continue 'watch;
+                        }
                         // Finished, or the sender went away (finished meanwhile): ask the store.
-                        Ok(Update::Finished) | Err(_) => break,
+                        Ok(Update::Finished) | Err(broadcast::error::RecvError::Closed) => break,
                     }
                 }
                 // It may run again (a retry, after a stop): wait for that start, not any.

@@ -1350,6 +1350,9 @@ macro_rules! queries {
             lines: &[(String, Completion)],
         ) -> Result<Vec<BatchLine>, StoreError> {
             let mut tx = begin_write(pool).await?;
+            // Two instances polling the same batch on PostgreSQL take turns here (the row lock),
+            // so the second sees the first's lines as recorded. SQLite's write lock already does.
+            sqlx::query("UPDATE batches SET state = state WHERE id = $1").bind(batch_id).execute(&mut *tx).await?;
             let mut out = Vec::with_capacity(lines.len());
             // A few multi-row statements per chunk instead of six statements per line. The query
             // builder writes each database's own placeholders: SQLite looks a numbered `$N` up in a

@@ -152,7 +152,7 @@ enum Answer<'s> {
 fn answer<R: Iterator<Item = NewEvent>>(
     plans: Vec<Result<Vec<Answer<'_>>, KeyConflict>>,
     requests: impl Iterator<Item = R>,
-    mut replayed_tasks: HashMap<String, Vec<TaskRecord>>,
+    replayed_tasks: HashMap<String, Vec<TaskRecord>>,
 ) -> Vec<RequestOutcome> {
     let mut outcomes: Vec<RequestOutcome> = Vec::with_capacity(plans.len());
     for (plan, events) in plans.into_iter().zip(requests) {
@@ -162,7 +162,8 @@ fn answer<R: Iterator<Item = NewEvent>>(
                 .map(|(a, ev)| match a {
                     Answer::Stored(e) => Ingested {
                         event: e.clone(),
-                        tasks: replayed_tasks.remove(&e.id).unwrap_or_default(),
+                        // Cloned, not taken: a group may replay one stored event twice.
+                        tasks: replayed_tasks.get(&e.id).cloned().unwrap_or_default(),
                         replayed: true,
                     },
                     Answer::New => new_ingested(ev),

@@ -214,6 +214,17 @@ macro_rules! suite {
                 };
                 assert_eq!(task_ids(0), task_ids(1), "the replay answers with the first's tasks");
                 assert_eq!(task_ids(0).len(), 2);
+                // A stored event replayed twice in one group: both answers carry its tasks.
+                let out = store
+                    .ingest(&[vec![event(Some("k"), "h")], vec![event(Some("k"), "h")]])
+                    .await
+                    .unwrap();
+                assert!(out.iter().all(|o| o.as_ref().unwrap()[0].replayed));
+                let replayed_ids = |i: usize| -> Vec<String> {
+                    out[i].as_ref().unwrap()[0].tasks.iter().map(|t| t.id.clone()).collect()
+                };
+                assert_eq!(replayed_ids(0), replayed_ids(1));
+                assert_eq!(replayed_ids(1), task_ids(0), "the stored event's own tasks");
                 // The same key twice within one request, and once with another body.
                 let out = store
                     .ingest(&[
@@ -464,7 +475,7 @@ macro_rules! suite {
 
             #[tokio::test]
             async fn a_batch_is_taken_with_its_inputs_and_its_lines_stored_in_bulk() {
-                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let Some((store, _guard, url)) = super::$backend().await else { return };
                 let batch_task = |after: Option<&str>| {
                     let mut t = task(
                         "scoring",
@@ -525,9 +536,40 @@ macro_rules! suite {
                         .await
                         .unwrap()
                 );
+                // Two pollers at once (two instances), each with its own ids for the lines: one
+                // records them, the other finds them recorded.
                 let lines = vec![(a.id.clone(), completion(400)), (b.id.clone(), completion(400))];
-                let out = store.batch_lines(&batch.id, &lines).await.unwrap();
-                assert_eq!(out, vec![BatchLine::Stored, BatchLine::LedgerOnly]);
+                let rival = vec![(a.id.clone(), completion(400)), (b.id.clone(), completion(400))];
+                // On PostgreSQL another session holds the tasks' rows meanwhile, so that both
+                // pollers are past their look-up of recorded lines before either writes.
+                let mut blocker = None;
+                if url.starts_with("postgres") {
+                    use sqlx::Connection;
+                    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                    sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+                    sqlx::query("UPDATE tasks SET state = state WHERE id = $1 OR id = $2")
+                        .bind(&a.id)
+                        .bind(&b.id)
+                        .execute(&mut c)
+                        .await
+                        .unwrap();
+                    blocker = Some(c);
+                }
+                let release = async {
+                    if let Some(mut c) = blocker {
+                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                        sqlx::query("COMMIT").execute(&mut c).await.unwrap();
+                    }
+                };
+                let (one, two, ()) = tokio::join!(
+                    store.batch_lines(&batch.id, &lines),
+                    store.batch_lines(&batch.id, &rival),
+                    release
+                );
+                let mut outs = [one.unwrap(), two.unwrap()];
+                outs.sort_by_key(|o| o[0] == BatchLine::AlreadyRecorded);
+                assert_eq!(outs[0], vec![BatchLine::Stored, BatchLine::LedgerOnly]);
+                assert_eq!(outs[1], vec![BatchLine::AlreadyRecorded, BatchLine::AlreadyRecorded]);
                 // A poller that died before `finish_batch` polls again on restart and brings the
                 // same lines under new ids: nothing is recorded twice.
                 let again = vec![(a.id.clone(), completion(900)), (b.id.clone(), completion(900))];
