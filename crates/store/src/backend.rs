@@ -541,6 +541,21 @@ macro_rules! queries {
 
 
         /// Splits `items` into runs of at most `max_rows` rows and about `CHUNK_BYTES` bytes.
+        /// Binds `ids` as a comma-separated list, then writes `close`.
+        fn push_ids<'a>(q: &mut sqlx::QueryBuilder<$db>, ids: impl IntoIterator<Item = &'a String>, close: &str) {
+            let mut list = q.separated(", ");
+            for id in ids {
+                list.push_bind(id.clone());
+            }
+            list.push_unseparated(close);
+        }
+
+        /// The text `column` of every row the query returns.
+        async fn text_set(mut q: sqlx::QueryBuilder<$db>, conn: &mut Conn, column: &str) -> Result<std::collections::HashSet<String>, StoreError> {
+            let rows = q.build().fetch_all(&mut *conn).await?;
+            Ok(rows.iter().map(|r| r.try_get(column)).collect::<Result<_, _>>()?)
+        }
+
         fn chunks_by_size<T>(items: &[T], max_rows: usize, size: impl Fn(&T) -> usize) -> Vec<&[T]> {
             let mut out = Vec::new();
             let (mut start, mut bytes) = (0, 0);
@@ -1363,18 +1378,8 @@ macro_rules! queries {
                 // the new poll gave it, so the ledger never shows a line paid twice.
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT task_id FROM attempts WHERE batch_id = ");
                 q.push_bind(batch_id.to_owned()).push(" AND outcome IN ('succeeded', 'late') AND task_id IN (");
-                let mut list = q.separated(", ");
-                for (id, _) in all {
-                    list.push_bind(id.clone());
-                }
-                list.push_unseparated(")");
-                let recorded: std::collections::HashSet<String> = q
-                    .build()
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get("task_id"))
-                    .collect::<Result<_, _>>()?;
+                push_ids(&mut q, all.iter().map(|(id, _)| id), ")");
+                let recorded = text_set(q, &mut tx, "task_id").await?;
                 let chunk: Vec<&(String, Completion)> = all.iter().filter(|(id, _)| !recorded.contains(id)).collect();
                 let chunk = chunk.as_slice();
                 if chunk.is_empty() {
@@ -1387,18 +1392,8 @@ macro_rules! queries {
                 // index (every task of the batch) for each statement instead of the primary key.
                 q.push_bind(stamp).push(" WHERE COALESCE(batch_id, '') = ").push_bind(batch_id.to_owned());
                 q.push(" AND state = 'batched' AND id IN (");
-                let mut list = q.separated(", ");
-                for (id, _) in chunk {
-                    list.push_bind(id.clone());
-                }
-                list.push_unseparated(") RETURNING id");
-                let owned: std::collections::HashSet<String> = q
-                    .build()
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get("id"))
-                    .collect::<Result<_, _>>()?;
+                push_ids(&mut q, chunk.iter().map(|(id, _)| id), ") RETURNING id");
+                let owned = text_set(q, &mut tx, "id").await?;
 
                 // Batch lines are not leased: each attempt records the fence as it stands.
                 let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id, fence FROM tasks WHERE id IN (");

@@ -191,18 +191,9 @@ fn mark_group_replays(outcomes: &mut [RequestOutcome]) {
 
 /// What a newly written event and its tasks look like, without reading them back.
 pub(crate) fn new_ingested(ev: NewEvent) -> Ingested {
-    let NewEvent {
-        id,
-        event_type,
-        payload,
-        idempotency_key,
-        request_hash,
-        needed_within_ms,
-        source,
-        received_at,
-        tasks,
-    } = ev;
-    let tasks = tasks
+    let (id, received_at) = (&ev.id, ev.received_at);
+    let tasks = ev
+        .tasks
         .into_iter()
         .map(|t| {
             let leased = t.lease.is_some();
@@ -234,13 +225,13 @@ pub(crate) fn new_ingested(ev: NewEvent) -> Ingested {
         })
         .collect();
     let event = EventRecord {
-        id,
-        event_type,
-        payload,
-        idempotency_key,
-        request_hash,
-        needed_within_ms,
-        source,
+        id: ev.id,
+        event_type: ev.event_type,
+        payload: ev.payload,
+        idempotency_key: ev.idempotency_key,
+        request_hash: ev.request_hash,
+        needed_within_ms: ev.needed_within_ms,
+        source: ev.source,
         received_at,
     };
     Ingested { event, tasks, replayed: false }
