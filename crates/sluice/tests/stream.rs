@@ -210,6 +210,44 @@ async fn posting_for_an_event_stream_answers_with_the_tokens_of_every_streamed_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_hears_when_the_result_cannot_be_stored_instead_of_waiting_forever() {
+    // A call long enough to take the task over while it runs (the lease is renewed only every
+    // 10 s, so the executor learns of it when it writes the result).
+    let mut sim = SimConfig::default();
+    sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(300));
+    sim.latency.per_token = sluice_sim::Dist::Fixed(Duration::from_millis(20));
+    let w = world(sim, Vec::new()).await;
+    let ticket = json!({"type": "ticket.created", "payload": {"subject": "Refund"}});
+    let r: Value = w.post_events(&ticket).await;
+    let id = r["tasks"][0]["id"].as_str().unwrap().to_owned();
+    let url = format!("{}/v1/tasks/{id}/stream", w.base);
+    let watcher = tokio::spawn({
+        let request = w.http.get(&url).send();
+        async move { sse(request.await.unwrap(), Duration::from_secs(8)).await }
+    });
+
+    // Another worker takes the task over (as after a lease it saw expire) while the call runs.
+    wait_for(Duration::from_secs(5), async || {
+        let d = w.store.task(&id).await.unwrap().unwrap();
+        (d.task.state == sluice_store::TaskState::Running).then_some(())
+    })
+    .await;
+    let later = sluice_engine::now_ms() + 120_000;
+    let taken = w.store.claim(&["stream"], "another-worker", later, 60_000, 10).await.unwrap();
+    assert!(taken.iter().any(|c| c.task.id == id), "the task is taken over");
+
+    // The call ends, its result is refused (the lease is lost): the watcher is told, not left
+    // waiting on a stream that will never end.
+    let events = watcher.await.unwrap();
+    let told = events.iter().any(|(name, d)| {
+        name == "status" && d["message"].as_str().is_some_and(|m| m.contains("another worker"))
+    });
+    assert!(told, "{events:?}");
+    let _ = w.stop.send(true);
+    w.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_tasks_start_from_ingest_while_call_slots_last_and_wait_queued_beyond() {
     // Calls that hold their slot a while: 80 at once are more than the executor's 64 slots.
     let mut sim = SimConfig::default();
