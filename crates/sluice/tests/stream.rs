@@ -16,6 +16,15 @@ async fn world(sim: SimConfig, headers: Vec<(String, String)>) -> World {
     common::world(sim, headers, config).await
 }
 
+/// The whole service over a sim whose answers take `first_token_ms`, then `per_token_ms` a token.
+async fn slow_world(first_token_ms: u64, per_token_ms: u64) -> World {
+    let mut sim = SimConfig::default();
+    sim.latency.time_to_first_token =
+        sluice_sim::Dist::Fixed(Duration::from_millis(first_token_ms));
+    sim.latency.per_token = sluice_sim::Dist::Fixed(Duration::from_millis(per_token_ms));
+    world(sim, Vec::new()).await
+}
+
 fn config(sim: &str, hook: &str) -> String {
     format!(
         r#"
@@ -78,10 +87,7 @@ output = 1.0
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_streams_tokens_to_its_watcher_and_a_signed_result_to_its_webhook() {
     // Slow enough tokens that the watcher, connecting right after the 202, sees them arrive.
-    let mut sim = SimConfig::default();
-    sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(150));
-    sim.latency.per_token = sluice_sim::Dist::Fixed(Duration::from_millis(5));
-    let w = world(sim, Vec::new()).await;
+    let w = slow_world(150, 5).await;
     let r: Value = w.post_events(&json!({"type": "ticket.created", "payload": {"subject": "Refund for a double charge"}})).await;
     let triage = &r["tasks"][0];
     // Stored already claimed by the executor, which started the call before the 202 was sent.
@@ -158,10 +164,7 @@ async fn a_ticket_streams_tokens_to_its_watcher_and_a_signed_result_to_its_webho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posting_for_an_event_stream_answers_with_the_tokens_of_every_streamed_task() {
-    let mut sim = SimConfig::default();
-    sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(100));
-    sim.latency.per_token = sluice_sim::Dist::Fixed(Duration::from_millis(5));
-    let w = world(sim, Vec::new()).await;
+    let w = slow_world(100, 5).await;
     let post = |body: Value| {
         w.http
             .post(format!("{}/v1/events", w.base))
@@ -213,10 +216,7 @@ async fn posting_for_an_event_stream_answers_with_the_tokens_of_every_streamed_t
 async fn a_watcher_hears_when_the_result_cannot_be_stored_instead_of_waiting_forever() {
     // A call long enough to take the task over while it runs (the lease is renewed only every
     // 10 s, so the executor learns of it when it writes the result).
-    let mut sim = SimConfig::default();
-    sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(300));
-    sim.latency.per_token = sluice_sim::Dist::Fixed(Duration::from_millis(20));
-    let w = world(sim, Vec::new()).await;
+    let w = slow_world(300, 20).await;
     let ticket = json!({"type": "ticket.created", "payload": {"subject": "Refund"}});
     let r: Value = w.post_events(&ticket).await;
     let id = r["tasks"][0]["id"].as_str().unwrap().to_owned();
@@ -250,9 +250,7 @@ async fn a_watcher_hears_when_the_result_cannot_be_stored_instead_of_waiting_for
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_tasks_start_from_ingest_while_call_slots_last_and_wait_queued_beyond() {
     // Calls that hold their slot a while: 80 at once are more than the executor's 64 slots.
-    let mut sim = SimConfig::default();
-    sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(300));
-    let w = world(sim, Vec::new()).await;
+    let w = slow_world(300, 0).await;
     let slots = sluice_engine::ExecutorOptions::default().max_in_flight;
     let events: Vec<Value> = (0..slots + 16)
         .map(|i| json!({"type": "ticket.created", "payload": {"subject": format!("Ticket {i}")}}))
