@@ -140,13 +140,6 @@ impl Hub {
             let _ = l.tx.send(update);
         }
     }
-
-    /// Watches a task running here; `None` when it is not (finished, queued, or elsewhere).
-    pub fn watch(&self, task_id: &str) -> Option<Watch> {
-        self.with(|s| {
-            s.live.get(task_id).map(|l| Watch { so_far: l.text.clone(), updates: l.tx.subscribe() })
-        })
-    }
 }
 
 #[cfg(test)]
@@ -158,16 +151,16 @@ mod tests {
         let hub = Hub::default();
         hub.start("t");
         hub.delta("t", "Hel");
-        let mut early = hub.watch("t").unwrap();
+        let mut early = hub.watch_or_wait("t").unwrap();
         hub.delta("t", "lo");
-        let late = hub.watch("t").unwrap();
+        let late = hub.watch_or_wait("t").unwrap();
         assert_eq!(early.so_far, "Hel");
         assert_eq!(late.so_far, "Hello");
         hub.end("t", Update::Finished);
         assert_eq!(early.updates.recv().await.unwrap(), Update::Delta("lo".into()));
         assert_eq!(early.updates.recv().await.unwrap(), Update::Finished);
         assert!(early.updates.recv().await.is_err(), "closed after the end");
-        assert!(hub.watch("t").is_none());
+        assert!(hub.watch_or_wait("t").is_err());
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream};
 use serde_json::json;
-use sluice_engine::hub::Update;
+use sluice_engine::hub::{Update, Watch};
 use sluice_store::{Ingested, TaskDetail, TaskState};
 use tokio::sync::broadcast;
 
@@ -82,52 +82,15 @@ async fn follow(state: Arc<AppState>, id: String, mut tx: Tx, mut fresh: bool) {
     let Some(hub) = state.hub.clone() else { return };
     let mut waiting_said = false;
     // Bounded by the task's life: it ends, or the watcher leaves; a poll every 200 ms between.
-    'watch: loop {
+    loop {
         let mut started = match hub.watch_or_wait(&id) {
             Err(wait) => wait,
             Ok(mut watch) => {
                 (waiting_said, fresh) = (false, false);
-                if !watch.so_far.is_empty()
-                    && tx
-                        .send(event("delta", json!({ "task_id": id, "text": watch.so_far })))
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-                loop {
-                    match watch.updates.recv().await {
-                        Ok(Update::Delta(text)) => {
-                            if tx
-                                .send(event("delta", json!({ "task_id": id, "text": text })))
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Ok(Update::Reset) => {
-                            if tx.send(event("reset", json!({ "task_id": id }))).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(Update::Stopped(message)) => {
-                            let status = json!({ "task_id": id, "message": message });
-                            if tx.send(event("status", status)).await.is_err() {
-                                return;
-                            }
-                            break;
-                        }
-                        // Too slow a reader missed deltas: start it over from what is there.
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            if tx.send(event("reset", json!({ "task_id": id }))).await.is_err() {
-                                return;
-                            }
-                            continue 'watch;
-                        }
-                        // Finished, or the sender went away (finished meanwhile): ask the store.
-                        Ok(Update::Finished) | Err(broadcast::error::RecvError::Closed) => break,
-                    }
+                match relay(&mut watch, &id, &mut tx).await {
+                    Relayed::Gone => return,
+                    Relayed::Lagged => continue,
+                    Relayed::Ended => {}
                 }
                 // It may run again (a retry, after a stop): wait for that start, not any.
                 match hub.watch_or_wait(&id) {
@@ -172,6 +135,53 @@ async fn follow(state: Arc<AppState>, id: String, mut tx: Tx, mut fresh: bool) {
         tokio::select! {
             () = &mut started => {}
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// How relaying a live task ended.
+enum Relayed {
+    /// The watcher hung up.
+    Gone,
+    /// This run of the task ended (finished, stopped, or its stream closed): ask the store.
+    Ended,
+    /// The watcher fell behind and missed deltas; it was sent a `reset`, and starts over from
+    /// the text so far.
+    Lagged,
+}
+
+/// Sends the text so far, then each update of one run of a task, as SSE events.
+async fn relay(watch: &mut Watch, id: &str, tx: &mut Tx) -> Relayed {
+    let first = (!watch.so_far.is_empty())
+        .then(|| event("delta", json!({ "task_id": id, "text": watch.so_far })));
+    if let Some(first) = first
+        && tx.send(first).await.is_err()
+    {
+        return Relayed::Gone;
+    }
+    loop {
+        let (next, then) = match watch.updates.recv().await {
+            Ok(Update::Delta(text)) => {
+                (event("delta", json!({ "task_id": id, "text": text })), None)
+            }
+            Ok(Update::Reset) => (event("reset", json!({ "task_id": id })), None),
+            Ok(Update::Stopped(message)) => {
+                let status = json!({ "task_id": id, "message": message });
+                (event("status", status), Some(Relayed::Ended))
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                (event("reset", json!({ "task_id": id })), Some(Relayed::Lagged))
+            }
+            // Finished, or the sender went away (finished meanwhile).
+            Ok(Update::Finished) | Err(broadcast::error::RecvError::Closed) => {
+                return Relayed::Ended;
+            }
+        };
+        if tx.send(next).await.is_err() {
+            return Relayed::Gone;
+        }
+        if let Some(then) = then {
+            return then;
         }
     }
 }
