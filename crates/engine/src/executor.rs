@@ -706,7 +706,7 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
             provider_request_id: request_id,
         };
     let store = &inner.store;
-    let written = match outcome {
+    let (written, update) = match outcome {
         Outcome::LeaseLost => {
             metrics::counter!(m::LEASES_LOST).increment(1);
             inner.hub.end(&task.id, Update::Stopped("another worker took the task over".into()));
@@ -733,18 +733,10 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                 // A task is created when its event is received: no read of the event needed.
                 metrics::histogram!(m::TASK_LATENCY, &labels)
                     .record((now_ms() - task.created_at) as f64 / 1000.0);
-                inner.hub.end(&task.id, Update::Finished);
                 // Tasks that ran after this one are queued now; some may be streamed.
                 inner.wake.notify_one();
-            } else {
-                // Its watchers must not wait on a stream that will not end: they read the store.
-                let why = match &r {
-                    Ok(Err(_)) => "another worker took the task over".to_owned(),
-                    _ => "its result could not be stored yet; it runs again".to_owned(),
-                };
-                inner.hub.end(&task.id, Update::Stopped(why));
             }
-            r
+            (r, Update::Finished)
         }
         Outcome::Broken(reason) => {
             metrics::counter!(
@@ -754,9 +746,7 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
             .increment(1);
             let r =
                 store.fail(&task.id, fence, &attempt("failed", Some(reason.clone()), None)).await;
-            // After the write: a watcher then reads the task as it now is.
-            inner.hub.end(&task.id, Update::Stopped(reason));
-            r
+            (r, Update::Stopped(reason))
         }
         Outcome::Failed(e) => {
             let request_id = e.request_id.clone();
@@ -781,11 +771,7 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                                 &attempt("flex_unavailable", Some(message), request_id),
                             )
                             .await;
-                        inner.hub.end(
-                            &task.id,
-                            Update::Stopped("flex refused; trying again shortly".into()),
-                        );
-                        r
+                        (r, Update::Stopped("flex refused; trying again shortly".into()))
                     } else {
                         let reason = format!(
                             "{}; flex was refused and too little time was left to wait for it, so it fell back to stream",
@@ -801,11 +787,7 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                                 &attempt("flex_unavailable", Some(message), request_id),
                             )
                             .await;
-                        inner.hub.end(
-                            &task.id,
-                            Update::Stopped("flex refused; falling back to stream".into()),
-                        );
-                        r
+                        (r, Update::Stopped("flex refused; falling back to stream".into()))
                     }
                 }
                 ErrorClass::Retryable { cause } if task.attempts < inner.opts.max_attempts => {
@@ -825,8 +807,7 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                             &attempt("retry", Some(message), request_id),
                         )
                         .await;
-                    inner.hub.end(&task.id, Update::Stopped(status));
-                    r
+                    (r, Update::Stopped(status))
                 }
                 _ => {
                     let cause = class.label().to_owned();
@@ -842,12 +823,20 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                             &attempt("failed", Some(message.clone()), request_id),
                         )
                         .await;
-                    inner.hub.end(&task.id, Update::Stopped(message));
-                    r
+                    (r, Update::Stopped(message))
                 }
             }
         }
     };
+    // Every outcome ends the task's live stream, after its write, so that a watcher that then
+    // reads the store sees the task as it now is; when the write failed, the watchers are told
+    // so rather than left on a stream that will not end.
+    let update = match &written {
+        Ok(Ok(())) => update,
+        Ok(Err(_)) => Update::Stopped("another worker took the task over".into()),
+        Err(_) => Update::Stopped("its outcome could not be stored yet; it runs again".into()),
+    };
+    inner.hub.end(&task.id, update);
     match written {
         Ok(Ok(())) => {}
         Ok(Err(lost)) => {
