@@ -485,6 +485,14 @@ impl Batcher {
             }
         }
         let released = !stored.is_empty();
+        // Learned before its results are stored: whoever sees them finished may count on the
+        // turnaround being in the next decisions.
+        if let Some(at) = b.submitted_at {
+            let took = Duration::from_millis(u64::try_from(now - at).unwrap_or(0));
+            self.turnarounds.observe(&b.provider, took);
+            metrics::histogram!(BATCH_TURNAROUND, "provider" => b.provider.clone())
+                .record(took.as_secs_f64());
+        }
         // A thousand lines a transaction: one fsync each, not one per task.
         for chunk in stored.chunks(1_000) {
             self.store.batch_lines(&b.id, chunk).await?;
@@ -492,12 +500,6 @@ impl Batcher {
         self.store.finish_batch(&b.id, "ended", now, None).await?;
         self.polls.remove(&b.id);
         metrics::counter!(BATCHES_ENDED, "provider" => b.provider.clone(), "state" => status.state.as_str()).increment(1);
-        if let Some(at) = b.submitted_at {
-            let took = Duration::from_millis(u64::try_from(now - at).unwrap_or(0));
-            self.turnarounds.observe(&b.provider, took);
-            metrics::histogram!(BATCH_TURNAROUND, "provider" => b.provider.clone())
-                .record(took.as_secs_f64());
-        }
         if released && let Some(w) = &self.wake {
             w.notify_one();
         }
