@@ -3,8 +3,9 @@
 //! `accepted` body and then the tokens of all its streamed tasks in the same response.
 //!
 //! Events: `delta` (`{"task_id": …, "text": …}`: a watcher that connects late first gets
-//! everything produced so far in one delta), `reset` (an attempt failed after producing text; a
-//! retry starts over), `status` (`{"task_id": …, "message": …}`: the task is waiting to run
+//! everything produced so far in one delta), `reset` (drop what you have: an attempt failed
+//! after producing text and a retry starts over, or the watcher fell behind and gets the text so
+//! far again), `status` (`{"task_id": …, "message": …}`: the task is waiting to run
 //! again), and a final `done` (the result, its usage and cost) or `failed` (the reason) per task.
 //! A task that is not running in this process is followed through the store until it runs here
 //! or ends.
