@@ -13,13 +13,13 @@ use sluice_providers::{
     Tier,
 };
 use sluice_store::{
-    AttemptRecord, Claimed, Completion, EventRecord, LeaseLost, LedgerEntry, NewDelivery, Store,
-    StoreError, TaskInput, TaskLease, TaskRecord,
+    AttemptRecord, Claimed, Completed, Completion, EventRecord, LeaseLost, LedgerEntry,
+    NewDelivery, ResultRecord, Store, StoreError, TaskInput, TaskLease, TaskRecord,
 };
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::hub::{Hub, Update};
+use crate::hub::{Finished, Hub, Update};
 use crate::metrics as m;
 use crate::now_ms;
 
@@ -121,7 +121,7 @@ struct Completing {
     task_id: String,
     fence: i64,
     completion: Completion,
-    reply: tokio::sync::oneshot::Sender<Result<Result<(), LeaseLost>, StoreError>>,
+    reply: tokio::sync::oneshot::Sender<Result<Result<Completed, LeaseLost>, StoreError>>,
 }
 
 /// At most this many results share one transaction.
@@ -302,7 +302,11 @@ impl Executor {
             if *stop.borrow() {
                 break;
             }
-            if claim_now || tokio::time::Instant::now() >= next_claim {
+            // Each call that ends wakes the loop. While ready tasks wait in the store, they are
+            // claimed a few slots at a time, not one by one: each claim is a write of its own.
+            let few = inner.backlog.load(Ordering::Acquire)
+                && slots.available_permits() < claim_batch(inner.opts.max_in_flight);
+            if (claim_now && !few) || tokio::time::Instant::now() >= next_claim {
                 next_claim = tokio::time::Instant::now() + inner.opts.poll;
                 claim(&inner, &slots, &mut running).await;
             }
@@ -343,6 +347,25 @@ impl Executor {
     }
 }
 
+/// Wakes the claim loop when a call ends, however it ended, while ready tasks wait in the store
+/// for a slot (otherwise a wake would only cost a look at an empty queue).
+fn slot_freed(inner: &Inner) {
+    if inner.backlog.load(Ordering::Acquire) {
+        inner.wake.notify_one();
+    }
+}
+
+/// Whether some workload runs `after` this one: its tasks are queued when this one finishes.
+fn has_followers(config: &Config, workload: &str) -> bool {
+    let index = config.workloads.iter().position(|w| w.name == workload);
+    index.is_some_and(|i| config.workloads.iter().any(|w| w.after == Some(i)))
+}
+
+/// How many call slots a backlogged executor lets free up before it claims again.
+fn claim_batch(max_in_flight: usize) -> usize {
+    (max_in_flight / 8).max(1)
+}
+
 fn spawn_handed(inner: &Arc<Inner>, running: &mut JoinSet<()>, h: Handed) {
     let inner = inner.clone();
     running.spawn(async move {
@@ -367,6 +390,7 @@ fn spawn_handed(inner: &Arc<Inner>, running: &mut JoinSet<()>, h: Handed) {
         let input = TaskInput { event: h.event, upstream: None };
         run_task(&inner, Claimed { task: h.task, fence }, Some(input)).await;
         drop(h.slot);
+        slot_freed(&inner);
     });
 }
 
@@ -399,6 +423,7 @@ async fn claim(inner: &Arc<Inner>, slots: &Arc<Semaphore>, running: &mut JoinSet
                     running.spawn(async move {
                         run_task(&inner, c, None).await;
                         drop(slot);
+                        slot_freed(&inner);
                     });
                 }
                 // Ingest took the slot meanwhile: wait for one, then make sure the lease is
@@ -415,6 +440,7 @@ async fn claim(inner: &Arc<Inner>, slots: &Arc<Semaphore>, running: &mut JoinSet
                             run_task(&inner, c, None).await;
                         }
                         drop(slot);
+                        slot_freed(&inner);
                     });
                 }
             }
@@ -513,6 +539,8 @@ async fn budget_stop(
         }
         _ => inner.store.hold(&task.id, fence, &reason, now_ms()).await,
     };
+    // Its watchers wait for a start that will not come here: they read the store now.
+    inner.hub.end(&task.id, Update::Stopped(reason));
     if let Err(e) = r {
         tracing::error!(task = %task.id, error = %e, "cannot store a budget decision; the task runs again when its lease expires");
     }
@@ -665,7 +693,7 @@ async fn complete(
     task_id: &str,
     fence: i64,
     completion: Completion,
-) -> Result<Result<(), LeaseLost>, StoreError> {
+) -> Result<Result<Completed, LeaseLost>, StoreError> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     let c =
         Completing { task_id: task_id.to_owned(), fence, completion: completion.clone(), reply };
@@ -722,7 +750,21 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                 first_token,
             );
             let cost = completion.ledger.cost_nanousd;
+            let result = ResultRecord {
+                output: completion.output.clone(),
+                stop_reason: completion.stop_reason.clone(),
+                input_tokens: completion.input_tokens,
+                cached_input_tokens: completion.cached_input_tokens,
+                output_tokens: completion.output_tokens,
+                first_token_ms: completion.first_token_ms,
+                created_at: completion.finished_at,
+            };
             let r = complete(inner, &task.id, fence, completion).await;
+            let total = match &r {
+                Ok(Ok(done)) => done.cost_nanousd,
+                _ => cost,
+            };
+            let r = r.map(|stored| stored.map(drop));
             if matches!(r, Ok(Ok(()))) {
                 metrics::counter!(m::TASKS_FINISHED, &labels).increment(1);
                 metrics::counter!(m::DOLLARS_SPENT, &labels)
@@ -734,9 +776,17 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                 metrics::histogram!(m::TASK_LATENCY, &labels)
                     .record((now_ms() - task.created_at) as f64 / 1000.0);
                 // Tasks that ran after this one are queued now; some may be streamed.
-                inner.wake.notify_one();
+                if has_followers(&inner.config, &task.workload) {
+                    inner.wake.notify_one();
+                }
             }
-            (r, Update::Finished)
+            let finished = Finished {
+                workload: task.workload.clone(),
+                lane: task.lane.clone(),
+                result,
+                cost_nanousd: total,
+            };
+            (r, Update::Finished(Arc::new(finished)))
         }
         Outcome::Broken(reason) => {
             metrics::counter!(

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use sluice_store::ResultRecord;
 use tokio::sync::{broadcast, oneshot};
 
 /// What a watcher receives.
@@ -18,10 +19,21 @@ pub enum Update {
     Delta(String),
     /// The attempt failed after producing text; a retry starts over: drop what you have.
     Reset,
-    /// The task finished; the final event is read from the store.
-    Finished,
+    /// The task finished, and its result is stored: here is what its final event says, so that
+    /// no watcher needs to read it back.
+    Finished(Arc<Finished>),
     /// The task failed for good, or was put back to run later.
     Stopped(String),
+}
+
+/// A finished task, as the executor stored it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub workload: String,
+    pub lane: String,
+    pub result: ResultRecord,
+    /// Over all the task's ledger lines, as a read of the task would say.
+    pub cost_nanousd: i64,
 }
 
 #[derive(Debug)]
@@ -33,8 +45,8 @@ struct Live {
 #[derive(Debug, Default)]
 struct State {
     live: HashMap<String, Live>,
-    /// Watchers waiting for a task to start here, by task: each is told of its own task's start
-    /// only, so a thousand waiting watchers do not all wake at every start.
+    /// Watchers waiting for a task to start (or end) here, by task: each is told of its own
+    /// task's start only, so a thousand waiting watchers do not all wake at every start.
     waiting: HashMap<String, Vec<(u64, oneshot::Sender<()>)>>,
     next_wait: u64,
 }
@@ -52,7 +64,8 @@ pub struct Watch {
     pub updates: broadcast::Receiver<Update>,
 }
 
-/// Resolves when its task starts in this process. Dropping it unregisters it.
+/// Resolves when its task starts in this process, or ends here without starting. Dropping it
+/// unregisters it.
 #[derive(Debug)]
 pub struct StartWait {
     hub: Hub,
@@ -101,6 +114,11 @@ impl Hub {
         }
     }
 
+    /// Whether the task runs in this process now.
+    pub fn is_live(&self, task_id: &str) -> bool {
+        self.with(|s| s.live.contains_key(task_id))
+    }
+
     /// Watches a task running here, or, when it is not running here now, returns what resolves
     /// at its next start: one look under the lock, so a start in between is never missed.
     pub fn watch_or_wait(&self, task_id: &str) -> Result<Watch, StartWait> {
@@ -134,10 +152,16 @@ impl Hub {
         });
     }
 
-    /// Ends a task's stream; its watchers get `update` and then the channel closes.
+    /// Ends a task's stream; its watchers get `update` and then the channel closes. Watchers
+    /// waiting for it to start are woken too: a task can end here without starting (a budget
+    /// cap held it), and they learn its new state at once, not at their next read of the store.
     pub fn end(&self, task_id: &str, update: Update) {
-        if let Some(l) = self.with(|s| s.live.remove(task_id)) {
+        let (live, waiting) = self.with(|s| (s.live.remove(task_id), s.waiting.remove(task_id)));
+        if let Some(l) = live {
             let _ = l.tx.send(update);
+        }
+        for (_, tx) in waiting.into_iter().flatten() {
+            let _ = tx.send(());
         }
     }
 }
@@ -156,9 +180,23 @@ mod tests {
         let late = hub.watch_or_wait("t").unwrap();
         assert_eq!(early.so_far, "Hel");
         assert_eq!(late.so_far, "Hello");
-        hub.end("t", Update::Finished);
+        let finished = Arc::new(Finished {
+            workload: "w".into(),
+            lane: "stream".into(),
+            result: ResultRecord {
+                output: "Hello".into(),
+                stop_reason: "end_turn".into(),
+                input_tokens: 3,
+                cached_input_tokens: 0,
+                output_tokens: 2,
+                first_token_ms: Some(1),
+                created_at: 0,
+            },
+            cost_nanousd: 5,
+        });
+        hub.end("t", Update::Finished(finished.clone()));
         assert_eq!(early.updates.recv().await.unwrap(), Update::Delta("lo".into()));
-        assert_eq!(early.updates.recv().await.unwrap(), Update::Finished);
+        assert_eq!(early.updates.recv().await.unwrap(), Update::Finished(finished));
         assert!(early.updates.recv().await.is_err(), "closed after the end");
         assert!(hub.watch_or_wait("t").is_err());
     }
@@ -178,5 +216,16 @@ mod tests {
         drop(b);
         drop(a);
         assert!(hub.with(|s| s.waiting.is_empty()), "{:?}", hub.with(|s| s.waiting.len()));
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ends_without_starting_wakes_its_waiting_watchers() {
+        let hub = Hub::default();
+        let Err(wait) = hub.watch_or_wait("held") else { panic!("not running") };
+        hub.end("held", Update::Stopped("held by the budget".into()));
+        tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+            .await
+            .expect("woken by the end, not left to its next read of the store");
+        assert!(hub.with(|s| s.waiting.is_empty() && s.live.is_empty()));
     }
 }

@@ -22,7 +22,7 @@ use futures::channel::mpsc;
 use futures::{SinkExt, Stream};
 use serde_json::json;
 use sluice_engine::hub::{Update, Watch};
-use sluice_store::{Ingested, TaskDetail, TaskState};
+use sluice_store::{Ingested, ResultRecord, TaskDetail, TaskState};
 use tokio::sync::broadcast;
 
 use crate::error::ApiError;
@@ -33,17 +33,28 @@ type Tx = mpsc::Sender<Result<Event, Infallible>>;
 /// How long a follower of a task it saw accepted waits for the start before asking the store.
 const FRESH_START: Duration = Duration::from_millis(100);
 
+/// How long a follower whose task is not running here waits between reads of the store, at
+/// first and at most. A start or an end in this process wakes it at once; the store only tells
+/// it what another process did. The wait doubles up to the cap, so that the watchers of
+/// thousands of queued tasks do not read the store thousands of times a second while the
+/// executor works through them (they did, and it starved the executor of the store).
+const POLL_FIRST: Duration = Duration::from_millis(200);
+const POLL_MAX: Duration = Duration::from_secs(2);
+
 pub async fn stream_task(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    // Unknown ids are a 404 now, not an empty stream.
-    state
-        .store
-        .task(&id)
-        .await
-        .map_err(|e| ApiError::unavailable(&e))?
-        .ok_or_else(|| ApiError::not_found("task", &id))?;
+    // Unknown ids are a 404 now, not an empty stream. A task running here exists: no read.
+    let live = state.hub.as_ref().is_some_and(|hub| hub.is_live(&id));
+    if !live {
+        state
+            .store
+            .task_state(&id)
+            .await
+            .map_err(|e| ApiError::unavailable(&e))?
+            .ok_or_else(|| ApiError::not_found("task", &id))?;
+    }
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(follow(state, id, tx, false));
     Ok(Sse::new(rx).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
@@ -82,14 +93,15 @@ pub fn event_stream(state: Arc<AppState>, ingested: Ingested) -> Response {
 async fn follow(state: Arc<AppState>, id: String, mut tx: Tx, mut fresh: bool) {
     let Some(hub) = state.hub.clone() else { return };
     let mut waiting_said = false;
-    // Bounded by the task's life: it ends, or the watcher leaves; a poll every 200 ms between.
+    let mut poll = POLL_FIRST;
+    // Bounded by the task's life: it ends, or the watcher leaves; a read of the store between.
     loop {
         let mut started = match hub.watch_or_wait(&id) {
             Err(wait) => wait,
             Ok(mut watch) => {
-                (waiting_said, fresh) = (false, false);
+                (waiting_said, fresh, poll) = (false, false, POLL_FIRST);
                 match relay(&mut watch, &id, &mut tx).await {
-                    Relayed::Gone => return,
+                    Relayed::Gone | Relayed::Done => return,
                     Relayed::Lagged => continue,
                     Relayed::Ended => {}
                 }
@@ -108,19 +120,20 @@ async fn follow(state: Arc<AppState>, id: String, mut tx: Tx, mut fresh: bool) {
                 continue;
             }
         }
-        match state.store.task(&id).await {
-            Ok(Some(detail)) if detail.task.state.is_final() => {
-                let _ = tx.send(final_event(&detail)).await;
-                return;
-            }
-            Ok(Some(detail)) => {
+        match state.store.task_state(&id).await {
+            Ok(Some((task_state, _))) if task_state.is_final() => match state.store.task(&id).await
+            {
+                Ok(Some(detail)) => {
+                    let _ = tx.send(final_event(&detail)).await;
+                    return;
+                }
+                Ok(None) => return,
+                Err(e) => tracing::warn!(error = %e, "cannot read a task for its stream"),
+            },
+            Ok(Some((task_state, lane))) => {
                 if !waiting_said {
                     waiting_said = true;
-                    let message = format!(
-                        "the task is {} in the {} lane",
-                        detail.task.state.as_str(),
-                        detail.task.lane
-                    );
+                    let message = format!("the task is {} in the {lane} lane", task_state.as_str());
                     let status = json!({ "task_id": id, "message": message });
                     if tx.send(event("status", status)).await.is_err() {
                         return;
@@ -135,7 +148,7 @@ async fn follow(state: Arc<AppState>, id: String, mut tx: Tx, mut fresh: bool) {
         }
         tokio::select! {
             () = &mut started => {}
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tokio::time::sleep(poll) => poll = (poll * 2).min(POLL_MAX),
         }
     }
 }
@@ -144,6 +157,8 @@ async fn follow(state: Arc<AppState>, id: String, mut tx: Tx, mut fresh: bool) {
 enum Relayed {
     /// The watcher hung up.
     Gone,
+    /// The task finished, and its final event was sent.
+    Done,
     /// This run of the task ended (finished, stopped, or its stream closed): ask the store.
     Ended,
     /// The watcher fell behind and missed deltas; it was sent a `reset`, and starts over from
@@ -173,10 +188,12 @@ async fn relay(watch: &mut Watch, id: &str, tx: &mut Tx) -> Relayed {
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 (event("reset", json!({ "task_id": id })), Some(Relayed::Lagged))
             }
-            // Finished, or the sender went away (finished meanwhile).
-            Ok(Update::Finished) | Err(broadcast::error::RecvError::Closed) => {
-                return Relayed::Ended;
+            Ok(Update::Finished(f)) => {
+                let done = done_event(id, &f.workload, &f.lane, Some(&f.result), f.cost_nanousd);
+                (done, Some(Relayed::Done))
             }
+            // The sender went away (it ended meanwhile, and this watcher missed how).
+            Err(broadcast::error::RecvError::Closed) => return Relayed::Ended,
         };
         if tx.send(next).await.is_err() {
             return Relayed::Gone;
@@ -187,26 +204,37 @@ async fn relay(watch: &mut Watch, id: &str, tx: &mut Tx) -> Relayed {
     }
 }
 
+/// The `done` event of a task that succeeded: the same whether the executor of this process
+/// just told it or the store did.
+fn done_event(
+    id: &str,
+    workload: &str,
+    lane: &str,
+    r: Option<&ResultRecord>,
+    cost_nanousd: i64,
+) -> Result<Event, Infallible> {
+    event(
+        "done",
+        json!({
+            "task_id": id,
+            "workload": workload,
+            "lane": lane,
+            "output": r.map(|r| r.output.clone()),
+            "stop_reason": r.map(|r| r.stop_reason.clone()),
+            "usage": r.map(|r| json!({
+                "input_tokens": r.input_tokens,
+                "cached_input_tokens": r.cached_input_tokens,
+                "output_tokens": r.output_tokens,
+            })),
+            "cost_usd": cost_nanousd as f64 / 1e9,
+        }),
+    )
+}
+
 fn final_event(d: &TaskDetail) -> Result<Event, Infallible> {
     let t = &d.task;
     if t.state == TaskState::Succeeded {
-        let r = d.result.as_ref();
-        event(
-            "done",
-            json!({
-                "task_id": t.id,
-                "workload": t.workload,
-                "lane": t.lane,
-                "output": r.map(|r| r.output.clone()),
-                "stop_reason": r.map(|r| r.stop_reason.clone()),
-                "usage": r.map(|r| json!({
-                    "input_tokens": r.input_tokens,
-                    "cached_input_tokens": r.cached_input_tokens,
-                    "output_tokens": r.output_tokens,
-                })),
-                "cost_usd": d.cost_nanousd as f64 / 1e9,
-            }),
-        )
+        done_event(&t.id, &t.workload, &t.lane, d.result.as_ref(), d.cost_nanousd)
     } else {
         event("failed", json!({ "task_id": t.id, "state": t.state, "reason": t.last_error }))
     }

@@ -110,9 +110,10 @@ async fn a_ticket_streams_tokens_to_its_watcher_and_a_signed_result_to_its_webho
     assert!(done["cost_usd"].as_f64().unwrap() > 0.0);
     assert!(matches!(done["stop_reason"].as_str(), Some("end_turn" | "max_tokens")), "{done}");
 
-    // A watcher that connects after the end gets the whole result at once.
+    // A watcher that connects after the end gets the whole result at once, read from the
+    // store: the same final event as the live watcher's, which the executor told.
     let late = sse(w.http.get(&url).send().await.unwrap(), Duration::from_secs(5)).await;
-    assert_eq!(late.last().unwrap().1["output"], done["output"]);
+    assert_eq!(&late.last().unwrap().1, done);
 
     // The task that runs after it is released, streamed, and uses its output.
     let reply_id = r["tasks"][1]["id"].as_str().unwrap().to_owned();
@@ -158,6 +159,11 @@ async fn a_ticket_streams_tokens_to_its_watcher_and_a_signed_result_to_its_webho
         .map(|c| c.total_usd)
         .sum();
     assert!((ledger - charged).abs() < 1e-9, "ledger {ledger} vs sim {charged}");
+    assert_eq!(
+        done["cost_usd"].as_f64().unwrap(),
+        ledger,
+        "the final event tells the ledger's cost"
+    );
     let _ = w.stop.send(true);
     w.sim.shutdown().await;
 }
@@ -288,6 +294,59 @@ async fn stream_tasks_start_from_ingest_while_call_slots_last_and_wait_queued_be
     for id in &ids {
         let n = charges.iter().filter(|c| c.user_id.as_deref() == Some(id.as_str())).count();
         assert_eq!(n, 1, "task {id} charged {n} times");
+    }
+    let _ = w.stop.send(true);
+    w.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drains_as_calls_end_without_waiting_for_a_poll() {
+    // Two call slots, calls that hold one for 100 ms, and a poll so rare that only the ends of
+    // calls can start the tasks left queued (nothing runs after these, so nothing else wakes
+    // the executor): 12 tasks take about six rounds of calls.
+    let mut sim = SimConfig::default();
+    sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(100));
+    sim.latency.per_token = sluice_sim::Dist::Fixed(Duration::ZERO);
+    let opts = sluice_engine::ExecutorOptions {
+        max_in_flight: 2,
+        poll: Duration::from_secs(600),
+        ..sluice_engine::ExecutorOptions::default()
+    };
+    let solo = |sim: &str, _hook: &str| {
+        format!(
+            r#"
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{sim}"
+
+[[workloads]]
+name = "answer"
+on = "question.asked"
+provider = "anthropic"
+model = "claude-haiku-5-5"
+max_tokens = 20
+prompt = "Answer: {{{{ payload.q }}}}"
+lane = "stream"
+"#
+        )
+    };
+    let w = common::world_with(sim, opts, solo).await;
+    let events: Vec<Value> = (0..12)
+        .map(|i| json!({"type": "question.asked", "payload": {"q": format!("Question {i}")}}))
+        .collect();
+    let r: Value = w.post_events(&events).await;
+    let ids: Vec<String> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["tasks"][0]["id"].as_str().unwrap().to_owned())
+        .collect();
+    for id in &ids {
+        wait_for(Duration::from_secs(20), async || {
+            let d = w.store.task(id).await.unwrap().unwrap();
+            (d.task.state == sluice_store::TaskState::Succeeded).then_some(())
+        })
+        .await;
     }
     let _ = w.stop.send(true);
     w.sim.shutdown().await;

@@ -16,10 +16,10 @@ use crate::migrations::{self, Migration};
 use crate::settle;
 use crate::writer::SqliteWriter;
 use crate::{
-    AttemptRecord, BatchLine, BatchMember, BatchRecord, Claimed, Completion, DeliveryOutcome,
-    DueDelivery, EventRecord, HistoryRow, Ingested, KeyConflict, LeaseLost, LedgerPoint, NewEvent,
-    ProgressRow, QueueSummary, ResultRecord, SqliteDurability, StoreError, TaskDetail, TaskInput,
-    TaskQuery, TaskRecord, TaskState,
+    AttemptRecord, BatchLine, BatchMember, BatchRecord, Claimed, Completed, Completion,
+    DeliveryOutcome, DueDelivery, EventRecord, HistoryRow, Ingested, KeyConflict, LeaseLost,
+    LedgerPoint, NewEvent, ProgressRow, QueueSummary, ResultRecord, SqliteDurability, StoreError,
+    TaskDetail, TaskInput, TaskQuery, TaskRecord, TaskState,
 };
 
 /// The store: SQLite or PostgreSQL. Cheap to clone (it is a connection pool).
@@ -160,6 +160,12 @@ impl Store {
         dispatch!(self, task(id))
     }
 
+    /// A task's state and lane alone: one indexed read, for whoever only waits for it to change
+    /// (a stream's watcher), where [`Store::task`] reads its result, attempts and cost too.
+    pub async fn task_state(&self, id: &str) -> Result<Option<(TaskState, String)>, StoreError> {
+        dispatch!(self, task_state(id))
+    }
+
     pub async fn tasks(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>, StoreError> {
         dispatch!(self, tasks(query))
     }
@@ -195,7 +201,7 @@ impl Store {
         task_id: &str,
         fence: i64,
         done: &Completion,
-    ) -> Result<Result<(), LeaseLost>, StoreError> {
+    ) -> Result<Result<Completed, LeaseLost>, StoreError> {
         let mut out = self.complete_many(&[(task_id, fence, done)]).await?;
         Ok(out.pop().unwrap_or(Err(LeaseLost { fence })))
     }
@@ -205,8 +211,25 @@ impl Store {
     pub async fn complete_many(
         &self,
         done: &[(&str, i64, &Completion)],
-    ) -> Result<Vec<Result<(), LeaseLost>>, StoreError> {
-        dispatch!(self, complete_many(done))
+    ) -> Result<Vec<Result<Completed, LeaseLost>>, StoreError> {
+        match self {
+            // Through the connection ingest writes with, on a blocking thread: a handful of
+            // statements per result, each of which would be a round trip to sqlx's connection
+            // thread, and no wait on SQLite's busy handler (which sleeps a millisecond and more
+            // each time it finds ingest holding the write lock): the two take turns at its mutex.
+            // The copy lets the thread own what it writes; it is small beside the commit.
+            Store::Sqlite(_, writer) => {
+                let writer = writer.clone();
+                let owned: Vec<(String, i64, Completion)> = done
+                    .iter()
+                    .map(|(id, fence, c)| ((*id).to_owned(), *fence, (*c).clone()))
+                    .collect();
+                tokio::task::spawn_blocking(move || writer.complete_many(&owned))
+                    .await
+                    .map_err(|e| StoreError::WriterStopped(e.to_string()))?
+            }
+            Store::Postgres(pool) => postgres::complete_many(pool, done).await,
+        }
     }
 
     /// Fails a task for good (and the tasks that run after it), recording the attempt.
@@ -461,6 +484,29 @@ pub(crate) fn json(
 pub(crate) const TASK_COLUMNS: &str = "id, event_id, workload, lane, state, rule, reason, \
      COALESCE((SELECT body FROM decisions WHERE decisions.id = tasks.decision_id), decision) AS decision, deadline, priority, \
      after_task_id, attempts, lease_owner, lease_expires_at, fence, batch_id, last_error, created_at, updated_at";
+
+/// The statements that store a finished call, shared by the sqlx queries and SQLite's writer
+/// (`$N` placeholders are numbered in order of first use, so positional binding fits both).
+pub(crate) const SETTLE_TASK: &str =
+    "UPDATE tasks SET state = $1, run_after = $2, last_error = $3, updated_at = $4,
+                  lease_owner = NULL, lease_expires_at = NULL
+ WHERE id = $5 AND fence = $6 AND state = 'running'";
+pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO attempts (id, task_id, lane, batch_id, fence, started_at, ended_at, outcome, error, provider_request_id)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+pub(crate) const INSERT_LEDGER: &str = "INSERT INTO ledger (id, task_id, attempt_id, workload, provider, model, lane, input_tokens,
+                     cached_input_tokens, output_tokens, cost_nanousd, stream_cost_nanousd, created_at)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+pub(crate) const INSERT_RESULT: &str = "INSERT INTO results (task_id, attempt_id, output, stop_reason, input_tokens, cached_input_tokens,
+                      output_tokens, first_token_ms, created_at)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+pub(crate) const INSERT_DELIVERY: &str =
+    "INSERT INTO deliveries (id, task_id, sink, state, next_attempt_at, created_at, updated_at)
+ VALUES ($1, $2, $3, 'pending', $4, $4, $4)";
+/// The tasks that run after a finished one may run now.
+pub(crate) const RELEASE_AFTER: &str = "UPDATE tasks SET state = 'queued', updated_at = $1 WHERE after_task_id = $2 AND state = 'pending'";
+/// What a task has cost over all its ledger lines.
+pub(crate) const TASK_COST: &str =
+    "SELECT CAST(COALESCE(SUM(cost_nanousd), 0) AS BIGINT) FROM ledger WHERE task_id = $1";
 
 macro_rules! queries {
     ($db:ty, $claim_sql:expr, $skip_locked:expr) => {
@@ -740,6 +786,19 @@ macro_rules! queries {
             Ok(Some((event, tasks)))
         }
 
+        pub(super) async fn task_state(pool: &Pool<$db>, id: &str) -> Result<Option<(TaskState, String)>, StoreError> {
+            let row: Option<(String, String)> = sqlx::query_as("SELECT state, lane FROM tasks WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|(state, lane)| {
+                TaskState::parse(&state)
+                    .map(|s| (s, lane))
+                    .ok_or_else(|| corrupt("tasks", format!("state {state:?}")))
+            })
+            .transpose()
+        }
+
         pub(super) async fn task(pool: &Pool<$db>, id: &str) -> Result<Option<TaskDetail>, StoreError> {
             let mut conn = pool.acquire().await?;
             let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1")))
@@ -783,7 +842,7 @@ macro_rules! queries {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let cost_nanousd: Option<i64> =
-                sqlx::query_scalar("SELECT CAST(SUM(cost_nanousd) AS BIGINT) FROM ledger WHERE task_id = $1")
+                sqlx::query_scalar(TASK_COST)
                     .bind(id)
                     .fetch_one(&mut *conn)
                     .await?;
@@ -881,11 +940,7 @@ macro_rules! queries {
             error: Option<&str>,
             now: i64,
         ) -> Result<bool, StoreError> {
-            let r = sqlx::query(
-                "UPDATE tasks SET state = $1, run_after = $2, last_error = $3, updated_at = $4,
-                                  lease_owner = NULL, lease_expires_at = NULL
-                 WHERE id = $5 AND fence = $6 AND state = 'running'",
-            )
+            let r = sqlx::query(SETTLE_TASK)
             .bind(state.as_str())
             .bind(run_after)
             .bind(error)
@@ -903,10 +958,7 @@ macro_rules! queries {
             fence: i64,
             a: &AttemptRecord,
         ) -> Result<(), StoreError> {
-            sqlx::query(
-                "INSERT INTO attempts (id, task_id, lane, batch_id, fence, started_at, ended_at, outcome, error, provider_request_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
+            sqlx::query(INSERT_ATTEMPT)
             .bind(&a.id)
             .bind(task_id)
             .bind(&a.lane)
@@ -920,48 +972,6 @@ macro_rules! queries {
             .execute(&mut *conn)
             .await?;
             Ok(())
-        }
-
-        pub(super) async fn complete_many(
-            pool: &Pool<$db>,
-            done: &[(&str, i64, &Completion)],
-        ) -> Result<Vec<Result<(), LeaseLost>>, StoreError> {
-            let mut tx = begin_write(pool).await?;
-            let mut out = Vec::with_capacity(done.len());
-            for (task_id, fence, d) in done {
-                out.push(complete_one(&mut tx, task_id, *fence, d).await?);
-            }
-            tx.commit().await?;
-            Ok(out)
-        }
-
-        /// Writes nothing when the lease was lost: the settle is the first statement, and it
-        /// changes no row then.
-        async fn complete_one(
-            tx: &mut Conn,
-            task_id: &str,
-            fence: i64,
-            d: &Completion,
-        ) -> Result<Result<(), LeaseLost>, StoreError> {
-            let now = d.finished_at;
-            if !settle(&mut *tx, task_id, fence, TaskState::Succeeded, 0, None, now).await? {
-                return Ok(Err(LeaseLost { fence }));
-            }
-            let l = &d.ledger;
-            let attempt = AttemptRecord {
-                id: d.attempt_id.clone(),
-                lane: l.lane.clone(),
-                batch_id: None,
-                started_at: d.started_at,
-                ended_at: Some(d.finished_at),
-                outcome: "succeeded".to_owned(),
-                error: None,
-                provider_request_id: d.provider_request_id.clone(),
-            };
-            record_attempt(&mut *tx, task_id, fence, &attempt).await?;
-            insert_ledger(&mut *tx, task_id, d).await?;
-            insert_result_and_release(&mut *tx, task_id, d).await?;
-            Ok(Ok(()))
         }
 
         pub(super) async fn fail(
@@ -1553,70 +1563,6 @@ macro_rules! queries {
             Ok(moved)
         }
 
-        async fn insert_ledger(conn: &mut Conn, task_id: &str, d: &Completion) -> Result<(), StoreError> {
-            let l = &d.ledger;
-            sqlx::query(
-                "INSERT INTO ledger (id, task_id, attempt_id, workload, provider, model, lane, input_tokens,
-                                     cached_input_tokens, output_tokens, cost_nanousd, stream_cost_nanousd, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(&l.id)
-            .bind(task_id)
-            .bind(&d.attempt_id)
-            .bind(&l.workload)
-            .bind(&l.provider)
-            .bind(&l.model)
-            .bind(&l.lane)
-            .bind(l.input_tokens)
-            .bind(l.cached_input_tokens)
-            .bind(l.output_tokens)
-            .bind(l.cost_nanousd)
-            .bind(l.stream_cost_nanousd)
-            .bind(l.created_at)
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
-        }
-
-        /// The result, its deliveries, and the release of the tasks that run after it.
-        async fn insert_result_and_release(conn: &mut Conn, task_id: &str, d: &Completion) -> Result<(), StoreError> {
-            let now = d.finished_at;
-            sqlx::query(
-                "INSERT INTO results (task_id, attempt_id, output, stop_reason, input_tokens, cached_input_tokens,
-                                      output_tokens, first_token_ms, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(task_id)
-            .bind(&d.attempt_id)
-            .bind(&d.output)
-            .bind(&d.stop_reason)
-            .bind(d.input_tokens)
-            .bind(d.cached_input_tokens)
-            .bind(d.output_tokens)
-            .bind(d.first_token_ms)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-            for delivery in &d.deliveries {
-                sqlx::query(
-                    "INSERT INTO deliveries (id, task_id, sink, state, next_attempt_at, created_at, updated_at)
-                     VALUES ($1, $2, $3, 'pending', $4, $4, $4)",
-                )
-                .bind(&delivery.id)
-                .bind(task_id)
-                .bind(&delivery.sink)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
-            }
-            sqlx::query("UPDATE tasks SET state = 'queued', updated_at = $1 WHERE after_task_id = $2 AND state = 'pending'")
-                .bind(now)
-                .bind(task_id)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
-        }
-
         pub(super) async fn spend_since(pool: &Pool<$db>, since: i64) -> Result<Vec<(String, i64)>, StoreError> {
             let rows = sqlx::query(
                 "SELECT workload, CAST(SUM(cost_nanousd) AS BIGINT) AS spent FROM ledger WHERE created_at >= $1 GROUP BY workload",
@@ -1839,6 +1785,108 @@ mod postgres {
     const CHUNK_BYTES: usize = 12 * 1024;
 
     queries!(Postgres, claim_sql(), "FOR UPDATE SKIP LOCKED");
+
+    async fn insert_ledger(
+        conn: &mut Conn,
+        task_id: &str,
+        d: &Completion,
+    ) -> Result<(), StoreError> {
+        let l = &d.ledger;
+        sqlx::query(INSERT_LEDGER)
+            .bind(&l.id)
+            .bind(task_id)
+            .bind(&d.attempt_id)
+            .bind(&l.workload)
+            .bind(&l.provider)
+            .bind(&l.model)
+            .bind(&l.lane)
+            .bind(l.input_tokens)
+            .bind(l.cached_input_tokens)
+            .bind(l.output_tokens)
+            .bind(l.cost_nanousd)
+            .bind(l.stream_cost_nanousd)
+            .bind(l.created_at)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The result, its deliveries, and the release of the tasks that run after it.
+    async fn insert_result_and_release(
+        conn: &mut Conn,
+        task_id: &str,
+        d: &Completion,
+    ) -> Result<(), StoreError> {
+        let now = d.finished_at;
+        sqlx::query(INSERT_RESULT)
+            .bind(task_id)
+            .bind(&d.attempt_id)
+            .bind(&d.output)
+            .bind(&d.stop_reason)
+            .bind(d.input_tokens)
+            .bind(d.cached_input_tokens)
+            .bind(d.output_tokens)
+            .bind(d.first_token_ms)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        for delivery in &d.deliveries {
+            sqlx::query(INSERT_DELIVERY)
+                .bind(&delivery.id)
+                .bind(task_id)
+                .bind(&delivery.sink)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::query(RELEASE_AFTER).bind(now).bind(task_id).execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// On SQLite, [`SqliteWriter::complete_many`] writes results.
+    pub(super) async fn complete_many(
+        pool: &Pool<Postgres>,
+        done: &[(&str, i64, &Completion)],
+    ) -> Result<Vec<Result<Completed, LeaseLost>>, StoreError> {
+        let mut tx = begin_write(pool).await?;
+        let mut out = Vec::with_capacity(done.len());
+        for (task_id, fence, d) in done {
+            out.push(complete_one(&mut tx, task_id, *fence, d).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Writes nothing when the lease was lost: the settle is the first statement, and it
+    /// changes no row then.
+    async fn complete_one(
+        tx: &mut Conn,
+        task_id: &str,
+        fence: i64,
+        d: &Completion,
+    ) -> Result<Result<Completed, LeaseLost>, StoreError> {
+        let now = d.finished_at;
+        if !settle(&mut *tx, task_id, fence, TaskState::Succeeded, 0, None, now).await? {
+            return Ok(Err(LeaseLost { fence }));
+        }
+        let l = &d.ledger;
+        let attempt = AttemptRecord {
+            id: d.attempt_id.clone(),
+            lane: l.lane.clone(),
+            batch_id: None,
+            started_at: d.started_at,
+            ended_at: Some(d.finished_at),
+            outcome: "succeeded".to_owned(),
+            error: None,
+            provider_request_id: d.provider_request_id.clone(),
+        };
+        record_attempt(&mut *tx, task_id, fence, &attempt).await?;
+        insert_ledger(&mut *tx, task_id, d).await?;
+        insert_result_and_release(&mut *tx, task_id, d).await?;
+        let cost: Option<i64> =
+            sqlx::query_scalar(TASK_COST).bind(task_id).fetch_one(&mut *tx).await?;
+        Ok(Ok(Completed { cost_nanousd: cost.unwrap_or(0) }))
+    }
 
     /// The usual path: a few statements for the whole group. Idempotency keys are looked up
     /// first, conflicts settled in memory, and then every new event and task is written with one

@@ -187,6 +187,14 @@ pub struct Completion {
     pub deliveries: Vec<NewDelivery>,
 }
 
+/// A result stored by [`crate::Store::complete`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completed {
+    /// What the task has cost over all its ledger lines, this one included: what a reader of
+    /// the task would be told, without reading it back.
+    pub cost_nanousd: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LedgerEntry {
     pub id: String,

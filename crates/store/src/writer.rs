@@ -1,5 +1,5 @@
-//! SQLite's ingest writer: a connection of its own, driven synchronously by the thread that calls
-//! it.
+//! SQLite's writer for the hot paths — ingest, and the results of streamed calls: a connection
+//! of its own, driven synchronously by the thread that calls it.
 //!
 //! sqlx runs each SQLite connection on a worker thread and sends it one message per statement; a
 //! group commit is five or more such round trips, and on a busy machine each waits for a thread
@@ -15,9 +15,15 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Row, TransactionBehavior, params};
 
-use crate::backend::{RequestOutcome, TASK_COLUMNS, corrupt, json};
+use crate::backend::{
+    INSERT_ATTEMPT, INSERT_DELIVERY, INSERT_LEDGER, INSERT_RESULT, RELEASE_AFTER, RequestOutcome,
+    SETTLE_TASK, TASK_COLUMNS, TASK_COST, corrupt, json,
+};
 use crate::settle;
-use crate::{EventRecord, NewEvent, SqliteDurability, StoreError, TaskRecord, TaskState};
+use crate::{
+    Completed, Completion, EventRecord, LeaseLost, NewEvent, SqliteDurability, StoreError,
+    TaskRecord, TaskState,
+};
 
 /// The connection behind a lock: a group is written by one caller at a time (SQLite has one writer
 /// anyway). Cheap to share behind an `Arc`.
@@ -175,6 +181,89 @@ impl SqliteWriter {
         decisions.extend(new_decisions.into_iter().map(|(body, id)| (body.to_owned(), id)));
         drop(to_insert);
         Ok(plans.outcomes_owned(requests, replayed_tasks))
+    }
+
+    /// [`crate::Store::complete_many`] on SQLite, in one transaction: each result is stored only
+    /// if its fence is still current. Blocks the calling thread, fsync included.
+    pub fn complete_many(
+        &self,
+        done: &[(String, i64, Completion)],
+    ) -> Result<Vec<Result<Completed, LeaseLost>>, StoreError> {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tx = state.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Vec::with_capacity(done.len());
+        {
+            let mut settle = tx.prepare_cached(SETTLE_TASK)?;
+            let mut attempt = tx.prepare_cached(INSERT_ATTEMPT)?;
+            let mut ledger = tx.prepare_cached(INSERT_LEDGER)?;
+            let mut result = tx.prepare_cached(INSERT_RESULT)?;
+            let mut delivery = tx.prepare_cached(INSERT_DELIVERY)?;
+            let mut release = tx.prepare_cached(RELEASE_AFTER)?;
+            let mut cost = tx.prepare_cached(TASK_COST)?;
+            for (task_id, fence, d) in done {
+                let now = d.finished_at;
+                let settled = settle.execute(params![
+                    TaskState::Succeeded.as_str(),
+                    0,
+                    None::<&str>,
+                    now,
+                    task_id,
+                    fence
+                ])?;
+                // The lease was lost: the settle changed nothing, and nothing else is written.
+                if settled != 1 {
+                    out.push(Err(LeaseLost { fence: *fence }));
+                    continue;
+                }
+                let l = &d.ledger;
+                attempt.execute(params![
+                    d.attempt_id,
+                    task_id,
+                    l.lane,
+                    None::<&str>,
+                    fence,
+                    d.started_at,
+                    d.finished_at,
+                    "succeeded",
+                    None::<&str>,
+                    d.provider_request_id,
+                ])?;
+                ledger.execute(params![
+                    l.id,
+                    task_id,
+                    d.attempt_id,
+                    l.workload,
+                    l.provider,
+                    l.model,
+                    l.lane,
+                    l.input_tokens,
+                    l.cached_input_tokens,
+                    l.output_tokens,
+                    l.cost_nanousd,
+                    l.stream_cost_nanousd,
+                    l.created_at,
+                ])?;
+                result.execute(params![
+                    task_id,
+                    d.attempt_id,
+                    d.output,
+                    d.stop_reason,
+                    d.input_tokens,
+                    d.cached_input_tokens,
+                    d.output_tokens,
+                    d.first_token_ms,
+                    now,
+                ])?;
+                for s in &d.deliveries {
+                    delivery.execute(params![s.id, task_id, s.sink, now])?;
+                }
+                release.execute(params![now, task_id])?;
+                let cost_nanousd: i64 = cost.query_row([task_id], |r| r.get(0))?;
+                out.push(Ok(Completed { cost_nanousd }));
+            }
+        }
+        tx.commit()?;
+        Ok(out)
     }
 }
 

@@ -36,6 +36,25 @@ pub async fn world(
     extra_headers: Vec<(String, String)>,
     config: impl Fn(&str, &str) -> String,
 ) -> World {
+    // Quick retries, so that tests of faults take seconds.
+    let retry = sluice_providers::RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        max_retry_after: Duration::from_secs(1),
+        ..sluice_providers::RetryPolicy::default()
+    };
+    let opts =
+        ExecutorOptions { extra_headers, retry, max_attempts: 3, ..ExecutorOptions::default() };
+    world_with(sim_config, opts, config).await
+}
+
+/// [`world`] with the executor's options given.
+pub async fn world_with(
+    sim_config: SimConfig,
+    opts: ExecutorOptions,
+    config: impl Fn(&str, &str) -> String,
+) -> World {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let sim = Sim::start(sim_config, "127.0.0.1:0").await.unwrap();
     // A webhook receiver that records what it gets.
@@ -69,16 +88,6 @@ pub async fn world(
         _ => None,
     };
     let hub = Hub::default();
-    // Quick retries, so that tests of faults take seconds.
-    let retry = sluice_providers::RetryPolicy {
-        max_attempts: 3,
-        base_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(50),
-        max_retry_after: Duration::from_secs(1),
-        ..sluice_providers::RetryPolicy::default()
-    };
-    let opts =
-        ExecutorOptions { extra_headers, retry, max_attempts: 3, ..ExecutorOptions::default() };
     let executor = Executor::new(store.clone(), config.clone(), hub.clone(), env, opts).unwrap();
     let wake = executor.waker();
     let (stop, stopping) = tokio::sync::watch::channel(false);
