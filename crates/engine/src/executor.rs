@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_core::config::{Deliver, OutputFormat, Workload};
@@ -29,6 +29,10 @@ pub struct ExecutorOptions {
     pub lease: Duration,
     /// Calls in flight at once (the rate limiter narrows this further per provider key).
     pub max_in_flight: usize,
+    /// Tasks ingest hands over while every call slot is busy, waiting in memory (in arrival
+    /// order) for one: a burst is absorbed without a trip through the store. Beyond this many,
+    /// new tasks are stored queued and claimed earliest deadline first.
+    pub max_waiting: usize,
     /// How often to look for work when nothing wakes the executor.
     pub poll: Duration,
     /// Attempts (claims) of one task before it fails with its last error.
@@ -44,6 +48,7 @@ impl Default for ExecutorOptions {
         ExecutorOptions {
             lease: Duration::from_secs(30),
             max_in_flight: 64,
+            max_waiting: 256,
             poll: Duration::from_millis(250),
             max_attempts: 5,
             retry: RetryPolicy::default(),
@@ -107,6 +112,8 @@ struct Inner {
     /// True while ready tasks may wait in the store for a slot: ingest then stores new ones
     /// queued too, so that the store's earliest-deadline-first order decides who runs next.
     backlog: Arc<AtomicBool>,
+    /// Handed-over tasks waiting for a slot.
+    waiting: Arc<AtomicUsize>,
     handed_tx: mpsc::UnboundedSender<Handed>,
     /// Taken by [`Executor::run`].
     handed_rx: Mutex<Option<mpsc::UnboundedReceiver<Handed>>>,
@@ -181,36 +188,62 @@ pub struct Handoff {
     lease: Duration,
     slots: Arc<Semaphore>,
     backlog: Arc<AtomicBool>,
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
     tx: mpsc::UnboundedSender<Handed>,
 }
 
-/// A call slot held for a task that ingest is about to store claimed.
+/// What ingest holds for a task it is about to store claimed: a call slot, or, while every slot
+/// is busy, a place among the tasks that wait in memory for one.
 #[derive(Debug)]
-pub struct Reserved(OwnedSemaphorePermit);
+pub struct Reserved(Reservation);
+
+#[derive(Debug)]
+enum Reservation {
+    Slot(OwnedSemaphorePermit),
+    Wait(WaitPlace),
+}
+
+/// A place among the handed-over tasks that wait for a slot; given back when dropped.
+#[derive(Debug)]
+struct WaitPlace(Arc<AtomicUsize>);
+
+impl Drop for WaitPlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 #[derive(Debug)]
 struct Handed {
     task: TaskRecord,
     event: EventRecord,
-    slot: OwnedSemaphorePermit,
+    slot: Reservation,
 }
 
 impl Handoff {
-    /// A free call slot, if there is one now and no ready task waits in the store for one.
+    /// A free call slot, or else a place to wait for one in memory, if no ready task waits in
+    /// the store.
     pub fn reserve(&self) -> Option<Reserved> {
         // A stopped executor would drop what it is handed.
         if self.backlog.load(Ordering::Acquire) || self.tx.is_closed() {
             return None;
         }
-        match self.slots.clone().try_acquire_owned() {
-            Ok(slot) => Some(Reserved(slot)),
-            Err(_) => {
-                // This task and the rest are stored queued: until the executor has claimed them,
-                // newer ones must not overtake them.
-                self.backlog.store(true, Ordering::Release);
-                None
-            }
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            return Some(Reserved(Reservation::Slot(slot)));
         }
+        // Every slot is busy. A queued task costs a claim, a read of its event and a status to
+        // its watchers; one that waits here, already claimed, costs none of them: under a burst
+        // that kept the executor from falling behind for good (docs/benchmarks.md). The
+        // semaphore serves waiters first come, first served, before any later claim.
+        if self.waiting.fetch_add(1, Ordering::AcqRel) < self.max_waiting {
+            return Some(Reserved(Reservation::Wait(WaitPlace(self.waiting.clone()))));
+        }
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        // This task and the rest are stored queued: until the executor has claimed them, newer
+        // ones must not overtake them.
+        self.backlog.store(true, Ordering::Release);
+        None
     }
 
     /// The lease to write with a task stored for this executor at `now`.
@@ -251,6 +284,7 @@ impl Executor {
                 wake: Arc::new(Notify::new()),
                 slots: Arc::new(Semaphore::new(opts.max_in_flight)),
                 backlog: Arc::new(AtomicBool::new(false)),
+                waiting: Arc::new(AtomicUsize::new(0)),
                 opts,
                 handed_tx,
                 handed_rx: Mutex::new(Some(handed_rx)),
@@ -276,6 +310,8 @@ impl Executor {
             lease: self.inner.opts.lease,
             slots: self.inner.slots.clone(),
             backlog: self.inner.backlog.clone(),
+            waiting: self.inner.waiting.clone(),
+            max_waiting: self.inner.opts.max_waiting,
             tx: self.inner.handed_tx.clone(),
         }
     }
@@ -369,6 +405,14 @@ fn claim_batch(max_in_flight: usize) -> usize {
 fn spawn_handed(inner: &Arc<Inner>, running: &mut JoinSet<()>, h: Handed) {
     let inner = inner.clone();
     running.spawn(async move {
+        let slot = match h.slot {
+            Reservation::Slot(slot) => slot,
+            Reservation::Wait(place) => {
+                let Ok(slot) = inner.slots.clone().acquire_owned().await else { return };
+                drop(place);
+                slot
+            }
+        };
         let fence = h.task.fence;
         // The lease was stamped before the commit: if the commit (or a queue) took a good part of
         // it, renew it, making sure it is still ours, before paying for a call.
@@ -389,7 +433,7 @@ fn spawn_handed(inner: &Arc<Inner>, running: &mut JoinSet<()>, h: Handed) {
         }
         let input = TaskInput { event: h.event, upstream: None };
         run_task(&inner, Claimed { task: h.task, fence }, Some(input)).await;
-        drop(h.slot);
+        drop(slot);
         slot_freed(&inner);
     });
 }

@@ -25,6 +25,12 @@ async fn slow_world(first_token_ms: u64, per_token_ms: u64) -> World {
     world(sim, Vec::new()).await
 }
 
+/// The id of each event's first task, from a `202` for an array of events.
+fn first_task_ids(accepted: &Value) -> Vec<String> {
+    let events = accepted["events"].as_array().unwrap();
+    events.iter().map(|e| e["tasks"][0]["id"].as_str().unwrap().to_owned()).collect()
+}
+
 fn config(sim: &str, hook: &str) -> String {
     format!(
         r#"
@@ -255,18 +261,31 @@ async fn a_watcher_hears_when_the_result_cannot_be_stored_instead_of_waiting_for
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_tasks_start_from_ingest_while_call_slots_last_and_wait_queued_beyond() {
-    // Calls that hold their slot a while: 80 at once are more than the executor's 64 slots.
-    let w = slow_world(300, 0).await;
-    let slots = sluice_engine::ExecutorOptions::default().max_in_flight;
-    let events: Vec<Value> = (0..slots + 16)
+    // Calls that hold their slot a while: 4 slots, 8 places to wait for one in memory, and 17
+    // tasks at once.
+    let mut sim = SimConfig::default();
+    sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(300));
+    sim.latency.per_token = sluice_sim::Dist::Fixed(Duration::ZERO);
+    let (slots, waiting) = (4, 8);
+    let opts = sluice_engine::ExecutorOptions {
+        max_in_flight: slots,
+        max_waiting: waiting,
+        ..sluice_engine::ExecutorOptions::default()
+    };
+    let w = common::world_with(sim, opts, config).await;
+    let events: Vec<Value> = (0..slots + waiting + 5)
         .map(|i| json!({"type": "ticket.created", "payload": {"subject": format!("Ticket {i}")}}))
         .collect();
     let r: Value = w.post_events(&events).await;
     let triage: Vec<&Value> =
         r["events"].as_array().unwrap().iter().map(|e| &e["tasks"][0]).collect();
     let state = |s: &str| triage.iter().filter(|t| t["state"] == s).count();
-    assert_eq!(state("running"), slots, "one task a free slot is handed over at ingest");
-    assert_eq!(state("queued"), 16, "the rest wait in the store for a slot");
+    assert_eq!(
+        state("running"),
+        slots + waiting,
+        "handed over at ingest: one task per free slot, then as many as may wait for one"
+    );
+    assert_eq!(state("queued"), 5, "the rest wait in the store for a slot");
     // Operators see the split on /metrics (the recorder is shared by this file's tests: at least).
     let metrics =
         w.http.get(format!("{}/metrics", w.base)).send().await.unwrap().text().await.unwrap();
@@ -278,7 +297,7 @@ async fn stream_tasks_start_from_ingest_while_call_slots_last_and_wait_queued_be
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {name} in /metrics"))
     };
-    assert!(count("handed") >= slots as u64 && count("queued") >= 16);
+    assert!(count("handed") >= (slots + waiting) as u64 && count("queued") >= 5);
 
     // All of them run, once each: those handed over and those claimed later.
     let ids: Vec<String> = triage.iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();
@@ -307,8 +326,10 @@ async fn a_backlog_drains_as_calls_end_without_waiting_for_a_poll() {
     let mut sim = SimConfig::default();
     sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(100));
     sim.latency.per_token = sluice_sim::Dist::Fixed(Duration::ZERO);
+    // No place to wait in memory: every task beyond the two slots is stored queued.
     let opts = sluice_engine::ExecutorOptions {
         max_in_flight: 2,
+        max_waiting: 0,
         poll: Duration::from_secs(600),
         ..sluice_engine::ExecutorOptions::default()
     };
@@ -335,12 +356,7 @@ lane = "stream"
         .map(|i| json!({"type": "question.asked", "payload": {"q": format!("Question {i}")}}))
         .collect();
     let r: Value = w.post_events(&events).await;
-    let ids: Vec<String> = r["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["tasks"][0]["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids = first_task_ids(&r);
     for id in &ids {
         wait_for(Duration::from_secs(20), async || {
             let d = w.store.task(id).await.unwrap().unwrap();
@@ -367,12 +383,7 @@ async fn faults_are_retried_to_success_and_paid_once() {
         .map(|i| json!({"type": "ticket.created", "payload": {"subject": format!("ticket {i}")}}))
         .collect();
     let r: Value = w.post_events(&events).await;
-    let ids: Vec<String> = r["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["tasks"][0]["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids = first_task_ids(&r);
     for id in &ids {
         let d = wait_for(Duration::from_secs(60), async || {
             let d = w.store.task(id).await.unwrap().unwrap();
