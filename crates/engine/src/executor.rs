@@ -232,10 +232,10 @@ impl Handoff {
         if let Ok(slot) = self.slots.clone().try_acquire_owned() {
             return Some(Reserved(Reservation::Slot(slot)));
         }
-        // Every slot is busy. A queued task costs a claim, a read of its event and a status to
-        // its watchers; one that waits here, already claimed, costs none of them: under a burst
-        // that kept the executor from falling behind for good (docs/benchmarks.md). The
-        // semaphore serves waiters first come, first served, before any later claim.
+        // Every slot is busy. A task stored queued costs a claim, a read of its event and a
+        // status to its watchers; one that waits here, already claimed, costs none of them, so
+        // that a burst does not put the executor on its slower path (docs/benchmarks.md). The
+        // semaphore serves its waiters first come, first served, before any later claim.
         if self.waiting.fetch_add(1, Ordering::AcqRel) < self.max_waiting {
             return Some(Reserved(Reservation::Wait(WaitPlace(self.waiting.clone()))));
         }
