@@ -14,7 +14,7 @@ use sluice_providers::{
 };
 use sluice_store::{
     AttemptRecord, Claimed, Completed, Completion, EventRecord, LeaseLost, LedgerEntry,
-    NewDelivery, ResultRecord, Store, StoreError, TaskInput, TaskLease, TaskRecord,
+    NewDelivery, Store, StoreError, TaskInput, TaskLease, TaskRecord,
 };
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -794,22 +794,17 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                 first_token,
             );
             let cost = completion.ledger.cost_nanousd;
-            let result = ResultRecord {
-                output: completion.output.clone(),
-                stop_reason: completion.stop_reason.clone(),
-                input_tokens: completion.input_tokens,
-                cached_input_tokens: completion.cached_input_tokens,
-                output_tokens: completion.output_tokens,
-                first_token_ms: completion.first_token_ms,
-                created_at: completion.finished_at,
-            };
+            let result = completion.result();
             let r = complete(inner, &task.id, fence, completion).await;
-            let total = match &r {
-                Ok(Ok(done)) => done.cost_nanousd,
-                _ => cost,
-            };
-            let r = r.map(|stored| stored.map(drop));
-            if matches!(r, Ok(Ok(()))) {
+            // Told to the watchers only once stored; otherwise they hear what went wrong (below).
+            let mut update = Update::Stopped(String::new());
+            if let Ok(Ok(stored)) = &r {
+                update = Update::Finished(Arc::new(Finished {
+                    workload: task.workload.clone(),
+                    lane: task.lane.clone(),
+                    result,
+                    cost_nanousd: stored.cost_nanousd,
+                }));
                 metrics::counter!(m::TASKS_FINISHED, &labels).increment(1);
                 metrics::counter!(m::DOLLARS_SPENT, &labels)
                     .increment(u64::try_from(cost / 1000).unwrap_or(0));
@@ -824,13 +819,7 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                     inner.wake.notify_one();
                 }
             }
-            let finished = Finished {
-                workload: task.workload.clone(),
-                lane: task.lane.clone(),
-                result,
-                cost_nanousd: total,
-            };
-            (r, Update::Finished(Arc::new(finished)))
+            (r.map(|stored| stored.map(drop)), update)
         }
         Outcome::Broken(reason) => {
             metrics::counter!(

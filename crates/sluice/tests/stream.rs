@@ -16,13 +16,18 @@ async fn world(sim: SimConfig, headers: Vec<(String, String)>) -> World {
     common::world(sim, headers, config).await
 }
 
-/// The whole service over a sim whose answers take `first_token_ms`, then `per_token_ms` a token.
-async fn slow_world(first_token_ms: u64, per_token_ms: u64) -> World {
+/// A sim whose answers take `first_token_ms`, then `per_token_ms` a token.
+fn slow_sim(first_token_ms: u64, per_token_ms: u64) -> SimConfig {
     let mut sim = SimConfig::default();
     sim.latency.time_to_first_token =
         sluice_sim::Dist::Fixed(Duration::from_millis(first_token_ms));
     sim.latency.per_token = sluice_sim::Dist::Fixed(Duration::from_millis(per_token_ms));
-    world(sim, Vec::new()).await
+    sim
+}
+
+/// The whole service over [`slow_sim`].
+async fn slow_world(first_token_ms: u64, per_token_ms: u64) -> World {
+    world(slow_sim(first_token_ms, per_token_ms), Vec::new()).await
 }
 
 /// The id of each event's first task, from a `202` for an array of events.
@@ -263,16 +268,13 @@ async fn a_watcher_hears_when_the_result_cannot_be_stored_instead_of_waiting_for
 async fn stream_tasks_start_from_ingest_while_call_slots_last_and_wait_queued_beyond() {
     // Calls that hold their slot a while: 4 slots, 8 places to wait for one in memory, and 17
     // tasks at once.
-    let mut sim = SimConfig::default();
-    sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(300));
-    sim.latency.per_token = sluice_sim::Dist::Fixed(Duration::ZERO);
     let (slots, waiting) = (4, 8);
     let opts = sluice_engine::ExecutorOptions {
         max_in_flight: slots,
         max_waiting: waiting,
         ..sluice_engine::ExecutorOptions::default()
     };
-    let w = common::world_with(sim, opts, config).await;
+    let w = common::world_with(slow_sim(300, 0), opts, config).await;
     let events: Vec<Value> = (0..slots + waiting + 5)
         .map(|i| json!({"type": "ticket.created", "payload": {"subject": format!("Ticket {i}")}}))
         .collect();
@@ -323,9 +325,6 @@ async fn a_backlog_drains_as_calls_end_without_waiting_for_a_poll() {
     // Two call slots, calls that hold one for 100 ms, and a poll so rare that only the ends of
     // calls can start the tasks left queued (nothing runs after these, so nothing else wakes
     // the executor): 12 tasks take about six rounds of calls.
-    let mut sim = SimConfig::default();
-    sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(100));
-    sim.latency.per_token = sluice_sim::Dist::Fixed(Duration::ZERO);
     // No place to wait in memory: every task beyond the two slots is stored queued.
     let opts = sluice_engine::ExecutorOptions {
         max_in_flight: 2,
@@ -351,7 +350,7 @@ lane = "stream"
 "#
         )
     };
-    let w = common::world_with(sim, opts, solo).await;
+    let w = common::world_with(slow_sim(100, 0), opts, solo).await;
     let events: Vec<Value> = (0..12)
         .map(|i| json!({"type": "question.asked", "payload": {"q": format!("Question {i}")}}))
         .collect();

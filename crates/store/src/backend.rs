@@ -586,7 +586,6 @@ macro_rules! queries {
         const CHUNK: usize = 500;
 
 
-        /// Splits `items` into runs of at most `max_rows` rows and about `CHUNK_BYTES` bytes.
         /// Binds `ids` as a comma-separated list, then writes `close`.
         fn push_ids<'a>(q: &mut sqlx::QueryBuilder<$db>, ids: impl IntoIterator<Item = &'a String>, close: &str) {
             let mut list = q.separated(", ");
@@ -602,6 +601,7 @@ macro_rules! queries {
             Ok(rows.iter().map(|r| r.try_get(column)).collect::<Result<_, _>>()?)
         }
 
+        /// Splits `items` into runs of at most `max_rows` rows and about `CHUNK_BYTES` bytes.
         fn chunks_by_size<T>(items: &[T], max_rows: usize, size: impl Fn(&T) -> usize) -> Vec<&[T]> {
             let mut out = Vec::new();
             let (mut start, mut bytes) = (0, 0);

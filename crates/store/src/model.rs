@@ -187,6 +187,21 @@ pub struct Completion {
     pub deliveries: Vec<NewDelivery>,
 }
 
+impl Completion {
+    /// The result row [`crate::Store::complete`] stores for it.
+    pub fn result(&self) -> ResultRecord {
+        ResultRecord {
+            output: self.output.clone(),
+            stop_reason: self.stop_reason.clone(),
+            input_tokens: self.input_tokens,
+            cached_input_tokens: self.cached_input_tokens,
+            output_tokens: self.output_tokens,
+            first_token_ms: self.first_token_ms,
+            created_at: self.finished_at,
+        }
+    }
+}
+
 /// A result stored by [`crate::Store::complete`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Completed {
