@@ -97,8 +97,26 @@ async fn start_sluice(url: &str) -> String {
     format!("http://{}", running.addr)
 }
 
-/// Events per second accepted with `202` by [`clients`] concurrent clients over `RUN`.
-async fn load(base: &str, per_request: usize) -> f64 {
+/// What one cell measured.
+struct Cell {
+    /// Events accepted with `202` per second.
+    rate: f64,
+    /// Each accepted request's time to its `202`, in microseconds, sorted.
+    latencies: Vec<u64>,
+}
+
+impl Cell {
+    /// The `q` quantile of the time to `202`, in milliseconds.
+    fn ms(&self, q: f64) -> f64 {
+        let i = ((self.latencies.len() as f64 * q) as usize)
+            .min(self.latencies.len().saturating_sub(1));
+        self.latencies.get(i).map_or(f64::NAN, |&us| us as f64 / 1000.0)
+    }
+}
+
+/// Events per second accepted with `202` by [`clients`] concurrent clients over `RUN`, and how
+/// long each request waited for its answer.
+async fn load(base: &str, per_request: usize) -> Cell {
     let samples = Arc::new(samples());
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
@@ -116,6 +134,7 @@ async fn load(base: &str, per_request: usize) -> f64 {
             (http.clone(), samples.clone(), accepted.clone(), failed.clone(), base.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut i = c * 7;
+            let mut latencies = Vec::new();
             while Instant::now() < end {
                 let body = if per_request == 1 {
                     samples[i % samples.len()].clone()
@@ -127,11 +146,13 @@ async fn load(base: &str, per_request: usize) -> f64 {
                     )
                 };
                 i += per_request;
+                let sent = Instant::now();
                 match http.post(format!("{base}/v1/events")).json(&body).send().await {
                     Ok(r) if r.status() == StatusCode::ACCEPTED => {
                         let _ = r.bytes().await;
-                        if Instant::now() >= measure_from {
+                        if sent >= measure_from && Instant::now() < end {
                             accepted.fetch_add(per_request as u64, Ordering::Relaxed);
+                            latencies.push(sent.elapsed().as_micros() as u64);
                         }
                     }
                     _ => {
@@ -139,16 +160,19 @@ async fn load(base: &str, per_request: usize) -> f64 {
                     }
                 }
             }
+            latencies
         }));
     }
+    let mut latencies = Vec::new();
     for t in tasks {
-        let _ = t.await;
+        latencies.extend(t.await.unwrap_or_default());
     }
+    latencies.sort_unstable();
     let f = failed.load(Ordering::Relaxed);
     if f > 0 {
         eprintln!("  ({f} requests failed)");
     }
-    accepted.load(Ordering::Relaxed) as f64 / RUN.as_secs_f64()
+    Cell { rate: accepted.load(Ordering::Relaxed) as f64 / RUN.as_secs_f64(), latencies }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -168,20 +192,26 @@ async fn main() {
     } else {
         eprintln!("PostgreSQL skipped: SLUICE_TEST_DATABASE_URL is not set");
     }
-    println!("| target | single events (events/s) | arrays of {ARRAY} (events/s) |");
-    println!("| --- | ---: | ---: |");
+    println!(
+        "| target | single events (events/s) | arrays of {ARRAY} (events/s) | `202` p50 / p99 / p99.9, single (ms) | `202` p50 / p99 / p99.9, arrays (ms) |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: |");
     let mut ceiling = (0.0, 0.0);
     for (i, (name, base)) in targets.iter().enumerate() {
         let single = load(base, 1).await;
         let array = load(base, ARRAY).await;
+        let times = |c: &Cell| format!("{:.2} / {:.2} / {:.2}", c.ms(0.5), c.ms(0.99), c.ms(0.999));
+        let (s, a) = (single.rate, array.rate);
         if i == 0 {
-            ceiling = (single, array);
-            println!("| {name} | {single:.0} | {array:.0} |");
+            ceiling = (s, a);
+            println!("| {name} | {s:.0} | {a:.0} | {} | {} |", times(&single), times(&array));
         } else {
             println!(
-                "| {name} | {single:.0} ({:.0}% of ceiling) | {array:.0} ({:.0}% of ceiling) |",
-                100.0 * single / ceiling.0,
-                100.0 * array / ceiling.1
+                "| {name} | {s:.0} ({:.0}% of ceiling) | {a:.0} ({:.0}% of ceiling) | {} | {} |",
+                100.0 * s / ceiling.0,
+                100.0 * a / ceiling.1,
+                times(&single),
+                times(&array)
             );
         }
     }
