@@ -460,12 +460,19 @@ async fn claim(inner: &Arc<Inner>, slots: &Arc<Semaphore>, running: &mut JoinSet
         if claimed.is_empty() {
             return;
         }
+        // Their events in one read, not one each as they start: a backlog drains faster.
+        let ids: Vec<&str> = claimed.iter().map(|c| c.task.id.as_str()).collect();
+        let mut inputs = inner.store.task_inputs(&ids).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the claimed tasks' events; each reads its own");
+            HashMap::new()
+        });
         for c in claimed {
             let inner = inner.clone();
+            let input = inputs.remove(&c.task.id);
             match slots.clone().try_acquire_owned() {
                 Ok(slot) => {
                     running.spawn(async move {
-                        run_task(&inner, c, None).await;
+                        run_task(&inner, c, input).await;
                         drop(slot);
                         slot_freed(&inner);
                     });
@@ -481,7 +488,7 @@ async fn claim(inner: &Arc<Inner>, slots: &Arc<Semaphore>, running: &mut JoinSet
                             .heartbeat(&c.task.id, c.fence, now_ms(), millis(inner.opts.lease))
                             .await;
                         if matches!(renewed, Ok(Ok(()))) {
-                            run_task(&inner, c, None).await;
+                            run_task(&inner, c, input).await;
                         }
                         drop(slot);
                         slot_freed(&inner);
@@ -524,7 +531,8 @@ enum Outcome {
     LeaseLost,
 }
 
-/// `input` is the task's event when ingest handed it over; otherwise it is read from the store.
+/// `input` is the task's event when ingest handed it over or its claim read it; otherwise it
+/// is read from the store.
 async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
     let task = c.task;
     let fence = c.fence;

@@ -272,6 +272,15 @@ impl Store {
         dispatch!(self, task_input(task))
     }
 
+    /// [`Store::task_input`] for several tasks in one read, by task id; a task whose input is
+    /// not there is left out.
+    pub async fn task_inputs(
+        &self,
+        task_ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, TaskInput>, StoreError> {
+        dispatch!(self, task_inputs(task_ids))
+    }
+
     /// Claims deliveries that are due, each for `lease_ms` (a crashed deliverer's are retried).
     pub async fn claim_deliveries(
         &self,
@@ -587,6 +596,36 @@ macro_rules! queries {
 
 
         /// Binds `ids` as a comma-separated list, then writes `close`.
+        /// A task's input from a row of [`INPUT_COLUMNS`]: `None` if its event is gone, or if it
+        /// runs after a task whose result is not there.
+        fn input_from_row(r: &DbRow) -> Result<Option<TaskInput>, StoreError> {
+            let after_task_id: Option<String> = r.try_get("after_task_id")?;
+            let payload: Option<String> = r.try_get("e_payload")?;
+            let event = match payload {
+                None => return Ok(None),
+                Some(p) => EventRecord {
+                    id: r.try_get("event_id")?,
+                    event_type: r.try_get("e_type")?,
+                    payload: json("events", &p)?,
+                    idempotency_key: r.try_get("e_key")?,
+                    request_hash: r.try_get("e_hash")?,
+                    needed_within_ms: r.try_get("e_needed")?,
+                    source: r.try_get("e_source")?,
+                    received_at: r.try_get("e_received")?,
+                },
+            };
+            let upstream: Option<(String, String)> =
+                match (r.try_get::<Option<String>, _>("up_workload")?, r.try_get::<Option<String>, _>("up_output")?) {
+                    (Some(w), Some(o)) => Some((w, o)),
+                    _ => None,
+                };
+            Ok(match (after_task_id.is_some(), upstream) {
+                (false, _) => Some(TaskInput { event, upstream: None }),
+                (true, Some(up)) => Some(TaskInput { event, upstream: Some(up) }),
+                (true, None) => None,
+            })
+        }
+
         fn push_ids<'a>(q: &mut sqlx::QueryBuilder<$db>, ids: impl IntoIterator<Item = &'a String>, close: &str) {
             let mut list = q.separated(", ");
             for id in ids {
@@ -1074,6 +1113,27 @@ macro_rules! queries {
             Ok(Some(TaskInput { event, upstream }))
         }
 
+        pub(super) async fn task_inputs(
+            pool: &Pool<$db>,
+            task_ids: &[&str],
+        ) -> Result<std::collections::HashMap<String, TaskInput>, StoreError> {
+            let mut inputs = std::collections::HashMap::with_capacity(task_ids.len());
+            for chunk in task_ids.chunks(500) {
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {INPUT_COLUMNS} WHERE t.id IN ("));
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.to_string());
+                }
+                list.push_unseparated(")");
+                for r in q.build().fetch_all(pool).await? {
+                    if let Some(input) = input_from_row(&r)? {
+                        inputs.insert(r.try_get("id")?, input);
+                    }
+                }
+            }
+            Ok(inputs)
+        }
+
         pub(super) async fn claim_deliveries(
             pool: &Pool<$db>,
             now: i64,
@@ -1211,17 +1271,10 @@ macro_rules! queries {
             limit: i64,
         ) -> Result<Vec<(BatchMember, Option<TaskInput>)>, StoreError> {
             // Only what a batch line is rendered from: not the decisions, which are most of a row.
-            let mut q = sqlx::QueryBuilder::<$db>::new(
-                "SELECT t.id, t.event_id, t.workload, t.lane, t.state, t.deadline, t.after_task_id,
-                        e.event_type AS e_type, e.payload AS e_payload, e.idempotency_key AS e_key,
-                        e.request_hash AS e_hash, e.needed_within_ms AS e_needed, e.source AS e_source,
-                        e.received_at AS e_received, u.workload AS up_workload, r.output AS up_output
-                 FROM tasks t
-                 LEFT JOIN events e ON e.id = t.event_id
-                 LEFT JOIN tasks u ON u.id = t.after_task_id
-                 LEFT JOIN results r ON r.task_id = t.after_task_id
-                 WHERE t.lane = 'batch' AND t.state = 'queued' AND t.run_after <= ",
-            );
+            let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                "SELECT t.lane, t.state, t.deadline, {INPUT_COLUMNS}
+                 WHERE t.lane = 'batch' AND t.state = 'queued' AND t.run_after <= "
+            ));
             q.push_bind(now).push(" AND t.workload IN (");
             let mut list = q.separated(", ");
             for w in workloads {
@@ -1240,31 +1293,7 @@ macro_rules! queries {
                         state: TaskState::parse(&state).ok_or_else(|| corrupt("tasks", format!("state {state:?}")))?,
                         deadline: r.try_get("deadline")?,
                     };
-                    let after_task_id: Option<String> = r.try_get("after_task_id")?;
-                    let payload: Option<String> = r.try_get("e_payload")?;
-                    let event = match payload {
-                        None => None,
-                        Some(p) => Some(EventRecord {
-                            id: r.try_get("event_id")?,
-                            event_type: r.try_get("e_type")?,
-                            payload: json("events", &p)?,
-                            idempotency_key: r.try_get("e_key")?,
-                            request_hash: r.try_get("e_hash")?,
-                            needed_within_ms: r.try_get("e_needed")?,
-                            source: r.try_get("e_source")?,
-                            received_at: r.try_get("e_received")?,
-                        }),
-                    };
-                    let upstream: Option<(String, String)> =
-                        match (r.try_get::<Option<String>, _>("up_workload")?, r.try_get::<Option<String>, _>("up_output")?) {
-                            (Some(w), Some(o)) => Some((w, o)),
-                            _ => None,
-                        };
-                    let input = match (event, after_task_id.is_some(), upstream) {
-                        (Some(event), false, _) => Some(TaskInput { event, upstream: None }),
-                        (Some(event), true, Some(up)) => Some(TaskInput { event, upstream: Some(up) }),
-                        _ => None,
-                    };
+                    let input = input_from_row(r)?;
                     Ok((task, input))
                 })
                 .collect()
@@ -1709,6 +1738,17 @@ const HISTORY_SQL: &str = "SELECT t.id, t.event_id, t.workload, t.lane, t.state,
      LEFT JOIN batches b ON b.id = COALESCE(a.batch_id, t.batch_id)
      WHERE t.created_at >= $1
      ORDER BY t.created_at, t.id";
+
+/// A task's input (its event, and the result of the task it runs after) with the columns that
+/// find it: the start of a query that goes on with `WHERE`, over `tasks t`.
+const INPUT_COLUMNS: &str = "t.id, t.event_id, t.workload, t.after_task_id,
+        e.event_type AS e_type, e.payload AS e_payload, e.idempotency_key AS e_key,
+        e.request_hash AS e_hash, e.needed_within_ms AS e_needed, e.source AS e_source,
+        e.received_at AS e_received, u.workload AS up_workload, r.output AS up_output
+     FROM tasks t
+     LEFT JOIN events e ON e.id = t.event_id
+     LEFT JOIN tasks u ON u.id = t.after_task_id
+     LEFT JOIN results r ON r.task_id = t.after_task_id";
 
 /// `state IN (…)` lets the claim index reach the queued and running tasks of the lanes alone,
 /// not every task the lanes ever ran.

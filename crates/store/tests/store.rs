@@ -309,6 +309,31 @@ macro_rules! suite {
             }
 
             #[tokio::test]
+            async fn claimed_tasks_read_their_inputs_together() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let (a, b) = (event(None, "a"), event(None, "b"));
+                store.ingest(&[vec![a.clone()], vec![b.clone()]]).await.unwrap();
+                let (first, after) = (&a.tasks[0].id, &a.tasks[1].id);
+                let ids = [first.as_str(), b.tasks[0].id.as_str(), after.as_str(), "tsk_unknown"];
+                let inputs = store.task_inputs(&ids).await.unwrap();
+                assert_eq!(inputs.len(), 2, "the follower waits for a result; unknown ids are left out");
+                assert_eq!(inputs[first].event.id, a.id);
+                assert_eq!(inputs[first].event.payload.get(), a.payload.get());
+                assert_eq!(inputs[&b.tasks[0].id].event.id, b.id);
+                assert!(inputs[first].upstream.is_none());
+
+                let claimed = store.claim(&["stream"], "w", 1_000, 100, 10).await.unwrap();
+                let upstream = claimed.iter().find(|c| &c.task.id == first).unwrap();
+                store.complete(first, upstream.fence, &completion(1_010)).await.unwrap().unwrap();
+                let inputs = store.task_inputs(&[after.as_str()]).await.unwrap();
+                assert_eq!(inputs[after].upstream, Some(("triage".into(), "billing".into())));
+                // The same as one task's own read.
+                let task = store.task(after).await.unwrap().unwrap().task;
+                let one = store.task_input(&task).await.unwrap().unwrap();
+                assert_eq!((one.event.id, one.upstream), (inputs[after].event.id.clone(), inputs[after].upstream.clone()));
+            }
+
+            #[tokio::test]
             async fn a_task_stored_claimed_is_owned_until_its_lease_runs_out() {
                 let Some((store, _guard, _)) = super::$backend().await else { return };
                 let mut ev = event(None, "h");
