@@ -17,10 +17,13 @@
     clippy::print_stderr
 )] // test code: a failure should stop loudly
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{MAX_TOKENS, MODEL, config};
 use futures::StreamExt;
 use serde_json::json;
 use sluice_core::Config;
@@ -39,26 +42,6 @@ const DEFAULT_BACKLOG: usize = 3000;
 const ROUNDS: usize = 3;
 /// A drain (or the direct calls) not done by then is reported as such; the bench stops anyway.
 const LIMIT: Duration = Duration::from_secs(120);
-const MODEL: &str = "claude-haiku-5-5";
-
-fn config(sim: &str) -> String {
-    format!(
-        r#"
-[providers.anthropic]
-kind = "anthropic"
-base_url = "{sim}"
-
-[[workloads]]
-name = "answer"
-on = "bench.asked"
-provider = "anthropic"
-model = "{MODEL}"
-max_tokens = 16
-prompt = "Answer: {{{{ payload.question }}}}"
-lane = "stream"
-"#
-    )
-}
 
 /// Whether every task has ended: two index look-ups, so that watching costs the drain little
 /// (a count by state every 10 ms scanned every task, and took half a core from it).
@@ -138,7 +121,7 @@ async fn direct(sim: &str, n: usize, clients: usize) -> Option<Duration> {
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < n && started.elapsed() < LIMIT {
                 let body = json!({
-                    "model": MODEL, "max_tokens": 16, "stream": true,
+                    "model": MODEL, "max_tokens": MAX_TOKENS, "stream": true,
                     "messages": [{"role": "user", "content": "Answer: q"}],
                 });
                 let resp = http
@@ -184,6 +167,6 @@ async fn main() {
         println!("| {round} | {} | {} |", rate(n, d), rate(n, s));
     }
     println!(
-        "\nSQLite with synchronous=FULL on disk; executor with default options; the sim at zero latency, 16 tokens a call; all in one process."
+        "\nSQLite with synchronous=FULL on disk; executor with default options; the sim at zero latency, `max_tokens: {MAX_TOKENS}`; all in one process."
     );
 }

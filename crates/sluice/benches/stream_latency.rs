@@ -28,9 +28,12 @@
     clippy::print_stderr
 )] // test code: a failure should stop loudly
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{MAX_TOKENS, MODEL, config};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use sluice_core::Config;
@@ -56,27 +59,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const PHASE_LIMIT: Duration = Duration::from_secs(30);
 /// First-token p99 under which a rate counts as sustained (and nothing may fail).
 const SUSTAINED_P99: Duration = Duration::from_millis(100);
-const MAX_TOKENS: u32 = 16;
-const MODEL: &str = "claude-haiku-5-5";
-
-fn config(sim: &str) -> String {
-    format!(
-        r#"
-[providers.anthropic]
-kind = "anthropic"
-base_url = "{sim}"
-
-[[workloads]]
-name = "answer"
-on = "bench.asked"
-provider = "anthropic"
-model = "{MODEL}"
-max_tokens = {MAX_TOKENS}
-prompt = "Answer: {{{{ payload.question }}}}"
-lane = "stream"
-"#
-    )
-}
 
 /// `synchronous=FULL`, what users get, unless `SLUICE_BENCH_SQLITE_SYNC=normal` asks for the
 /// diagnostic run that shows what the fsyncs cost.

@@ -1,0 +1,24 @@
+//! What the stream benches share: one streamed workload on the sim's Anthropic API.
+
+pub const MAX_TOKENS: u32 = 16;
+pub const MODEL: &str = "claude-haiku-5-5";
+
+/// The config of the benches' sluice: `bench.asked` events, each one streamed call to `sim`.
+pub fn config(sim: &str) -> String {
+    format!(
+        r#"
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{sim}"
+
+[[workloads]]
+name = "answer"
+on = "bench.asked"
+provider = "anthropic"
+model = "{MODEL}"
+max_tokens = {MAX_TOKENS}
+prompt = "Answer: {{{{ payload.question }}}}"
+lane = "stream"
+"#
+    )
+}
