@@ -1751,7 +1751,7 @@ const INPUT_COLUMNS: &str = "t.id, t.event_id, t.workload, t.after_task_id,
      LEFT JOIN results r ON r.task_id = t.after_task_id";
 
 /// `state IN (…)` lets the claim index reach the queued and running tasks of the lanes alone,
-/// not every task the lanes ever ran.
+/// not every task the lanes ever ran. (PostgreSQL's; SQLite's reads each lane and state apart.)
 macro_rules! claim_candidates {
     () => {
         "SELECT id FROM tasks WHERE lane IN ($4, $5) AND state IN ('queued', 'running') AND run_after <= $3
@@ -1764,12 +1764,27 @@ mod sqlite {
     use super::*;
 
     /// SQLite has one writer at a time, so the single UPDATE … WHERE id IN (SELECT …) is atomic.
+    ///
+    /// The candidates are read per lane and state, each in the claim index's deadline order up to
+    /// the limit, and merged: with `lane IN (…) AND state IN (…)` SQLite sorted every queued
+    /// task of both lanes for each claim, so draining a backlog took time in its square.
     fn claim_sql() -> String {
+        let part = |lane: &str, state: &str| {
+            let expired = if state == "running" { "AND lease_expires_at < $3" } else { "" };
+            format!(
+                "SELECT * FROM (SELECT id, deadline, priority FROM tasks
+                   WHERE lane = {lane} AND state = '{state}' {expired} AND run_after <= $3
+                   ORDER BY deadline, priority DESC LIMIT $6)"
+            )
+        };
         format!(
             "UPDATE tasks SET state = 'running', lease_owner = $1, lease_expires_at = $2, fence = fence + 1,
                               attempts = attempts + 1, updated_at = $3
-             WHERE id IN ({})",
-            claim_candidates!()
+             WHERE id IN (SELECT id FROM ({} UNION {} UNION {} UNION {}) ORDER BY deadline, priority DESC LIMIT $6)",
+            part("$4", "queued"),
+            part("$5", "queued"),
+            part("$4", "running"),
+            part("$5", "running"),
         )
     }
 

@@ -437,6 +437,49 @@ macro_rules! suite {
             }
 
             #[tokio::test]
+            async fn claims_merge_lanes_and_expired_leases_by_deadline_then_priority() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                // (lane, deadline, priority, lease expiry if stored running)
+                let specs = [
+                    ("stream", 500, 0, None),
+                    ("flex", 200, 0, None),
+                    ("stream", 100, 0, Some(1_000)),
+                    ("flex", 200, 5, None),
+                    ("stream", 50, 0, Some(9_000)),
+                    ("batch", 10, 0, None),
+                ];
+                let evs: Vec<NewEvent> = specs
+                    .iter()
+                    .map(|&(lane, deadline, priority, lease)| {
+                        let mut ev = event(None, "h");
+                        ev.tasks.truncate(1);
+                        let t = &mut ev.tasks[0];
+                        (t.lane, t.deadline, t.priority) = (lane.into(), deadline, priority);
+                        if let Some(expires_at) = lease {
+                            t.state = TaskState::Running;
+                            t.lease = Some(TaskLease { owner: "gone".into(), expires_at });
+                        }
+                        ev
+                    })
+                    .collect();
+                store.ingest(&[evs]).await.unwrap();
+                let order = |got: &[Claimed]| -> Vec<(String, i64, i64)> {
+                    got.iter().map(|c| (c.task.lane.clone(), c.task.deadline, c.task.priority)).collect()
+                };
+                let lanes = ["stream", "flex"];
+                let got = store.claim(&lanes, "w", 2_000, 10_000, 2).await.unwrap();
+                assert_eq!(
+                    order(&got),
+                    [("stream".into(), 100, 0), ("flex".into(), 200, 5)],
+                    "the expired lease first, then of equal deadlines the higher priority; not the live lease"
+                );
+                let got = store.claim(&lanes, "w", 2_000, 10_000, 3).await.unwrap();
+                assert_eq!(order(&got), [("flex".into(), 200, 0), ("stream".into(), 500, 0)]);
+                let got = store.claim(&["flex"], "w", 2_000, 10_000, 3).await.unwrap();
+                assert!(got.is_empty(), "one lane asked twice gives nothing twice");
+            }
+
+            #[tokio::test]
             async fn a_failed_task_fails_the_chain_below_it() {
                 let Some((store, _guard, _)) = super::$backend().await else { return };
                 let ev = event(None, "h");
