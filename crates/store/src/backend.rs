@@ -1750,42 +1750,43 @@ const INPUT_COLUMNS: &str = "t.id, t.event_id, t.workload, t.after_task_id,
      LEFT JOIN tasks u ON u.id = t.after_task_id
      LEFT JOIN results r ON r.task_id = t.after_task_id";
 
-/// `state IN (…)` lets the claim index reach the queued and running tasks of the lanes alone,
-/// not every task the lanes ever ran. (PostgreSQL's; SQLite's reads each lane and state apart.)
-macro_rules! claim_candidates {
-    () => {
-        "SELECT id FROM tasks WHERE lane IN ($4, $5) AND state IN ('queued', 'running') AND run_after <= $3
-           AND (state = 'queued' OR (state = 'running' AND lease_expires_at < $3))
-         ORDER BY deadline, priority DESC LIMIT $6"
+/// The claim: up to `$6` tasks of lanes `$4` and `$5` that are queued, or running on a lease that
+/// has run out, earliest deadline first, then highest priority, from `run_after` on; leased to
+/// `$1` until `$2` (`$3` is now). `lock` follows each read of candidates (PostgreSQL's `FOR
+/// UPDATE SKIP LOCKED`).
+///
+/// Each lane and state is read apart, in the claim index's deadline order up to the limit, and
+/// the four are merged: with `lane IN (…) AND state IN (…)` neither database could read the
+/// index in order, and each claim sorted every queued task of both lanes (draining a backlog
+/// took time in its square). `UNION`, not `UNION ALL`: both lanes may be the same one.
+fn claim_sql(lock: &str) -> String {
+    let part = |lane: &str, state: &str| {
+        let expired = if state == "running" { "AND lease_expires_at < $3" } else { "" };
+        format!(
+            "SELECT * FROM (SELECT id, deadline, priority FROM tasks
+               WHERE lane = {lane} AND state = '{state}' {expired} AND run_after <= $3
+               ORDER BY deadline, priority DESC LIMIT $6 {lock}) AS {state}_{}",
+            &lane[1..]
+        )
     };
+    format!(
+        "UPDATE tasks SET state = 'running', lease_owner = $1, lease_expires_at = $2, fence = fence + 1,
+                          attempts = attempts + 1, updated_at = $3
+         WHERE id IN (SELECT id FROM ({} UNION {} UNION {} UNION {}) AS candidates
+                      ORDER BY deadline, priority DESC LIMIT $6)",
+        part("$4", "queued"),
+        part("$5", "queued"),
+        part("$4", "running"),
+        part("$5", "running"),
+    )
 }
 
 mod sqlite {
     use super::*;
 
     /// SQLite has one writer at a time, so the single UPDATE … WHERE id IN (SELECT …) is atomic.
-    ///
-    /// The candidates are read per lane and state, each in the claim index's deadline order up to
-    /// the limit, and merged: with `lane IN (…) AND state IN (…)` SQLite sorted every queued
-    /// task of both lanes for each claim, so draining a backlog took time in its square.
     fn claim_sql() -> String {
-        let part = |lane: &str, state: &str| {
-            let expired = if state == "running" { "AND lease_expires_at < $3" } else { "" };
-            format!(
-                "SELECT * FROM (SELECT id, deadline, priority FROM tasks
-                   WHERE lane = {lane} AND state = '{state}' {expired} AND run_after <= $3
-                   ORDER BY deadline, priority DESC LIMIT $6)"
-            )
-        };
-        format!(
-            "UPDATE tasks SET state = 'running', lease_owner = $1, lease_expires_at = $2, fence = fence + 1,
-                              attempts = attempts + 1, updated_at = $3
-             WHERE id IN (SELECT id FROM ({} UNION {} UNION {} UNION {}) ORDER BY deadline, priority DESC LIMIT $6)",
-            part("$4", "queued"),
-            part("$5", "queued"),
-            part("$4", "running"),
-            part("$5", "running"),
-        )
+        super::claim_sql("")
     }
 
     /// A write transaction takes SQLite's write lock up front: a deferred one that reads first and
@@ -1812,13 +1813,9 @@ mod postgres {
     use super::*;
 
     /// Several instances claim at once: SKIP LOCKED lets each take different rows without waiting.
+    /// (A candidate locked but not taken is free again when the statement ends.)
     fn claim_sql() -> String {
-        format!(
-            "UPDATE tasks SET state = 'running', lease_owner = $1, lease_expires_at = $2, fence = fence + 1,
-                              attempts = attempts + 1, updated_at = $3
-             WHERE id IN ({} FOR UPDATE SKIP LOCKED)",
-            claim_candidates!()
-        )
+        super::claim_sql("FOR UPDATE SKIP LOCKED")
     }
 
     async fn begin_write(
