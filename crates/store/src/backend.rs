@@ -595,7 +595,6 @@ macro_rules! queries {
         const CHUNK: usize = 500;
 
 
-        /// Binds `ids` as a comma-separated list, then writes `close`.
         /// A task's input from a row of [`INPUT_COLUMNS`]: `None` if its event is gone, or if it
         /// runs after a task whose result is not there.
         fn input_from_row(r: &DbRow) -> Result<Option<TaskInput>, StoreError> {
@@ -626,6 +625,7 @@ macro_rules! queries {
             })
         }
 
+        /// Binds `ids` as a comma-separated list, then writes `close`.
         fn push_ids<'a>(q: &mut sqlx::QueryBuilder<$db>, ids: impl IntoIterator<Item = &'a String>, close: &str) {
             let mut list = q.separated(", ");
             for id in ids {
