@@ -301,6 +301,7 @@ pub async fn store_events(
             ev,
             is_array.then_some(i),
             now,
+            &state.options.day_clock,
             source,
             state.turnarounds.as_ref(),
         )?);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sluice_core::config::Workload;
@@ -130,12 +130,38 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
 
+/// The clock a `needed_by` deadline counts to.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum DayClock {
+    /// The wall clock, in the config's timezone.
+    #[default]
+    Wall,
+    /// A day that plays `speed` times faster than real time, its midnight at `midnight`: `sluice
+    /// demo` plays a business day in a minute, and a ticket of its 09:30 has until its 18:00.
+    Compressed { midnight: std::time::Instant, speed: f64 },
+}
+
+impl DayClock {
+    pub fn time_of_day(&self, now: DateTime<Utc>, timezone: FixedOffset) -> NaiveTime {
+        match *self {
+            DayClock::Wall => now.with_timezone(&timezone).time(),
+            DayClock::Compressed { midnight, speed } => {
+                let secs = (midnight.elapsed().as_secs_f64() * speed).rem_euclid(86_400.0);
+                // In range by the rem_euclid above; midnight is only a fallback for the compiler.
+                NaiveTime::from_num_seconds_from_midnight_opt(secs as u32, 0)
+                    .unwrap_or(NaiveTime::MIN)
+            }
+        }
+    }
+}
+
 /// Fans `ev` out into its tasks. `index` names the event in error messages of an array request.
 pub fn plan(
     config: &Config,
     ev: EventIn,
     index: Option<usize>,
     now: DateTime<Utc>,
+    day: &DayClock,
     source: &str,
     learned: Option<&sluice_engine::Turnarounds>,
 ) -> Result<NewEvent, ApiError> {
@@ -169,7 +195,7 @@ pub fn plan(
     let event_id = new_id("evt");
     let received_at = now.timestamp_millis();
     let received_text = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let local_time = now.with_timezone(&config.timezone).time();
+    let local_time = day.time_of_day(now, config.timezone);
 
     // Every task's id first, so that `after` can point at its upstream task.
     let ids: Vec<String> = workloads.iter().map(|_| new_id("tsk")).collect();
@@ -401,6 +427,7 @@ volume_per_day = 5000
             ev(serde_json::json!({"subject": "s", "body": "b"})),
             None,
             now,
+            &DayClock::Wall,
             "api",
             None,
         )
@@ -415,10 +442,37 @@ volume_per_day = 5000
     }
 
     #[test]
+    fn needed_by_counts_to_the_clock_of_the_day_it_is_given() {
+        let config = Config::parse(
+            &CONFIG.replace(r#"needed_within = "24h""#, r#"needed_by = "18:00""#),
+            "test.toml",
+        )
+        .unwrap();
+        let payload = serde_json::json!({"subject": "s", "body": "b"});
+        let digest_slack =
+            |e: NewEvent, now: DateTime<Utc>| e.tasks[1].deadline - now.timestamp_millis();
+
+        let ten_to_six: DateTime<Utc> = "2026-11-27T17:50:00Z".parse().unwrap();
+        let e = plan(&config, ev(payload.clone()), None, ten_to_six, &DayClock::Wall, "api", None);
+        assert_eq!(digest_slack(e.unwrap(), ten_to_six), 10 * 60 * 1000);
+
+        // A day at 3,600× real time whose midnight was 9.5 s ago: it is 09:30 there, whatever
+        // the wall clock says, and the digest has until 18:00.
+        let midnight = std::time::Instant::now() - Duration::from_millis(9_500);
+        let day = DayClock::Compressed { midnight, speed: 3_600.0 };
+        let now = Utc::now();
+        let e = plan(&config, ev(payload), None, now, &day, "api", None).unwrap();
+        let slack = digest_slack(e, now);
+        let expected = (8 * 3600 + 30 * 60) * 1000;
+        // The test's own run time passes 3,600 times faster on that clock.
+        assert!((expected - 60_000..=expected).contains(&slack), "slack {slack} ms");
+    }
+
+    #[test]
     fn a_needed_within_override_tightens_every_task() {
         let mut e = ev(serde_json::json!({"subject": "s", "body": "b"}));
         e.needed_within = Some("30s".into());
-        let planned = plan(&config(), e, None, Utc::now(), "api", None).unwrap();
+        let planned = plan(&config(), e, None, Utc::now(), &DayClock::Wall, "api", None).unwrap();
         assert!(planned.tasks.iter().all(|t| t.lane == "stream"), "{:?}", planned.tasks);
     }
 
@@ -429,7 +483,7 @@ volume_per_day = 5000
             let mut e = ev(serde_json::json!({"subject": "s", "body": "b"}));
             e.needed_within = needed_within.map(str::to_owned);
             let now = Utc::now();
-            let planned = plan(&config, e, None, now, "api", None).unwrap();
+            let planned = plan(&config, e, None, now, &DayClock::Wall, "api", None).unwrap();
             for (t, w) in planned.tasks.iter().zip(&config.workloads) {
                 let slack = match needed_within {
                     Some(text) => parse_duration(text).unwrap(),
@@ -449,6 +503,7 @@ volume_per_day = 5000
             ev(serde_json::json!({"subject": "s"})),
             Some(3),
             Utc::now(),
+            &DayClock::Wall,
             "api",
             None,
         )
@@ -459,9 +514,16 @@ volume_per_day = 5000
             "{}",
             e.message
         );
-        let e =
-            plan(&config(), ev(serde_json::json!({"body": "b"})), None, Utc::now(), "api", None)
-                .unwrap_err();
+        let e = plan(
+            &config(),
+            ev(serde_json::json!({"body": "b"})),
+            None,
+            Utc::now(),
+            &DayClock::Wall,
+            "api",
+            None,
+        )
+        .unwrap_err();
         assert!(e.message.contains("payload.subject"), "{}", e.message);
     }
 
@@ -469,7 +531,7 @@ volume_per_day = 5000
     fn an_unknown_type_lists_the_known_ones() {
         let mut e = ev(serde_json::json!({}));
         e.event_type = "ticket.create".into();
-        let err = plan(&config(), e, None, Utc::now(), "api", None).unwrap_err();
+        let err = plan(&config(), e, None, Utc::now(), &DayClock::Wall, "api", None).unwrap_err();
         assert!(err.message.contains("did you mean \"ticket.created\""), "{}", err.message);
         assert_eq!(err.detail.unwrap()["known_event_types"][0], "ticket.created");
     }

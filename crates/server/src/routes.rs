@@ -25,11 +25,13 @@ use crate::{hooks, metrics};
 pub struct ServerOptions {
     /// Bodies over this are refused with `413`.
     pub max_body_bytes: usize,
+    /// The clock of `needed_by` deadlines.
+    pub day_clock: crate::plan::DayClock,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { max_body_bytes: 1024 * 1024 }
+        ServerOptions { max_body_bytes: 1024 * 1024, day_clock: Default::default() }
     }
 }
 

@@ -109,7 +109,7 @@ impl Api {
             tokens: Tokens::parse(tokens),
             hook_keys,
             metrics: sluice_server::metrics_handle(),
-            options: ServerOptions { max_body_bytes: 64 * 1024 },
+            options: ServerOptions { max_body_bytes: 64 * 1024, ..Default::default() },
             hub: None,
             wake: None,
             turnarounds: None,
@@ -443,8 +443,9 @@ async fn every_example_event_is_accepted_by_the_example_config() {
         let (evs, _) = sluice_server::plan::parse_body(line.as_bytes(), None)
             .unwrap_or_else(|e| panic!("line {}: {e:?}", i + 1));
         for ev in evs {
-            let planned = sluice_server::plan::plan(&config, ev, None, now, "api", None)
-                .unwrap_or_else(|e| panic!("line {}: {}", i + 1, e.message));
+            let planned =
+                sluice_server::plan::plan(&config, ev, None, now, &Default::default(), "api", None)
+                    .unwrap_or_else(|e| panic!("line {}: {}", i + 1, e.message));
             tasks += planned.tasks.len();
         }
     }

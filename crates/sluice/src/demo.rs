@@ -9,8 +9,11 @@
 //!
 //! What is compressed: the arrival of events, and batch turnaround (the simulator's batches take
 //! their usual half an hour to two hours of simulated time) with the batcher's max age scaled
-//! alike. Deadlines stay in real time, so no deadline is tight enough to make a batch escalate, and
-//! off-peak windows are left out: a compressed day would otherwise wait for the real night.
+//! alike. Each task is decided with the slack a real one would have (`needed_by` counts to the
+//! compressed day's clock: a ticket of 09:30 has until 18:00, eight and a half hours, whenever the
+//! demo runs), and its deadline is that slack in real time, so no deadline is tight enough to make
+//! a batch escalate. Off-peak windows are left out: a compressed day would otherwise wait for the
+//! real night.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
@@ -25,6 +28,7 @@ use sluice_core::config::{Deliver, ProviderKind};
 use sluice_core::units::fmt_usd;
 use sluice_engine::{BatcherOptions, ExecutorOptions};
 use sluice_server::auth::Tokens;
+use sluice_server::plan::DayClock;
 use sluice_sim::{Dist, Sim, SimConfig};
 use sluice_store::{HistoryRow, SqliteDurability, Store};
 
@@ -166,12 +170,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Summary> {
     let keys: Vec<String> = config.providers.iter().filter_map(|p| p.api_key_env.clone()).collect();
     let env: Env =
         Arc::new(move |name: &str| keys.iter().any(|k| k == name).then(|| "sk-demo".to_owned()));
+    // The compressed day's midnight: the clock of `needed_by` deadlines and of the events' play.
+    let midnight = Instant::now();
     let opts = Options {
         listen: ([127, 0, 0, 1], 0).into(),
         tokens: Tokens::default(),
         max_body_bytes: 16 * 1024 * 1024,
         executor: ExecutorOptions::default(),
         learn_turnaround: false,
+        day_clock: DayClock::Compressed { midnight, speed },
         batcher: BatcherOptions {
             tick: Duration::from_millis(100),
             poll_min: Duration::from_millis(100),
@@ -201,7 +208,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Summary> {
 
     let display = Display::new(&order, &lanes_declared);
     let http = reqwest::Client::new();
-    let play_started = Instant::now();
+    let play_started = midnight;
     let mut sent = 0usize;
     let mut next = 0usize;
     let mut last_refresh = Instant::now() - Duration::from_secs(1);

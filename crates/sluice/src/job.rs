@@ -67,7 +67,7 @@ pub fn read_events(path: &Path, text: &str, config: &Config) -> anyhow::Result<V
                 continue;
             }
         };
-        if let Err(e) = plan(config, event, None, now, "run", None) {
+        if let Err(e) = plan(config, event, None, now, &Default::default(), "run", None) {
             problems.push(format!("{name}:{number}: {}", e.message));
             continue;
         }

@@ -79,6 +79,7 @@ pub async fn run(mut config: Config, args: RunArgs) -> anyhow::Result<Outcome> {
         max_body_bytes: 16 * 1024 * 1024,
         executor: ExecutorOptions::default(),
         learn_turnaround: true,
+        day_clock: Default::default(),
         batcher: BatcherOptions { poll_max: Duration::from_secs(30), ..BatcherOptions::default() },
     };
     let service =

@@ -64,6 +64,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         executor: ExecutorOptions::default(),
         learn_turnaround: true,
+        day_clock: Default::default(),
         batcher: BatcherOptions::default(),
     };
     let service = Service::start(Arc::new(config), store, env, opts, shutdown_signal()).await?;

@@ -10,6 +10,7 @@ use sluice_core::Config;
 use sluice_engine::{Batcher, BatcherOptions, Deliverer, Executor, ExecutorOptions, Hub};
 use sluice_server::auth::Tokens;
 use sluice_server::ingest::Committer;
+use sluice_server::plan::DayClock;
 use sluice_server::{AppState, Running, ServerOptions};
 use sluice_store::Store;
 use tokio::sync::watch;
@@ -28,6 +29,8 @@ pub struct Options {
     /// Let observed batch turnaround replace the config's in new decisions. The demo turns it off:
     /// its batches run in compressed time while its deadlines do not.
     pub learn_turnaround: bool,
+    /// The clock of `needed_by` deadlines: the wall clock, except in the demo's compressed day.
+    pub day_clock: DayClock,
 }
 
 /// A started service.
@@ -85,7 +88,10 @@ impl Service {
             tokens: opts.tokens,
             hook_keys,
             metrics: sluice_server::metrics_handle(),
-            options: ServerOptions { max_body_bytes: opts.max_body_bytes },
+            options: ServerOptions {
+                max_body_bytes: opts.max_body_bytes,
+                day_clock: opts.day_clock,
+            },
             hub: Some(hub),
             wake: Some(wake),
             turnarounds: opts.learn_turnaround.then_some(turnarounds),
