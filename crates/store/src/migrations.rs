@@ -34,6 +34,11 @@ pub static SQLITE: &[Migration] = &[
         name: "decisions",
         sql: include_str!("../migrations/sqlite/0005_decisions.sql"),
     },
+    Migration {
+        version: 6,
+        name: "one_line_per_batch_task",
+        sql: include_str!("../migrations/sqlite/0006_one_line_per_batch_task.sql"),
+    },
 ];
 
 pub static POSTGRES: &[Migration] = &[
@@ -61,6 +66,11 @@ pub static POSTGRES: &[Migration] = &[
         version: 5,
         name: "decisions",
         sql: include_str!("../migrations/postgres/0005_decisions.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "one_line_per_batch_task",
+        sql: include_str!("../migrations/postgres/0006_one_line_per_batch_task.sql"),
     },
 ];
 

@@ -102,11 +102,15 @@ async fn scalar(store: &Store, sql: &'static str) -> i64 {
 }
 
 async fn execute(store: &Store, sql: &str) {
+    try_execute(store, sql).await.unwrap();
+}
+
+async fn try_execute(store: &Store, sql: &str) -> Result<u64, sqlx::Error> {
     let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    match store {
-        Store::Sqlite(pool, _) => sqlx::query(sql).execute(pool).await.unwrap().rows_affected(),
-        Store::Postgres(pool) => sqlx::query(sql).execute(pool).await.unwrap().rows_affected(),
-    };
+    Ok(match store {
+        Store::Sqlite(pool, _) => sqlx::query(sql).execute(pool).await?.rows_affected(),
+        Store::Postgres(pool) => sqlx::query(sql).execute(pool).await?.rows_affected(),
+    })
 }
 
 async fn sqlite() -> Option<Opened> {
@@ -644,6 +648,14 @@ macro_rules! suite {
                 let again = vec![(a.id.clone(), completion(900)), (b.id.clone(), completion(900))];
                 let out = store.batch_lines(&batch.id, &again).await.unwrap();
                 assert_eq!(out, vec![BatchLine::AlreadyRecorded, BatchLine::AlreadyRecorded]);
+                // And the database refuses a second line of one batch for a task, whatever writes it.
+                let second = format!(
+                    "INSERT INTO attempts (id, task_id, lane, batch_id, fence, started_at, outcome)
+                     VALUES ('att_again', '{}', 'batch', '{}', 1, 500, 'succeeded')",
+                    a.id, batch.id
+                );
+                let refused = try_execute(&store, &second).await.unwrap_err();
+                assert!(refused.to_string().to_lowercase().contains("unique"), "{refused}");
 
                 let da = store.task(&a.id).await.unwrap().unwrap();
                 assert_eq!(da.task.state, TaskState::Succeeded);
