@@ -894,7 +894,7 @@ macro_rules! queries {
                  WHERE (CAST($1 AS TEXT) IS NULL OR state = $1)
                    AND (CAST($2 AS TEXT) IS NULL OR workload = $2)
                    AND (CAST($3 AS TEXT) IS NULL OR id > $3)
-                 ORDER BY id LIMIT $4"
+                 ORDER BY id LIMIT +$4"
             )))
             .bind(q.state.map(TaskState::as_str))
             .bind(&q.workload)
@@ -1151,7 +1151,7 @@ macro_rules! queries {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, next_attempt_at = $1, updated_at = $2
                  WHERE id IN (SELECT id FROM deliveries WHERE state IN ('pending', 'sending') AND next_attempt_at <= $2
-                              ORDER BY next_attempt_at LIMIT $3 {})
+                              ORDER BY next_attempt_at LIMIT +$3 {})
                  RETURNING id, task_id, sink, attempts",
                 $skip_locked
             )))
@@ -1280,7 +1280,7 @@ macro_rules! queries {
             for w in workloads {
                 list.push_bind(w.clone());
             }
-            list.push_unseparated(") ORDER BY t.deadline, t.id LIMIT ");
+            list.push_unseparated(") ORDER BY t.deadline, t.id LIMIT +");
             q.push_bind(limit);
             let rows = q.build().fetch_all(pool).await?;
             rows.iter()
@@ -1353,7 +1353,7 @@ macro_rules! queries {
         }
 
         pub(super) async fn batches(pool: &Pool<$db>, limit: i64) -> Result<Vec<BatchRecord>, StoreError> {
-            let rows = sqlx::query("SELECT * FROM batches ORDER BY created_at DESC, id DESC LIMIT $1").bind(limit).fetch_all(pool).await?;
+            let rows = sqlx::query("SELECT * FROM batches ORDER BY created_at DESC, id DESC LIMIT +$1").bind(limit).fetch_all(pool).await?;
             rows.iter().map(batch_from_row).collect()
         }
 
@@ -1759,13 +1759,18 @@ const INPUT_COLUMNS: &str = "t.id, t.event_id, t.workload, t.after_task_id,
 /// the four are merged: with `lane IN (…) AND state IN (…)` neither database could read the
 /// index in order, and each claim sorted every queued task of both lanes (draining a backlog
 /// took time in its square). `UNION`, not `UNION ALL`: both lanes may be the same one.
+/// Every `LIMIT` of a bound value is written `LIMIT +$n`. SQLite plans a `LIMIT $n` for the value
+/// bound when the statement was prepared, and so prepares it again each time `$n` is bound, even
+/// to the same value: a profile of a backlog's drain had the claim parsed and planned anew for
+/// every claim. Under a unary plus the limit is read when the statement runs, and the statement
+/// is prepared once. PostgreSQL reads `+$n` as `$n`.
 fn claim_sql(lock: &str) -> String {
     let part = |lane: &str, state: &str| {
         let expired = if state == "running" { "AND lease_expires_at < $3" } else { "" };
         format!(
             "SELECT * FROM (SELECT id, deadline, priority FROM tasks
                WHERE lane = {lane} AND state = '{state}' {expired} AND run_after <= $3
-               ORDER BY deadline, priority DESC LIMIT $6 {lock}) AS {state}_{}",
+               ORDER BY deadline, priority DESC LIMIT +$6 {lock}) AS {state}_{}",
             &lane[1..]
         )
     };
@@ -1773,7 +1778,7 @@ fn claim_sql(lock: &str) -> String {
         "UPDATE tasks SET state = 'running', lease_owner = $1, lease_expires_at = $2, fence = fence + 1,
                           attempts = attempts + 1, updated_at = $3
          WHERE id IN (SELECT id FROM ({} UNION {} UNION {} UNION {}) AS candidates
-                      ORDER BY deadline, priority DESC LIMIT $6)",
+                      ORDER BY deadline, priority DESC LIMIT +$6)",
         part("$4", "queued"),
         part("$5", "queued"),
         part("$4", "running"),
