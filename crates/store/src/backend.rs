@@ -1759,16 +1759,24 @@ const INPUT_COLUMNS: &str = "t.id, t.event_id, t.workload, t.after_task_id,
 /// the four are merged: with `lane IN (…) AND state IN (…)` neither database could read the
 /// index in order, and each claim sorted every queued task of both lanes (draining a backlog
 /// took time in its square). `UNION`, not `UNION ALL`: both lanes may be the same one.
+///
 /// Every `LIMIT` of a bound value is written `LIMIT +$n`. SQLite plans a `LIMIT $n` for the value
 /// bound when the statement was prepared, and so prepares it again each time `$n` is bound, even
 /// to the same value: a profile of a backlog's drain had the claim parsed and planned anew for
 /// every claim. Under a unary plus the limit is read when the statement runs, and the statement
 /// is prepared once. PostgreSQL reads `+$n` as `$n`.
-fn claim_sql(lock: &str) -> String {
+///
+/// `expired_index` names the index the parts for expired leases read, for SQLite, whose planner
+/// would otherwise walk every running task through the claim index to spare a sort of the few
+/// it finds; PostgreSQL chooses by its statistics.
+fn claim_sql(lock: &str, expired_index: &str) -> String {
     let part = |lane: &str, state: &str| {
-        let expired = if state == "running" { "AND lease_expires_at < $3" } else { "" };
+        let (index, expired) = match state {
+            "running" => (expired_index, "AND lease_expires_at < $3"),
+            _ => ("", ""),
+        };
         format!(
-            "SELECT * FROM (SELECT id, deadline, priority FROM tasks
+            "SELECT * FROM (SELECT id, deadline, priority FROM tasks {index}
                WHERE lane = {lane} AND state = '{state}' {expired} AND run_after <= $3
                ORDER BY deadline, priority DESC LIMIT +$6 {lock}) AS {state}_{}",
             &lane[1..]
@@ -1790,8 +1798,8 @@ mod sqlite {
     use super::*;
 
     /// SQLite has one writer at a time, so the single UPDATE … WHERE id IN (SELECT …) is atomic.
-    fn claim_sql() -> String {
-        super::claim_sql("")
+    pub(super) fn claim_sql() -> String {
+        super::claim_sql("", "INDEXED BY tasks_expired")
     }
 
     /// A write transaction takes SQLite's write lock up front: a deferred one that reads first and
@@ -1820,7 +1828,7 @@ mod postgres {
     /// Several instances claim at once: SKIP LOCKED lets each take different rows without waiting.
     /// (A candidate locked but not taken is free again when the statement ends.)
     fn claim_sql() -> String {
-        super::claim_sql("FOR UPDATE SKIP LOCKED")
+        super::claim_sql("FOR UPDATE SKIP LOCKED", "")
     }
 
     async fn begin_write(
@@ -2013,5 +2021,33 @@ mod postgres {
             }
         }
         Ok(by_event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A claim reads each lane's queued tasks in the claim index's order and finds expired leases
+    /// in their own index: its cost follows what it claims, not the backlog or the running tasks.
+    #[tokio::test]
+    async fn a_claim_reads_indexes_and_scans_no_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url, SqliteDurability::Full).await.expect("store");
+        let Store::Sqlite(pool, _) = &store else { unreachable!("an SQLite URL") };
+        use sqlx::Row as _;
+        let plan: Vec<String> =
+            sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {}", sqlite::claim_sql())))
+                .fetch_all(pool)
+                .await
+                .expect("explain")
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect();
+        let searches = |index: &str| plan.iter().filter(|d| d.contains(index)).count();
+        assert_eq!(searches("USING INDEX tasks_claim"), 2, "{plan:#?}");
+        assert_eq!(searches("USING INDEX tasks_expired"), 2, "{plan:#?}");
+        assert!(!plan.iter().any(|d| d.starts_with("SCAN tasks")), "{plan:#?}");
     }
 }

@@ -39,6 +39,11 @@ pub static SQLITE: &[Migration] = &[
         name: "one_line_per_batch_task",
         sql: include_str!("../migrations/sqlite/0006_one_line_per_batch_task.sql"),
     },
+    Migration {
+        version: 7,
+        name: "expired_leases",
+        sql: include_str!("../migrations/sqlite/0007_expired_leases.sql"),
+    },
 ];
 
 pub static POSTGRES: &[Migration] = &[
@@ -71,6 +76,11 @@ pub static POSTGRES: &[Migration] = &[
         version: 6,
         name: "one_line_per_batch_task",
         sql: include_str!("../migrations/postgres/0006_one_line_per_batch_task.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "expired_leases",
+        sql: include_str!("../migrations/postgres/0007_expired_leases.sql"),
     },
 ];
 
