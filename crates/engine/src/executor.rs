@@ -27,7 +27,8 @@ use crate::now_ms;
 pub struct ExecutorOptions {
     /// How long a claim holds before another worker may take the task; renewed every third.
     pub lease: Duration,
-    /// Calls in flight at once (the rate limiter narrows this further per provider key).
+    /// Calls in flight at once (the rate limiter narrows this further per provider key). A
+    /// service sizes it from its config: [`ExecutorOptions::for_config`].
     pub max_in_flight: usize,
     /// Tasks ingest hands over while every call slot is busy, waiting in memory (in arrival
     /// order) for one: a burst is absorbed without a trip through the store. Beyond this many,
@@ -54,6 +55,26 @@ impl Default for ExecutorOptions {
             retry: RetryPolicy::default(),
             extra_headers: Vec::new(),
         }
+    }
+}
+
+/// Calls a provider without `max_concurrency` counts for in [`ExecutorOptions::for_config`].
+pub const CALLS_PER_PROVIDER: usize = 256;
+
+impl ExecutorOptions {
+    /// The defaults, with call slots for as many calls as the config's providers take at once
+    /// together: each provider's `max_concurrency`, or [`CALLS_PER_PROVIDER`] for one without.
+    /// A call holds its slot for the provider's whole answer (a second or more for a real
+    /// model), so the slots, not the limiter, would otherwise cap a service at a few dozen
+    /// calls a second; each provider's own limit stays with its rate limiter.
+    pub fn for_config(config: &Config) -> Self {
+        let max_in_flight = config
+            .providers
+            .iter()
+            .map(|p| p.limits.max_concurrency.map_or(CALLS_PER_PROVIDER, |n| n as usize))
+            .sum::<usize>()
+            .max(1);
+        ExecutorOptions { max_in_flight, ..ExecutorOptions::default() }
     }
 }
 
@@ -1017,6 +1038,38 @@ pub fn completion_for(
 mod tests {
     use super::*;
     use sluice_providers::{StopReason, Usage};
+
+    #[test]
+    fn call_slots_are_what_the_providers_take_together() {
+        let config = |providers: &str| {
+            Config::parse(
+                &format!(
+                    r#"{providers}
+[[workloads]]
+name = "triage"
+on = "ticket.created"
+provider = "anthropic"
+model = "claude-haiku-5-5"
+max_tokens = 60
+prompt = "{{{{ payload.x }}}}"
+lane = "stream"
+"#
+                ),
+                "unit.toml",
+            )
+            .expect("config")
+        };
+        let both = config(
+            "[providers.anthropic]\nkind = \"anthropic\"\nmax_concurrency = 64\n\
+             [providers.openai]\nkind = \"openai\"\nmax_concurrency = 500\n",
+        );
+        assert_eq!(ExecutorOptions::for_config(&both).max_in_flight, 564);
+        let unlimited = config(
+            "[providers.anthropic]\nkind = \"anthropic\"\nmax_concurrency = 64\n\
+             [providers.openai]\nkind = \"openai\"\n",
+        );
+        assert_eq!(ExecutorOptions::for_config(&unlimited).max_in_flight, 64 + CALLS_PER_PROVIDER);
+    }
 
     #[test]
     fn a_result_is_priced_in_its_lane_and_storable_on_postgres() {

@@ -27,7 +27,7 @@ use common::{MAX_TOKENS, MODEL, config};
 use futures::StreamExt;
 use serde_json::json;
 use sluice_core::Config;
-use sluice_engine::{Executor, ExecutorOptions, Hub};
+use sluice_engine::{Executor, Hub};
 use sluice_server::auth::Tokens;
 use sluice_server::ingest::Committer;
 use sluice_server::{AppState, ServerOptions};
@@ -89,7 +89,7 @@ async fn drain(sim: &str, n: usize, dir: &std::path::Path) -> Option<Duration> {
     }
 
     let env = |name: &str| (name == "ANTHROPIC_API_KEY").then(|| "sk-bench".to_owned());
-    let opts = ExecutorOptions::default();
+    let opts = common::executor_options(&config);
     let executor = Executor::new(store.clone(), config, Hub::default(), env, opts).unwrap();
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let started = Instant::now();
@@ -154,8 +154,16 @@ fn rate(n: usize, took: Option<Duration>) -> String {
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let n = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(DEFAULT_BACKLOG);
-    let sim = Sim::start(SimConfig::instant(), "127.0.0.1:0").await.unwrap();
-    let slots = ExecutorOptions::default().max_in_flight;
+    // `SLUICE_BENCH_SIM_TTFT_MS`: the sim answers its first token that late (a real model's
+    // hundreds of milliseconds), to see what call slots, not CPU, allow.
+    let mut sim_config = SimConfig::instant();
+    let ttft = std::env::var("SLUICE_BENCH_SIM_TTFT_MS").ok().and_then(|v| v.parse().ok());
+    if let Some(ms) = ttft {
+        sim_config.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(ms));
+    }
+    let sim = Sim::start(sim_config, "127.0.0.1:0").await.unwrap();
+    let bench_config = Config::parse(&config(sim.base_url()), "bench.toml").unwrap();
+    let slots = common::executor_options(&bench_config).max_in_flight;
     println!(
         "| round | direct to the sim, {slots} at a time (calls/s) | sluice drains a backlog of {n} (tasks/s) |"
     );
@@ -167,6 +175,7 @@ async fn main() {
         println!("| {round} | {} | {} |", rate(n, d), rate(n, s));
     }
     println!(
-        "\nSQLite with synchronous=FULL on disk; executor with default options; the sim at zero latency, `max_tokens: {MAX_TOKENS}`; all in one process."
+        "\nSQLite with synchronous=FULL on disk; executor with the options `sluice serve` gives this config ({slots} call slots; `SLUICE_BENCH_SLOTS` for another count); the sim's first token after {} ms, `max_tokens: {MAX_TOKENS}`; all in one process.",
+        ttft.unwrap_or(0)
     );
 }

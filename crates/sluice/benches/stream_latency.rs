@@ -37,7 +37,7 @@ use common::{MAX_TOKENS, MODEL, config};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use sluice_core::Config;
-use sluice_engine::{Deliverer, Executor, ExecutorOptions, Hub};
+use sluice_engine::{Deliverer, Executor, Hub};
 use sluice_server::auth::Tokens;
 use sluice_server::ingest::Committer;
 use sluice_server::{AppState, ServerOptions};
@@ -79,9 +79,14 @@ async fn start_sluice(
     let store = Store::open(&format!("sqlite://{}", db.display()), durability()).await.unwrap();
     let env = |name: &str| (name == "ANTHROPIC_API_KEY").then(|| "sk-bench".to_owned());
     let hub = Hub::default();
-    let executor =
-        Executor::new(store.clone(), config.clone(), hub.clone(), env, ExecutorOptions::default())
-            .unwrap();
+    let executor = Executor::new(
+        store.clone(),
+        config.clone(),
+        hub.clone(),
+        env,
+        common::executor_options(&config),
+    )
+    .unwrap();
     let wake = executor.waker();
     let handoff = executor.handoff();
     let (stop, stopping) = tokio::sync::watch::channel(false);

@@ -176,7 +176,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Summary> {
         listen: ([127, 0, 0, 1], 0).into(),
         tokens: Tokens::default(),
         max_body_bytes: 16 * 1024 * 1024,
-        executor: ExecutorOptions::default(),
+        executor: ExecutorOptions::for_config(&config),
         learn_turnaround: false,
         day_clock: DayClock::Compressed { midnight, speed },
         batcher: BatcherOptions {

@@ -77,7 +77,7 @@ pub async fn run(mut config: Config, args: RunArgs) -> anyhow::Result<Outcome> {
         listen: ([127, 0, 0, 1], 0).into(),
         tokens: Tokens::default(),
         max_body_bytes: 16 * 1024 * 1024,
-        executor: ExecutorOptions::default(),
+        executor: ExecutorOptions::for_config(&config),
         learn_turnaround: true,
         day_clock: Default::default(),
         batcher: BatcherOptions { poll_max: Duration::from_secs(30), ..BatcherOptions::default() },

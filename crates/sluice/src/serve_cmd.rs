@@ -62,7 +62,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         tokens: tokens.clone(),
         max_body_bytes: args.max_body_bytes,
-        executor: ExecutorOptions::default(),
+        executor: ExecutorOptions::for_config(&config),
         learn_turnaround: true,
         day_clock: Default::default(),
         batcher: BatcherOptions::default(),

@@ -22,3 +22,13 @@ lane = "stream"
 "#
     )
 }
+
+/// The executor's options as `sluice serve` sizes them for `config`, or with
+/// `SLUICE_BENCH_SLOTS` call slots, to compare.
+pub fn executor_options(config: &sluice_core::Config) -> sluice_engine::ExecutorOptions {
+    let mut opts = sluice_engine::ExecutorOptions::for_config(config);
+    if let Some(n) = std::env::var("SLUICE_BENCH_SLOTS").ok().and_then(|v| v.parse().ok()) {
+        opts.max_in_flight = n;
+    }
+    opts
+}
