@@ -54,6 +54,7 @@ impl Service {
         for m in &missing {
             tracing::warn!(hook = %m, "webhook secret not set: deliveries to this source are refused with 503");
         }
+        raise_open_files(opts.executor.max_in_flight);
         let hub = Hub::default();
         let executor = Executor::new(
             store.clone(),
@@ -127,5 +128,27 @@ async fn stop_workers(stop: watch::Sender<bool>, workers: Vec<JoinHandle<()>>) {
     let _ = stop.send(true);
     for w in workers {
         let _ = w.await;
+    }
+}
+
+/// Each call in flight holds a socket, and so does each client following a task's tokens. Raises
+/// the soft limit of open files to the hard one (as Go's runtime does at start; a shell's default
+/// soft limit is often 1,024), and says so if that is still short for the call slots.
+fn raise_open_files(call_slots: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            // A socket per call and per watcher, plus the store, listeners and clients' requests.
+            let wanted = call_slots as u64 * 2 + 256;
+            if limit < wanted {
+                tracing::warn!(
+                    limit,
+                    call_slots,
+                    "the open-file limit is low for this many calls at once, each with a client \
+                     following it: raise it (ulimit -n, or LimitNOFILE= for systemd) or lower the \
+                     providers' max_concurrency"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
     }
 }

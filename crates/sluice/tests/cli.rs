@@ -175,3 +175,52 @@ fn every_command_and_flag_has_help() {
         "{help}"
     );
 }
+
+/// `sluice serve` started by a shell with `ulimits` (a shell's `ulimit` arguments); returns its
+/// soft and hard limits of open files once it serves, and what it logged.
+#[cfg(target_os = "linux")]
+fn serve_with_limits(ulimits: &str) -> ((u64, u64), String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!("ulimit {ulimits} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--config", "examples/sluice.toml", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .current_dir(repo())
+        .env_remove("SLUICE_API_TOKENS")
+        .env("ANTHROPIC_API_KEY", "sk-test")
+        .env("OPENAI_API_KEY", "sk-test")
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sluice serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("serving on"), "{line:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let row = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let n: Vec<u64> = row.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    ((n[0], n[1]), text(&out.stderr))
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_raises_its_open_file_limit_and_warns_when_it_cannot() {
+    // Each call in flight and each client following one holds a socket.
+    let ((soft, hard), logged) = serve_with_limits("-S -n 200");
+    assert_eq!(soft, hard, "the soft limit is raised to the hard one");
+    if hard >= 1024 {
+        assert!(!logged.contains("open-file limit"), "{logged}");
+    }
+    // The example's two providers take 64 calls each: 128 call slots want more than 300 files.
+    let ((soft, _), logged) = serve_with_limits("-n 300");
+    assert_eq!(soft, 300);
+    assert!(logged.contains("open-file limit is low"), "{logged}");
+}
