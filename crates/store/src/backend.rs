@@ -82,11 +82,25 @@ impl Store {
     }
 
     /// A URL to a schema of its own in the PostgreSQL database at `base`, created on the spot: tests
-    /// and benchmarks that share one database never see each other's rows.
+    /// and benchmarks that share one database never see each other's rows. Schemas that earlier
+    /// runs made more than six hours ago are dropped: a test cannot drop its own when it ends.
     pub async fn isolated_postgres_url(base: &str) -> Result<String, StoreError> {
         use sqlx::Connection;
         let schema = format!("sluice_test_{}", uuid::Uuid::now_v7().simple());
         let mut admin = sqlx::PgConnection::connect(base).await?;
+        let made: Vec<String> = sqlx::query_scalar(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'sluice\\_test\\_%'",
+        )
+        .fetch_all(&mut admin)
+        .await?;
+        let stale_before = now_ms() - 6 * 3_600_000;
+        for old in made.iter().filter(|s| schema_made_at(s).is_some_and(|t| t < stale_before)) {
+            // Best effort: another run may be dropping it too.
+            let drop = format!("DROP SCHEMA IF EXISTS {old} CASCADE");
+            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut admin).await {
+                tracing::debug!(schema = %old, error = %e, "cannot drop an old test schema");
+            }
+        }
         // The name is made here of hex digits only; it cannot be bound as a parameter.
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
             .execute(&mut admin)
@@ -2024,9 +2038,29 @@ mod postgres {
     }
 }
 
+/// When a schema of [`Store::isolated_postgres_url`] was made, in ms since the epoch: a UUIDv7
+/// begins with its time. `None` for any other name.
+fn schema_made_at(name: &str) -> Option<i64> {
+    let id = name.strip_prefix("sluice_test_")?;
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    i64::from_str_radix(&id[..12], 16).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_schemas_are_dated_by_their_uuid() {
+        let at = now_ms();
+        let name = format!("sluice_test_{}", uuid::Uuid::now_v7().simple());
+        let made = schema_made_at(&name).expect("a test schema's name");
+        assert!((made - at).abs() < 5_000, "{made} vs {at}");
+        assert_eq!(schema_made_at("sluice_test_users"), None);
+        assert_eq!(schema_made_at("public"), None);
+    }
 
     /// A claim reads each lane's queued tasks in the claim index's order and finds expired leases
     /// in their own index: its cost follows what it claims, not the backlog or the running tasks.

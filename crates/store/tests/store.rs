@@ -720,3 +720,44 @@ async fn sqlite_wal_starts_over_under_steady_ingest() {
     // Without checkpoints the log would hold every page written, about 40 MB.
     assert!(biggest < 12 << 20, "the WAL grew to {biggest} bytes");
 }
+
+/// Tests cannot drop their schemas when they end: a later run drops those older than six hours,
+/// and only those.
+#[tokio::test]
+async fn old_test_schemas_are_dropped_and_recent_ones_kept() {
+    use sqlx::Connection;
+    let Ok(base) = std::env::var("SLUICE_TEST_DATABASE_URL") else {
+        eprintln!("skipped: SLUICE_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let mut c = sqlx::PgConnection::connect(&base).await.unwrap();
+    // A UUIDv7 begins with its time in ms: this one was made in 1970, that one a minute ago.
+    let old =
+        format!("sluice_test_000000000001{}", &uuid::Uuid::now_v7().simple().to_string()[12..]);
+    let minute_ago =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            - 60_000;
+    let recent = format!(
+        "sluice_test_{minute_ago:012x}{}",
+        &uuid::Uuid::now_v7().simple().to_string()[12..]
+    );
+    for s in [&old, &recent] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {s}")))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    Store::isolated_postgres_url(&base).await.unwrap();
+    let exists = |name: String| {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+        )
+        .bind(name)
+    };
+    assert!(!exists(old.clone()).fetch_one(&mut c).await.unwrap(), "{old} is dropped");
+    assert!(exists(recent.clone()).fetch_one(&mut c).await.unwrap(), "{recent} is kept");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {recent}")))
+        .execute(&mut c)
+        .await
+        .unwrap();
+}
