@@ -903,20 +903,26 @@ macro_rules! queries {
         }
 
         pub(super) async fn tasks(pool: &Pool<$db>, q: &TaskQuery) -> Result<Vec<TaskRecord>, StoreError> {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {TASK_COLUMNS} FROM tasks
-                 WHERE (CAST($1 AS TEXT) IS NULL OR state = $1)
-                   AND (CAST($2 AS TEXT) IS NULL OR workload = $2)
-                   AND (CAST($3 AS TEXT) IS NULL OR id > $3)
-                 ORDER BY id LIMIT +$4"
-            )))
-            .bind(q.state.map(TaskState::as_str))
-            .bind(&q.workload)
-            .bind(&q.after_id)
-            .bind(q.limit)
-            .fetch_all(pool)
-            .await?;
+            let rows = tasks_query(q).build().fetch_all(pool).await?;
             rows.iter().map(task_from_row).collect()
+        }
+
+        /// Only the filters asked for: written `($1 IS NULL OR state = $1)`, a filter left out
+        /// still kept either database from its index, and listing the failed tasks of a large
+        /// store read every task in id order until it had a page.
+        pub(super) fn tasks_query(q: &TaskQuery) -> sqlx::QueryBuilder<$db> {
+            let mut b = sqlx::QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE 1 = 1"));
+            if let Some(state) = q.state {
+                b.push(" AND state = ").push_bind(state.as_str());
+            }
+            if let Some(workload) = &q.workload {
+                b.push(" AND workload = ").push_bind(workload.clone());
+            }
+            if let Some(after) = &q.after_id {
+                b.push(" AND id > ").push_bind(after.clone());
+            }
+            b.push(" ORDER BY id LIMIT +").push_bind(q.limit);
+            b
         }
 
         pub(super) async fn claim(
@@ -2051,6 +2057,36 @@ fn schema_made_at(name: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Listing tasks by state or workload reads that index from the cursor on.
+    #[tokio::test]
+    async fn a_filtered_list_of_tasks_reads_its_index() {
+        use sqlx::Row as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url, SqliteDurability::Full).await.expect("store");
+        let Store::Sqlite(pool, _) = &store else { unreachable!("an SQLite URL") };
+        let page = |state, workload: Option<&str>| TaskQuery {
+            state,
+            workload: workload.map(str::to_owned),
+            after_id: Some("tsk_0".into()),
+            limit: 100,
+        };
+        for (q, index) in [
+            (page(Some(TaskState::Failed), None), "tasks_state_id (state=? AND id>?)"),
+            (page(None, Some("triage")), "tasks_workload_id (workload=? AND id>?)"),
+        ] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", sqlite::tasks_query(&q).sql().as_str());
+            let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(pool)
+                .await
+                .expect("explain")
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect();
+            assert!(plan.iter().any(|d| d.contains(index)), "{plan:#?}");
+        }
+    }
 
     #[test]
     fn test_schemas_are_dated_by_their_uuid() {
