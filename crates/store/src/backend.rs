@@ -2058,14 +2058,25 @@ fn schema_made_at(name: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
-    /// Listing tasks by state or workload reads that index from the cursor on.
-    #[tokio::test]
-    async fn a_filtered_list_of_tasks_reads_its_index() {
+    /// SQLite's plan for `sql` on a new store: one line per step.
+    async fn sqlite_plan(sql: &str) -> Vec<String> {
         use sqlx::Row as _;
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
         let store = Store::open(&url, SqliteDurability::Full).await.expect("store");
         let Store::Sqlite(pool, _) = &store else { unreachable!("an SQLite URL") };
+        sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+            .fetch_all(pool)
+            .await
+            .expect("explain")
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect()
+    }
+
+    /// Listing tasks by state or workload reads that index from the cursor on.
+    #[tokio::test]
+    async fn a_filtered_list_of_tasks_reads_its_index() {
         let page = |state, workload: Option<&str>| TaskQuery {
             state,
             workload: workload.map(str::to_owned),
@@ -2076,14 +2087,7 @@ mod tests {
             (page(Some(TaskState::Failed), None), "tasks_state_id (state=? AND id>?)"),
             (page(None, Some("triage")), "tasks_workload_id (workload=? AND id>?)"),
         ] {
-            let sql = format!("EXPLAIN QUERY PLAN {}", sqlite::tasks_query(&q).sql().as_str());
-            let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_all(pool)
-                .await
-                .expect("explain")
-                .iter()
-                .map(|r| r.get::<String, _>("detail"))
-                .collect();
+            let plan = sqlite_plan(sqlite::tasks_query(&q).sql().as_str()).await;
             assert!(plan.iter().any(|d| d.contains(index)), "{plan:#?}");
         }
     }
@@ -2102,19 +2106,7 @@ mod tests {
     /// in their own index: its cost follows what it claims, not the backlog or the running tasks.
     #[tokio::test]
     async fn a_claim_reads_indexes_and_scans_no_table() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        let store = Store::open(&url, SqliteDurability::Full).await.expect("store");
-        let Store::Sqlite(pool, _) = &store else { unreachable!("an SQLite URL") };
-        use sqlx::Row as _;
-        let plan: Vec<String> =
-            sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {}", sqlite::claim_sql())))
-                .fetch_all(pool)
-                .await
-                .expect("explain")
-                .iter()
-                .map(|r| r.get::<String, _>("detail"))
-                .collect();
+        let plan = sqlite_plan(&sqlite::claim_sql()).await;
         let searches = |index: &str| plan.iter().filter(|d| d.contains(index)).count();
         assert_eq!(searches("USING INDEX tasks_claim"), 2, "{plan:#?}");
         assert_eq!(searches("USING INDEX tasks_expired"), 2, "{plan:#?}");
