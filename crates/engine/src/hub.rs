@@ -36,10 +36,15 @@ pub struct Finished {
     pub cost_nanousd: i64,
 }
 
+/// Updates a watcher may fall behind by before it is sent a `reset` and the text so far.
+const WATCHER_LAG: usize = 1024;
+
 #[derive(Debug)]
 struct Live {
     text: String,
-    tx: broadcast::Sender<Update>,
+    /// Made for the first watcher: a channel is a ring of `WATCHER_LAG` slots (64 KiB, zeroed),
+    /// which a task that no one follows (its result goes to a sink) need not pay for.
+    tx: Option<broadcast::Sender<Update>>,
 }
 
 #[derive(Debug, Default)]
@@ -106,7 +111,7 @@ impl Hub {
         let waiting = self.with(|s| {
             s.live
                 .entry(task_id.to_owned())
-                .or_insert_with(|| Live { text: String::new(), tx: broadcast::channel(1024).0 });
+                .or_insert_with(|| Live { text: String::new(), tx: None });
             s.waiting.remove(task_id)
         });
         for (_, tx) in waiting.into_iter().flatten() {
@@ -123,8 +128,9 @@ impl Hub {
     /// at its next start: one look under the lock, so a start in between is never missed.
     pub fn watch_or_wait(&self, task_id: &str) -> Result<Watch, StartWait> {
         self.with(|s| {
-            if let Some(l) = s.live.get(task_id) {
-                return Ok(Watch { so_far: l.text.clone(), updates: l.tx.subscribe() });
+            if let Some(l) = s.live.get_mut(task_id) {
+                let tx = l.tx.get_or_insert_with(|| broadcast::channel(WATCHER_LAG).0);
+                return Ok(Watch { so_far: l.text.clone(), updates: tx.subscribe() });
             }
             let (tx, rx) = oneshot::channel();
             s.next_wait += 1;
@@ -138,7 +144,9 @@ impl Hub {
         self.with(|s| {
             if let Some(l) = s.live.get_mut(task_id) {
                 l.text.push_str(text);
-                let _ = l.tx.send(Update::Delta(text.to_owned()));
+                if let Some(tx) = &l.tx {
+                    let _ = tx.send(Update::Delta(text.to_owned()));
+                }
             }
         });
     }
@@ -147,7 +155,9 @@ impl Hub {
         self.with(|s| {
             if let Some(l) = s.live.get_mut(task_id) {
                 l.text.clear();
-                let _ = l.tx.send(Update::Reset);
+                if let Some(tx) = &l.tx {
+                    let _ = tx.send(Update::Reset);
+                }
             }
         });
     }
@@ -157,8 +167,8 @@ impl Hub {
     /// cap held it), and they learn its new state at once, not at their next read of the store.
     pub fn end(&self, task_id: &str, update: Update) {
         let (live, waiting) = self.with(|s| (s.live.remove(task_id), s.waiting.remove(task_id)));
-        if let Some(l) = live {
-            let _ = l.tx.send(update);
+        if let Some(tx) = live.and_then(|l| l.tx) {
+            let _ = tx.send(update);
         }
         for (_, tx) in waiting.into_iter().flatten() {
             let _ = tx.send(());
@@ -199,6 +209,18 @@ mod tests {
         assert_eq!(early.updates.recv().await.unwrap(), Update::Finished(finished));
         assert!(early.updates.recv().await.is_err(), "closed after the end");
         assert!(hub.watch_or_wait("t").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_task_no_one_follows_has_no_channel_until_someone_does() {
+        let hub = Hub::default();
+        hub.start("t");
+        hub.delta("t", "unwatched ");
+        assert!(hub.with(|s| s.live["t"].tx.is_none()), "no channel for no watcher");
+        let mut watch = hub.watch_or_wait("t").unwrap();
+        assert_eq!(watch.so_far, "unwatched ");
+        hub.delta("t", "then watched");
+        assert_eq!(watch.updates.recv().await.unwrap(), Update::Delta("then watched".into()));
     }
 
     #[tokio::test]
