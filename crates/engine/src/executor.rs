@@ -63,14 +63,18 @@ pub const CALLS_PER_PROVIDER: usize = 256;
 
 impl ExecutorOptions {
     /// The defaults, with call slots for as many calls as the config's providers take at once
-    /// together: each provider's `max_concurrency`, or [`CALLS_PER_PROVIDER`] for one without.
+    /// together: each used provider's `max_concurrency`, or [`CALLS_PER_PROVIDER`] for one without.
     /// A call holds its slot for the provider's whole answer (a second or more for a real
     /// model), so the slots, not the limiter, would otherwise cap a service at a few dozen
     /// calls a second; each provider's own limit stays with its rate limiter.
     pub fn for_config(config: &Config) -> Self {
-        let max_in_flight = config
-            .providers
+        // Only providers some workload calls: one declared and unused takes no calls.
+        let mut used: Vec<usize> = config.workloads.iter().map(|w| w.provider).collect();
+        used.sort_unstable();
+        used.dedup();
+        let max_in_flight = used
             .iter()
+            .filter_map(|&i| config.providers.get(i))
             .map(|p| p.limits.max_concurrency.map_or(CALLS_PER_PROVIDER, |n| n as usize))
             .sum::<usize>()
             .max(1);
@@ -1053,6 +1057,15 @@ model = "claude-haiku-5-5"
 max_tokens = 60
 prompt = "{{{{ payload.x }}}}"
 lane = "stream"
+
+[[workloads]]
+name = "reply"
+on = "ticket.created"
+provider = "openai"
+model = "gpt-5-mini"
+max_tokens = 60
+prompt = "{{{{ payload.x }}}}"
+lane = "stream"
 "#
                 ),
                 "unit.toml",
@@ -1069,6 +1082,12 @@ lane = "stream"
              [providers.openai]\nkind = \"openai\"\n",
         );
         assert_eq!(ExecutorOptions::for_config(&unlimited).max_in_flight, 64 + CALLS_PER_PROVIDER);
+        let unused = config(
+            "[providers.anthropic]\nkind = \"anthropic\"\nmax_concurrency = 64\n\
+             [providers.openai]\nkind = \"openai\"\nmax_concurrency = 500\n\
+             [providers.spare]\nkind = \"openai\"\n",
+        );
+        assert_eq!(ExecutorOptions::for_config(&unused).max_in_flight, 564, "no slots for spare");
     }
 
     #[test]

@@ -42,7 +42,8 @@ const WATCHER_LAG: usize = 1024;
 #[derive(Debug)]
 struct Live {
     text: String,
-    /// Made for the first watcher: a channel is a ring of `WATCHER_LAG` slots (64 KiB, zeroed),
+    /// Made for the first watcher: a channel is a ring of `WATCHER_LAG` slots (~64 KiB, each
+    /// initialised),
     /// which a task that no one follows (its result goes to a sink) need not pay for.
     tx: Option<broadcast::Sender<Update>>,
 }

@@ -83,7 +83,7 @@ impl Store {
 
     /// A URL to a schema of its own in the PostgreSQL database at `base`, created on the spot: tests
     /// and benchmarks that share one database never see each other's rows. Schemas that earlier
-    /// runs made more than six hours ago are dropped: a test cannot drop its own when it ends.
+    /// runs made more than a day ago are dropped: a test cannot drop its own when it ends.
     pub async fn isolated_postgres_url(base: &str) -> Result<String, StoreError> {
         use sqlx::Connection;
         let schema = format!("sluice_test_{}", uuid::Uuid::now_v7().simple());
@@ -93,7 +93,9 @@ impl Store {
         )
         .fetch_all(&mut admin)
         .await?;
-        let stale_before = now_ms() - 6 * 3_600_000;
+        let stale_before = now_ms() - 24 * 3_600_000;
+        // A drop waits for the locks of a run still using the schema: not for long.
+        sqlx::query("SET lock_timeout = '2s'").execute(&mut admin).await?;
         for old in made.iter().filter(|s| schema_made_at(s).is_some_and(|t| t < stale_before)) {
             // Best effort: another run may be dropping it too.
             let drop = format!("DROP SCHEMA IF EXISTS {old} CASCADE");
@@ -1428,6 +1430,9 @@ macro_rules! queries {
             // so the second sees the first's lines as recorded. SQLite's write lock already does.
             sqlx::query("UPDATE batches SET state = state WHERE id = $1").bind(batch_id).execute(&mut *tx).await?;
             let mut out = Vec::with_capacity(lines.len());
+            // A result file that lists a task twice: its first line is recorded, the others are
+            // not (the database would refuse them, and with them the whole poll, every time).
+            let mut seen = std::collections::HashSet::new();
             // A few multi-row statements per chunk instead of six statements per line. The query
             // builder writes each database's own placeholders: SQLite looks a numbered `$N` up in a
             // list, once per bound value, which is quadratic in the statement's size.
@@ -1439,7 +1444,10 @@ macro_rules! queries {
                 q.push_bind(batch_id.to_owned()).push(" AND outcome IN ('succeeded', 'late') AND task_id IN (");
                 push_ids(&mut q, all.iter().map(|(id, _)| id), ")");
                 let recorded = text_set(q, &mut tx, "task_id").await?;
-                let chunk: Vec<&(String, Completion)> = all.iter().filter(|(id, _)| !recorded.contains(id)).collect();
+                let fresh: Vec<bool> =
+                    all.iter().map(|(id, _)| !recorded.contains(id) && seen.insert(id.as_str())).collect();
+                let chunk: Vec<&(String, Completion)> =
+                    all.iter().zip(&fresh).filter(|(_, f)| **f).map(|(line, _)| line).collect();
                 let chunk = chunk.as_slice();
                 if chunk.is_empty() {
                     out.extend(all.iter().map(|_| BatchLine::AlreadyRecorded));
@@ -1560,8 +1568,8 @@ macro_rules! queries {
                     list.push_unseparated(")");
                     q.build().execute(&mut *tx).await?;
                 }
-                out.extend(all.iter().map(|(id, _)| {
-                    if recorded.contains(id) {
+                out.extend(all.iter().zip(&fresh).map(|((id, _), fresh)| {
+                    if !fresh {
                         BatchLine::AlreadyRecorded
                     } else if owned.contains(id) {
                         BatchLine::Stored

@@ -687,6 +687,18 @@ macro_rules! suite {
                     up.1.as_ref().unwrap().upstream,
                     Some(("scoring".into(), "billing".into()))
                 );
+
+                // A result file that lists a task twice: its first line counts, once.
+                let batch2 = BatchRecord { id: id(), item_count: 1, ..batch.clone() };
+                assert!(store.record_batch(&batch2, std::slice::from_ref(&follower.id)).await.unwrap());
+                store.batch_submitted(&batch2.id, "msgbatch_2", 220).await.unwrap();
+                let twice = vec![
+                    (follower.id.clone(), completion(500)),
+                    (follower.id.clone(), completion(500)),
+                ];
+                let out = store.batch_lines(&batch2.id, &twice).await.unwrap();
+                assert_eq!(out, vec![BatchLine::Stored, BatchLine::AlreadyRecorded]);
+                assert_eq!(store.ledger_since(0).await.unwrap().len(), 3, "one more line");
             }
         }
     };
@@ -721,8 +733,8 @@ async fn sqlite_wal_starts_over_under_steady_ingest() {
     assert!(biggest < 12 << 20, "the WAL grew to {biggest} bytes");
 }
 
-/// Tests cannot drop their schemas when they end: a later run drops those older than six hours,
-/// and only those.
+/// Tests cannot drop their schemas when they end: a later run drops those older than a day, and
+/// only those.
 #[tokio::test]
 async fn old_test_schemas_are_dropped_and_recent_ones_kept() {
     use sqlx::Connection;
@@ -731,16 +743,14 @@ async fn old_test_schemas_are_dropped_and_recent_ones_kept() {
         return;
     };
     let mut c = sqlx::PgConnection::connect(&base).await.unwrap();
-    // A UUIDv7 begins with its time in ms: this one was made in 1970, that one a minute ago.
+    // A UUIDv7 begins with its time in ms: this one was made in 1970, that one an hour ago.
     let old =
         format!("sluice_test_000000000001{}", &uuid::Uuid::now_v7().simple().to_string()[12..]);
-    let minute_ago =
+    let hour_ago =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
-            - 60_000;
-    let recent = format!(
-        "sluice_test_{minute_ago:012x}{}",
-        &uuid::Uuid::now_v7().simple().to_string()[12..]
-    );
+            - 3_600_000;
+    let recent =
+        format!("sluice_test_{hour_ago:012x}{}", &uuid::Uuid::now_v7().simple().to_string()[12..]);
     for s in [&old, &recent] {
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {s}")))
             .execute(&mut c)
