@@ -43,8 +43,7 @@ const WATCHER_LAG: usize = 1024;
 struct Live {
     text: String,
     /// Made for the first watcher: a channel is a ring of `WATCHER_LAG` slots (~64 KiB, each
-    /// initialised),
-    /// which a task that no one follows (its result goes to a sink) need not pay for.
+    /// initialised), which a task that no one follows (its result goes to a sink) need not pay for.
     tx: Option<broadcast::Sender<Update>>,
 }
 

@@ -208,14 +208,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Summary> {
 
     let display = Display::new(&order, &lanes_declared);
     let http = reqwest::Client::new();
-    let play_started = midnight;
     let mut sent = 0usize;
     let mut next = 0usize;
     let mut last_refresh = Instant::now() - Duration::from_secs(1);
     let day = 86_400.0;
     let deadline = Instant::now() + Duration::from_secs_f64(day / speed) + Duration::from_secs(300);
     loop {
-        let clock = play_started.elapsed().as_secs_f64() * speed;
+        let clock = midnight.elapsed().as_secs_f64() * speed;
         let due: Vec<&serde_json::Value> =
             timed[next..].iter().take_while(|(t, _)| *t <= clock).map(|(_, l)| &l.event).collect();
         if !due.is_empty() {

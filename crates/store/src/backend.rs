@@ -2,6 +2,12 @@
 //! the few assembled with `format!`); values are always bound. Their SQL is the same text (sqlx's `$1` placeholders work on both) except
 //! where the databases differ — claiming work — so the query functions are written once in a
 //! macro and instantiated per backend.
+//!
+//! Every `LIMIT` of a bound value is written `LIMIT +$n`. SQLite plans a `LIMIT $n` for the value
+//! bound when the statement was prepared, and so prepares it again each time `$n` is bound, even
+//! to the same value: a profile of a backlog's drain had the claim parsed and planned anew for
+//! every claim. Under a unary plus the limit is read when the statement runs, and the statement
+//! is prepared once. PostgreSQL reads `+$n` as `$n`.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -1787,12 +1793,6 @@ const INPUT_COLUMNS: &str = "t.id, t.event_id, t.workload, t.after_task_id,
 /// the four are merged: with `lane IN (…) AND state IN (…)` neither database could read the
 /// index in order, and each claim sorted every queued task of both lanes (draining a backlog
 /// took time in its square). `UNION`, not `UNION ALL`: both lanes may be the same one.
-///
-/// Every `LIMIT` of a bound value is written `LIMIT +$n`. SQLite plans a `LIMIT $n` for the value
-/// bound when the statement was prepared, and so prepares it again each time `$n` is bound, even
-/// to the same value: a profile of a backlog's drain had the claim parsed and planned anew for
-/// every claim. Under a unary plus the limit is read when the statement runs, and the statement
-/// is prepared once. PostgreSQL reads `+$n` as `$n`.
 ///
 /// `expired_index` names the index the parts for expired leases read, for SQLite, whose planner
 /// would otherwise walk every running task through the claim index to spare a sort of the few
