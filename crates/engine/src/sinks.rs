@@ -19,6 +19,9 @@ use crate::{now_ms, rfc3339};
 /// Attempts before a delivery is given up.
 pub const MAX_ATTEMPTS: i64 = 8;
 
+/// How long a stopping deliverer keeps delivering what is due (one webhook's timeout).
+const STOP_DRAIN: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct Deliverer {
     store: Store,
@@ -67,9 +70,16 @@ impl Deliverer {
         }
     }
 
+    /// Delivers what is due until `stop` turns true; then delivers what is due by then (for at
+    /// most [`STOP_DRAIN`]) and returns: the results a stopping service has just stored reach
+    /// their sinks now, not at its next start. What fails or is not due yet stays stored.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut drain_until = None;
         loop {
-            if *stop.borrow() {
+            if drain_until.is_none() && *stop.borrow() {
+                drain_until = Some(tokio::time::Instant::now() + STOP_DRAIN);
+            }
+            if drain_until.is_some_and(|end| tokio::time::Instant::now() >= end) {
                 return;
             }
             match self.store.claim_deliveries(now_ms(), 60_000, 32).await {
@@ -83,6 +93,9 @@ impl Deliverer {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "cannot claim deliveries"),
+            }
+            if drain_until.is_some() {
+                return;
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.poll) => {}

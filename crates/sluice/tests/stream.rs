@@ -320,6 +320,89 @@ async fn stream_tasks_start_from_ingest_while_call_slots_last_and_wait_queued_be
     w.sim.shutdown().await;
 }
 
+/// A ticket as ingest plans it for an event with no idempotency key: its triage task written
+/// already claimed under `lease`.
+fn claimed_ticket(lease: sluice_store::TaskLease, label: &str) -> sluice_store::NewEvent {
+    let now = sluice_engine::now_ms();
+    let raw = |s: String| serde_json::value::RawValue::from_string(s).unwrap();
+    sluice_store::NewEvent {
+        id: format!("evt_{label}_{now}"),
+        event_type: "ticket.created".into(),
+        payload: raw(json!({"subject": format!("Ticket {label}")}).to_string()),
+        idempotency_key: None,
+        request_hash: String::new(),
+        needed_within_ms: None,
+        source: "api".into(),
+        received_at: now,
+        tasks: vec![sluice_store::NewTask {
+            id: format!("tsk_{label}_{now}"),
+            workload: "triage".into(),
+            lane: "stream".into(),
+            state: sluice_store::TaskState::Running,
+            rule: "test".into(),
+            reason: "handed over by the test".into(),
+            decision: raw("{}".into()),
+            deadline: now + 120_000,
+            priority: 0,
+            after_task_id: None,
+            lease: Some(lease),
+        }],
+    }
+}
+
+/// A stopping service delivers the results it has just stored before it exits, rather than leave
+/// them for its next start (the demo's results files missed their last lines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_deliverer_first_delivers_what_is_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("triage.jsonl");
+    let toml = format!(
+        r#"
+[providers.anthropic]
+kind = "anthropic"
+
+[[workloads]]
+name = "triage"
+on = "ticket.created"
+provider = "anthropic"
+model = "claude-haiku-5-5"
+max_tokens = 50
+prompt = "Triage: {{{{ payload.subject }}}}"
+lane = "stream"
+deliver = {{ file = "{}" }}
+"#,
+        sink.display()
+    );
+    let config = sluice_core::Config::parse(&toml, "deliver.toml").unwrap();
+    let url = format!("sqlite://{}", dir.path().join("deliver.db").display());
+    let store =
+        sluice_store::Store::open(&url, sluice_store::SqliteDurability::Full).await.unwrap();
+    let now = sluice_engine::now_ms();
+    let lease = sluice_store::TaskLease { owner: "test".into(), expires_at: now + 60_000 };
+    let ticket = claimed_ticket(lease, "delivered");
+    let id = ticket.tasks[0].id.clone();
+    store.ingest(&[vec![ticket]]).await.unwrap().remove(0).unwrap();
+    let answer = sluice_providers::ChatResponse {
+        text: "billing".into(),
+        stop_reason: sluice_providers::StopReason::EndTurn,
+        usage: sluice_providers::Usage { input_tokens: 9, output_tokens: 1, ..Default::default() },
+        model: "claude-haiku-5-5".into(),
+        provider_request_id: None,
+        rate_limit: None,
+    };
+    let completion =
+        sluice_engine::executor::completion_for(&config, "triage", "stream", &answer, now, Some(1));
+    store.complete(&id, 1, &completion).await.unwrap().unwrap();
+
+    // Told to stop before it has looked at the store even once.
+    let (_stop, stopped) = tokio::sync::watch::channel(true);
+    let deliverer = sluice_engine::Deliverer::new(store, std::sync::Arc::new(config), |_| None);
+    tokio::time::timeout(Duration::from_secs(15), deliverer.run(stopped)).await.unwrap();
+    let lines = std::fs::read_to_string(&sink).unwrap_or_default();
+    assert_eq!(lines.lines().count(), 1, "{lines:?}");
+    assert!(lines.contains(&id) && lines.contains("billing"), "{lines}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_drains_as_calls_end_without_waiting_for_a_poll() {
     // Two call slots, calls that hold one for 100 ms, and a poll so rare that only the ends of
