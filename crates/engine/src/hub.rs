@@ -4,7 +4,7 @@
 //! it arrives, then the end. Nothing here is durable: the stored result is the truth, and a
 //! watcher of a task that is not running here is served from the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -47,9 +47,15 @@ struct Live {
     tx: Option<broadcast::Sender<Update>>,
 }
 
+/// How many ended tasks the hub remembers (ids only): for a watcher that arrives just after.
+const RECENT_ENDS: usize = 4096;
+
 #[derive(Debug, Default)]
 struct State {
     live: HashMap<String, Live>,
+    /// The last [`RECENT_ENDS`] tasks that ended here, oldest first, and the same as a set.
+    ended: VecDeque<String>,
+    ended_set: HashSet<String>,
     /// Watchers waiting for a task to start (or end) here, by task: each is told of its own
     /// task's start only, so a thousand waiting watchers do not all wake at every start.
     waiting: HashMap<String, Vec<(u64, oneshot::Sender<()>)>>,
@@ -119,6 +125,12 @@ impl Hub {
         }
     }
 
+    /// Whether the task ended here a moment ago (among the last few thousand to end): its
+    /// outcome is in the store, so a watcher need not wait for it to start.
+    pub fn ended_recently(&self, task_id: &str) -> bool {
+        self.with(|s| s.ended_set.contains(task_id))
+    }
+
     /// Whether the task runs in this process now.
     pub fn is_live(&self, task_id: &str) -> bool {
         self.with(|s| s.live.contains_key(task_id))
@@ -166,7 +178,17 @@ impl Hub {
     /// waiting for it to start are woken too: a task can end here without starting (a budget
     /// cap held it), and they learn its new state at once, not at their next read of the store.
     pub fn end(&self, task_id: &str, update: Update) {
-        let (live, waiting) = self.with(|s| (s.live.remove(task_id), s.waiting.remove(task_id)));
+        let (live, waiting) = self.with(|s| {
+            if s.ended_set.insert(task_id.to_owned()) {
+                s.ended.push_back(task_id.to_owned());
+                if s.ended.len() > RECENT_ENDS
+                    && let Some(old) = s.ended.pop_front()
+                {
+                    s.ended_set.remove(&old);
+                }
+            }
+            (s.live.remove(task_id), s.waiting.remove(task_id))
+        });
         if let Some(tx) = live.and_then(|l| l.tx) {
             let _ = tx.send(update);
         }
@@ -249,5 +271,20 @@ mod tests {
             .await
             .expect("woken by the end, not left to its next read of the store");
         assert!(hub.with(|s| s.waiting.is_empty() && s.live.is_empty()));
+    }
+
+    #[test]
+    fn ends_are_remembered_for_a_while() {
+        let hub = Hub::default();
+        hub.start("first");
+        hub.end("first", Update::Stopped("done".into()));
+        assert!(hub.ended_recently("first"), "a watcher arriving now reads the store at once");
+        assert!(!hub.ended_recently("never-ran"));
+        for i in 0..RECENT_ENDS {
+            hub.end(&format!("t{i}"), Update::Stopped("done".into()));
+        }
+        assert!(!hub.ended_recently("first"), "forgotten after {RECENT_ENDS} later ends");
+        assert!(hub.ended_recently(&format!("t{}", RECENT_ENDS - 1)));
+        assert_eq!(hub.with(|s| (s.ended.len(), s.ended_set.len())), (RECENT_ENDS, RECENT_ENDS));
     }
 }

@@ -114,9 +114,12 @@ async fn follow(state: Arc<AppState>, id: String, mut tx: Tx, mut fresh: bool) {
         };
         // A task just accepted is usually handed to the executor at once: give it a moment to
         // start before reading the store, so that the common case costs no read and no status.
+        // One that ended already (its call began while its event was committed) is read at once.
         if fresh {
             fresh = false;
-            if tokio::time::timeout(FRESH_START, &mut started).await.is_ok() {
+            if !hub.ended_recently(&id)
+                && tokio::time::timeout(FRESH_START, &mut started).await.is_ok()
+            {
                 continue;
             }
         }
