@@ -31,7 +31,7 @@ use sluice_engine::{Executor, Hub};
 use sluice_server::auth::Tokens;
 use sluice_server::ingest::Committer;
 use sluice_server::{AppState, ServerOptions};
-use sluice_sim::{Sim, SimConfig};
+use sluice_sim::Sim;
 use sluice_store::{SqliteDurability, Store, TaskQuery, TaskState};
 
 /// As in the sluice binary.
@@ -154,14 +154,7 @@ fn rate(n: usize, took: Option<Duration>) -> String {
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let n = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(DEFAULT_BACKLOG);
-    // `SLUICE_BENCH_SIM_TTFT_MS`: the sim answers its first token that late (a real model's
-    // hundreds of milliseconds), to see what call slots, not CPU, allow.
-    let mut sim_config = SimConfig::instant();
-    let ttft = std::env::var("SLUICE_BENCH_SIM_TTFT_MS").ok().and_then(|v| v.parse().ok());
-    if let Some(ms) = ttft {
-        sim_config.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(ms));
-    }
-    let sim = Sim::start(sim_config, "127.0.0.1:0").await.unwrap();
+    let sim = Sim::start(common::sim_config(), "127.0.0.1:0").await.unwrap();
     let bench_config = Config::parse(&config(sim.base_url()), "bench.toml").unwrap();
     let slots = common::executor_options(&bench_config).max_in_flight;
     println!(
@@ -176,6 +169,6 @@ async fn main() {
     }
     println!(
         "\nSQLite with synchronous=FULL on disk; executor with the options `sluice serve` gives this config ({slots} call slots; `SLUICE_BENCH_SLOTS` for another count); the sim's first token after {} ms, `max_tokens: {MAX_TOKENS}`; all in one process.",
-        ttft.unwrap_or(0)
+        std::env::var("SLUICE_BENCH_SIM_TTFT_MS").unwrap_or_else(|_| "0".into())
     );
 }

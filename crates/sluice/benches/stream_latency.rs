@@ -2,9 +2,9 @@
 //!
 //! `cargo bench -p sluice --bench stream_latency` (rates per second as arguments to change them:
 //! `cargo bench -p sluice --bench stream_latency -- 20 100 300`). One process holds the
-//! simulator (zero latency), sluice (SQLite with the default `synchronous=FULL`, ingest, stream
-//! executor, deliverer, HTTP API, as `tests/stream.rs` wires them) and the load generator; all
-//! on 127.0.0.1. For each rate, open-loop (a call starts on schedule whether or not earlier ones
+//! simulator (zero latency; `SLUICE_BENCH_SIM_TTFT_MS` delays its first token), sluice (SQLite
+//! with the default `synchronous=FULL`, ingest, stream executor, deliverer, HTTP API, as
+//! `tests/stream.rs` wires them) and the load generator; all on 127.0.0.1. For each rate, open-loop (a call starts on schedule whether or not earlier ones
 //! have answered, and is timed from its scheduled start):
 //!
 //! - **direct**: `POST /v1/messages` with `stream: true` to the sim, until the first
@@ -41,7 +41,7 @@ use sluice_engine::{Deliverer, Executor, Hub};
 use sluice_server::auth::Tokens;
 use sluice_server::ingest::Committer;
 use sluice_server::{AppState, ServerOptions};
-use sluice_sim::{Sim, SimConfig};
+use sluice_sim::Sim;
 use sluice_store::{SqliteDurability, Store};
 
 /// As in the sluice binary.
@@ -379,7 +379,7 @@ fn rates() -> Vec<u32> {
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rates = rates();
-    let sim = Sim::start(SimConfig::instant(), "127.0.0.1:0").await.unwrap();
+    let sim = Sim::start(common::sim_config(), "127.0.0.1:0").await.unwrap();
     let sim_url: Arc<str> = sim.base_url().into();
     // On the disk (ext4 here), so that synchronous=FULL pays its fsyncs.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

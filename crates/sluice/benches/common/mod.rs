@@ -32,3 +32,16 @@ pub fn executor_options(config: &sluice_core::Config) -> sluice_engine::Executor
     }
     opts
 }
+
+/// The sim of the stream benches: zero latency, or its first token after
+/// `SLUICE_BENCH_SIM_TTFT_MS` milliseconds (a real model takes hundreds), to see what call
+/// slots, not CPU, allow, or how much of sluice's own time hides behind a provider's.
+pub fn sim_config() -> sluice_sim::SimConfig {
+    let mut sim = sluice_sim::SimConfig::instant();
+    let ttft = std::env::var("SLUICE_BENCH_SIM_TTFT_MS").ok().and_then(|v| v.parse().ok());
+    if let Some(ms) = ttft {
+        let first = std::time::Duration::from_millis(ms);
+        sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(first);
+    }
+    sim
+}
