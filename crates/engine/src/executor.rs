@@ -204,18 +204,9 @@ async fn write_completions(store: Store, mut rx: mpsc::UnboundedReceiver<Complet
 
 /// Lets ingest give the stream tasks it stores straight to this executor. A task with a free call
 /// slot is written already claimed by this executor in the ingest transaction, and handed over
-/// with its event: the call starts without a second write to claim it, a wake-up, or a read of
-/// its event. A task handed to an executor that has stopped is taken over by the next one when its
-/// lease runs out, like any claimed task of a dead process.
-///
-/// A task whose event cannot turn out to be a replay is handed over while its transaction
-/// commits ([`Handoff::hand_uncommitted`]): the provider's first token and the `fsync` then take
-/// their time together instead of one after the other. Until the commit is known to be durable
-/// the task writes nothing and sends nothing out (its tokens wait in the [`Hub`], which no one
-/// can watch before the `202` names the task); if the commit fails, the call is dropped and
-/// nothing of it is kept. What that costs: a commit that fails, or a crash before it ends, can
-/// leave one call paid for an event that was never accepted, like a crash during a call of an
-/// accepted one.
+/// with its event as soon as the commit is durable: the call starts without a second write to
+/// claim it, a wake-up, or a read of its event. A task handed to an executor that has stopped is
+/// taken over by the next one when its lease runs out, like any claimed task of a dead process.
 #[derive(Debug, Clone)]
 pub struct Handoff {
     owner: String,
@@ -253,49 +244,6 @@ struct Handed {
     task: TaskRecord,
     event: EventRecord,
     slot: Reservation,
-    /// For a task handed over before its commit ended: whether it did.
-    stored: Option<Stored>,
-}
-
-/// Held by ingest for the tasks it hands over before their commit ends: tells them how it ended.
-/// Dropped without a word, it says the commit failed.
-#[derive(Debug)]
-pub struct Commit(watch::Sender<Option<bool>>);
-
-impl Commit {
-    pub fn new() -> Commit {
-        Commit(watch::channel(None).0)
-    }
-
-    /// The commit ended: durable (`true`), or rolled back or in doubt (`false`).
-    pub fn ended(self, durable: bool) {
-        self.0.send_replace(Some(durable));
-    }
-}
-
-impl Default for Commit {
-    fn default() -> Self {
-        Commit::new()
-    }
-}
-
-/// A handed-over task's view of its commit.
-#[derive(Debug, Clone)]
-struct Stored(watch::Receiver<Option<bool>>);
-
-impl Stored {
-    /// Waits for the commit; true once the task is durably stored.
-    async fn wait(&mut self) -> bool {
-        matches!(self.0.wait_for(Option::is_some).await.map(|v| *v), Ok(Some(true)))
-    }
-}
-
-/// True at once for a task read from the store (or handed over after its commit).
-async fn is_stored(stored: &mut Option<Stored>) -> bool {
-    match stored {
-        Some(s) => s.wait().await,
-        None => true,
-    }
 }
 
 impl Handoff {
@@ -331,22 +279,7 @@ impl Handoff {
     /// Starts a task that was stored with [`Handoff::lease`]; its slot is released when it ends.
     pub fn hand(&self, task: TaskRecord, event: EventRecord, slot: Reserved) {
         // A stopped executor drops it; the lease runs out and the next one takes the task over.
-        let _ = self.tx.send(Handed { task, event, slot: slot.0, stored: None });
-    }
-
-    /// Starts a task written with [`Handoff::lease`] by a transaction that is still committing:
-    /// it calls the provider at once, and writes or sends out nothing until `commit` says the
-    /// task is stored. Only for a task whose event is new whatever the store holds (one with no
-    /// idempotency key): a replay would store nothing, and its call would be paid for nothing.
-    pub fn hand_uncommitted(
-        &self,
-        task: TaskRecord,
-        event: EventRecord,
-        slot: Reserved,
-        commit: &Commit,
-    ) {
-        let stored = Some(Stored(commit.0.subscribe()));
-        let _ = self.tx.send(Handed { task, event, slot: slot.0, stored });
+        let _ = self.tx.send(Handed { task, event, slot: slot.0 });
     }
 }
 
@@ -497,7 +430,6 @@ fn claim_batch(max_in_flight: usize) -> usize {
 fn spawn_handed(inner: &Arc<Inner>, running: &mut JoinSet<()>, h: Handed) {
     let inner = inner.clone();
     running.spawn(async move {
-        let mut stored = h.stored;
         let slot = match h.slot {
             Reservation::Slot(slot) => slot,
             Reservation::Wait(place) => {
@@ -508,16 +440,10 @@ fn spawn_handed(inner: &Arc<Inner>, running: &mut JoinSet<()>, h: Handed) {
         };
         let fence = h.task.fence;
         // The lease was stamped before the commit: if the commit (or a queue) took a good part of
-        // it, renew it, making sure it is still ours, before paying for a call. A renewal is a
-        // write: only of a task that is stored.
+        // it, renew it, making sure it is still ours, before paying for a call.
         let lease_ms = millis(inner.opts.lease);
         let left = h.task.lease_expires_at.unwrap_or(0) - now_ms();
         if left < lease_ms * 2 / 3 {
-            if !is_stored(&mut stored).await {
-                drop(slot);
-                slot_freed(&inner);
-                return;
-            }
             match inner.store.heartbeat(&h.task.id, fence, now_ms(), lease_ms).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
@@ -531,7 +457,7 @@ fn spawn_handed(inner: &Arc<Inner>, running: &mut JoinSet<()>, h: Handed) {
             }
         }
         let input = TaskInput { event: h.event, upstream: None };
-        run_task(&inner, Claimed { task: h.task, fence }, Some(input), stored).await;
+        run_task(&inner, Claimed { task: h.task, fence }, Some(input)).await;
         drop(slot);
         slot_freed(&inner);
     });
@@ -571,7 +497,7 @@ async fn claim(inner: &Arc<Inner>, slots: &Arc<Semaphore>, running: &mut JoinSet
             match slots.clone().try_acquire_owned() {
                 Ok(slot) => {
                     running.spawn(async move {
-                        run_task(&inner, c, input, None).await;
+                        run_task(&inner, c, input).await;
                         drop(slot);
                         slot_freed(&inner);
                     });
@@ -587,7 +513,7 @@ async fn claim(inner: &Arc<Inner>, slots: &Arc<Semaphore>, running: &mut JoinSet
                             .heartbeat(&c.task.id, c.fence, now_ms(), millis(inner.opts.lease))
                             .await;
                         if matches!(renewed, Ok(Ok(()))) {
-                            run_task(&inner, c, input, None).await;
+                            run_task(&inner, c, input).await;
                         }
                         drop(slot);
                         slot_freed(&inner);
@@ -628,19 +554,11 @@ enum Outcome {
     /// The task cannot run at all (its workload is gone, its template does not render).
     Broken(String),
     LeaseLost,
-    /// The transaction that was storing the task did not commit: nothing of it is kept.
-    NotStored,
 }
 
 /// `input` is the task's event when ingest handed it over or its claim read it; otherwise it
-/// is read from the store. `stored`, for a task handed over before its commit ended, says when
-/// it may write (a renewed lease, its outcome).
-async fn run_task(
-    inner: &Arc<Inner>,
-    c: Claimed,
-    input: Option<TaskInput>,
-    mut stored: Option<Stored>,
-) {
+/// is read from the store.
+async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
     let task = c.task;
     let fence = c.fence;
     let labels = [("lane", task.lane.clone()), ("workload", task.workload.clone())];
@@ -648,12 +566,7 @@ async fn run_task(
     let started = now_ms();
     match inner.budget.check(&task).await {
         Ok(crate::budget::Verdict::Go) => {}
-        Ok(verdict) => {
-            if is_stored(&mut stored).await {
-                budget_stop(inner, &task, fence, started, verdict).await;
-            }
-            return;
-        }
+        Ok(verdict) => return budget_stop(inner, &task, fence, started, verdict).await,
         Err(e) => tracing::warn!(error = %e, "cannot read today's spend; running the task"),
     }
     inner.hub.start(&task.id);
@@ -662,21 +575,13 @@ async fn run_task(
         Err(reason) => Outcome::Broken(reason),
         Ok((client, req)) => {
             let call = call(inner, &task, &client, &req, started);
-            let mut commit = stored.clone();
-            let keep = async {
-                if !is_stored(&mut commit).await {
-                    return Outcome::NotStored;
-                }
-                keep_lease(inner, &task.id, fence).await;
-                Outcome::LeaseLost
-            };
+            let keep = keep_lease(inner, &task.id, fence);
             tokio::select! {
                 outcome = call => outcome,
-                outcome = keep => outcome,
+                () = keep => Outcome::LeaseLost,
             }
         }
     };
-    let outcome = if is_stored(&mut stored).await { outcome } else { Outcome::NotStored };
     settle(inner, &task, fence, started, outcome).await;
 }
 
@@ -910,13 +815,6 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
         Outcome::LeaseLost => {
             metrics::counter!(m::LEASES_LOST).increment(1);
             inner.hub.end(&task.id, Update::Stopped("another worker took the task over".into()));
-            return;
-        }
-        // No one can be watching: the task's id was never given out.
-        Outcome::NotStored => {
-            metrics::counter!(m::CALLS_UNSTORED).increment(1);
-            inner.hub.end(&task.id, Update::Stopped("its event was not stored".into()));
-            tracing::warn!(task = %task.id, "the commit storing this task failed; its call was dropped");
             return;
         }
         Outcome::Done(resp, first_token) => {

@@ -9,7 +9,6 @@ pub const TASK_LATENCY: &str = "sluice_task_latency_seconds";
 pub const DOLLARS_SPENT: &str = "sluice_dollars_spent_total";
 pub const LIMITER_HEADROOM: &str = "sluice_rate_limiter_headroom";
 pub const LEASES_LOST: &str = "sluice_leases_lost_total";
-pub const CALLS_UNSTORED: &str = "sluice_calls_unstored_total";
 pub const DELIVERIES: &str = "sluice_deliveries_total";
 
 pub fn describe() {
@@ -37,9 +36,5 @@ pub fn describe() {
         "What the rate limiter of a provider key would admit now, by provider and dimension."
     );
     describe_counter!(LEASES_LOST, "Results dropped because another worker had taken the task.");
-    describe_counter!(
-        CALLS_UNSTORED,
-        "Calls started while their event was being stored, dropped because that commit failed."
-    );
     describe_counter!(DELIVERIES, "Delivery attempts by sink kind and outcome.");
 }

@@ -7,10 +7,8 @@
 //! the store's [`SqliteWriter`]; on PostgreSQL a few async loops overlap their round trips.
 //!
 //! With an executor in the process, stream and flex tasks for which it has a free call slot are
-//! stored already claimed by it and handed over, so that their calls start without a second store
-//! write: the tasks of events with no idempotency key as their transaction begins (the provider
-//! call and the commit then overlap; the task writes nothing until the commit is durable), the
-//! others, which may turn out to be replays, right after the commit, before the `202` is written.
+//! stored already claimed by it and handed over right after the commit, before the `202` is
+//! written: their calls start without a second store write.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +21,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use sluice_engine::executor::{Commit, Handoff, Reserved};
+use sluice_engine::executor::{Handoff, Reserved};
 use sluice_store::{
     Ingested, KeyConflict, NewEvent, RequestOutcome, SqliteWriter, Store, StoreError, TaskState,
 };
@@ -110,10 +108,10 @@ fn writer_thread(
     let spawned = std::thread::Builder::new().name("sluice-ingest".into()).spawn(move || {
         while let Some(first) = rx.blocking_recv() {
             let jobs = take_group(first, &mut rx);
-            let (requests, replies, mut reserved, commit) = prepare(jobs, handoff.as_ref());
+            let (requests, replies, mut reserved) = prepare(jobs, handoff.as_ref());
             let started = Instant::now();
             let result = writer.ingest(requests);
-            answer(result, started, replies, &mut reserved, commit, handoff.as_ref());
+            answer(result, started, replies, &mut reserved, handoff.as_ref());
         }
         let _ = done.send(());
     });
@@ -135,10 +133,10 @@ async fn commit_loop(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>, handoff:
             let Some(first) = rx.recv().await else { return };
             take_group(first, &mut rx)
         };
-        let (requests, replies, mut reserved, commit) = prepare(jobs, handoff.as_ref());
+        let (requests, replies, mut reserved) = prepare(jobs, handoff.as_ref());
         let started = Instant::now();
         let result = store.ingest(&requests).await;
-        answer(result, started, replies, &mut reserved, commit, handoff.as_ref());
+        answer(result, started, replies, &mut reserved, handoff.as_ref());
     }
 }
 
@@ -156,18 +154,17 @@ fn take_group(first: Job, rx: &mut mpsc::Receiver<Job>) -> Vec<Job> {
 
 type Replies = Vec<oneshot::Sender<Result<RequestOutcome, String>>>;
 
-/// The group's requests and replies; the slots reserved for tasks to be handed over after the
-/// commit; and, when some were handed over already, what tells them how the commit ended.
 fn prepare(
     jobs: Vec<Job>,
     handoff: Option<&Handoff>,
-) -> (Vec<Vec<NewEvent>>, Replies, HashMap<String, Reserved>, Option<Commit>) {
+) -> (Vec<Vec<NewEvent>>, Replies, HashMap<String, Reserved>) {
     let (mut requests, replies): (Vec<Vec<NewEvent>>, Replies) =
         jobs.into_iter().map(|j| (j.events, j.reply)).unzip();
-    let Some(h) = handoff else { return (requests, replies, HashMap::new(), None) };
-    let mut reserved = claim_for(h, &mut requests);
-    let commit = hand_before_commit(h, &requests, &mut reserved);
-    (requests, replies, reserved, commit)
+    let reserved = match handoff {
+        Some(h) => claim_for(h, &mut requests),
+        None => HashMap::new(),
+    };
+    (requests, replies, reserved)
 }
 
 fn answer(
@@ -175,13 +172,8 @@ fn answer(
     started: Instant,
     replies: Replies,
     reserved: &mut HashMap<String, Reserved>,
-    commit: Option<Commit>,
     handoff: Option<&Handoff>,
 ) {
-    // First: the calls already running wait for it to store their outcomes.
-    if let Some(commit) = commit {
-        commit.ended(result.is_ok());
-    }
     metrics::histogram!(m::INGEST_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
     metrics::histogram!(m::INGEST_GROUP_SIZE).record(replies.len() as f64);
     match result {
@@ -225,37 +217,6 @@ fn claim_for(h: &Handoff, requests: &mut [Vec<NewEvent>]) -> HashMap<String, Res
     metrics::counter!(m::INGEST_HANDOFFS, "outcome" => "queued")
         .increment((ready_count - reserved.len()) as u64);
     reserved
-}
-
-/// Hands over the claimed tasks of requests whose events are all new whatever the store holds
-/// (none has an idempotency key, so none can be a replay or a key conflict): if the group
-/// commits, they are stored. Their calls then start while the transaction is written.
-fn hand_before_commit(
-    h: &Handoff,
-    requests: &[Vec<NewEvent>],
-    reserved: &mut HashMap<String, Reserved>,
-) -> Option<Commit> {
-    if reserved.is_empty() {
-        return None;
-    }
-    let mut commit = None;
-    let mut handed = 0;
-    let keyless = requests.iter().filter(|r| r.iter().all(|e| e.idempotency_key.is_none()));
-    for ev in keyless.flatten() {
-        if !ev.tasks.iter().any(|t| reserved.contains_key(&t.id)) {
-            continue;
-        }
-        let ingested = ev.as_stored();
-        for t in ingested.tasks {
-            if let Some(slot) = reserved.remove(&t.id) {
-                let commit = commit.get_or_insert_with(Commit::new);
-                h.hand_uncommitted(t, ingested.event.clone(), slot, commit);
-                handed += 1;
-            }
-        }
-    }
-    metrics::counter!(m::INGEST_HANDOFFS, "outcome" => "handed").increment(handed);
-    commit
 }
 
 /// Hands the tasks stored claimed to the executor. A replayed event stored nothing: its planned

@@ -350,65 +350,6 @@ fn claimed_ticket(lease: sluice_store::TaskLease, label: &str) -> sluice_store::
     }
 }
 
-/// Ingest hands the tasks of an event with no idempotency key to the executor while their
-/// transaction commits, so that the call and the `fsync` overlap. Until the commit is known
-/// durable the task writes nothing; if it fails, the call is dropped and nothing of it is kept.
-/// Here the calls end long before their "commits" (the test plays ingest's part).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_handed_over_before_its_commit_writes_nothing_until_the_commit_is_durable() {
-    use sluice_engine::executor::Commit;
-    let w = world(SimConfig::instant(), Vec::new()).await;
-    let lease = w.handoff.lease(sluice_engine::now_ms());
-    let (kept, lost) = (claimed_ticket(lease.clone(), "kept"), claimed_ticket(lease, "lost"));
-    let (kept_id, lost_id) = (kept.tasks[0].id.clone(), lost.tasks[0].id.clone());
-    let (kept_commit, lost_commit) = (Commit::new(), Commit::new());
-    for (ev, commit) in [(&kept, &kept_commit), (&lost, &lost_commit)] {
-        let i = ev.as_stored();
-        let slot = w.handoff.reserve().expect("a free call slot");
-        w.handoff.hand_uncommitted(i.tasks[0].clone(), i.event, slot, commit);
-    }
-    // Both calls run to their end at once (the sim bills a call as it answers)...
-    let paid = |id: &str| {
-        w.sim.charges().all().iter().filter(|c| c.user_id.as_deref() == Some(id)).count()
-    };
-    wait_for(Duration::from_secs(5), async || {
-        (paid(&kept_id) == 1 && paid(&lost_id) == 1).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // ...and wait: neither task is in the store, and neither wrote anything (a result write
-    // would have failed and ended its live stream).
-    assert!(w.store.task(&kept_id).await.unwrap().is_none());
-    assert!(w.hub.is_live(&kept_id) && w.hub.is_live(&lost_id), "both wait for their commits");
-
-    // One commit is durable: its task's result is stored, from its one call.
-    w.store.ingest(&[vec![kept]]).await.unwrap().remove(0).unwrap();
-    kept_commit.ended(true);
-    let d = wait_for(Duration::from_secs(5), async || {
-        let d = w.store.task(&kept_id).await.unwrap().unwrap();
-        (d.task.state == sluice_store::TaskState::Succeeded).then_some(d)
-    })
-    .await;
-    assert_eq!(d.task.attempts, 1);
-    assert!(d.result.is_some_and(|r| !r.output.is_empty()));
-    assert_eq!(paid(&kept_id), 1, "not called again");
-
-    // The other commit fails: its call is dropped, and nothing of it is stored.
-    lost_commit.ended(false);
-    wait_for(Duration::from_secs(5), async || (!w.hub.is_live(&lost_id)).then_some(())).await;
-    assert!(w.hub.ended_recently(&lost_id));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(w.store.task(&lost_id).await.unwrap().is_none(), "nothing stored for it");
-    let ledger = w.store.ledger_since(0).await.unwrap();
-    assert!(ledger.iter().all(|l| l.task_id != lost_id), "{ledger:?}");
-    assert!(ledger.iter().any(|l| l.task_id == kept_id), "{ledger:?}");
-    let metrics =
-        w.http.get(format!("{}/metrics", w.base)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.lines().any(|l| l.starts_with("sluice_calls_unstored_total ")), "{metrics}");
-    let _ = w.stop.send(true);
-    w.sim.shutdown().await;
-}
-
 /// A stopping service delivers the results it has just stored before it exits, rather than leave
 /// them for its next start (the demo's results files missed their last lines).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

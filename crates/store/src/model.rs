@@ -72,13 +72,6 @@ pub struct NewEvent {
     pub tasks: Vec<NewTask>,
 }
 
-impl NewEvent {
-    /// The event and its tasks as they read once this event is stored as new (not a replay).
-    pub fn as_stored(&self) -> Ingested {
-        crate::settle::new_ingested(self.clone())
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct NewTask {
     pub id: String,

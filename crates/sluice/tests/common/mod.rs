@@ -24,9 +24,6 @@ pub struct World {
     pub sim: RunningSim,
     pub store: Store,
     pub hooks: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
-    /// What ingest hands tasks to the executor with, for tests that play ingest's part.
-    pub handoff: sluice_engine::executor::Handoff,
-    pub hub: Hub,
     _dir: tempfile::TempDir,
     pub stop: tokio::sync::watch::Sender<bool>,
 }
@@ -107,7 +104,7 @@ pub async fn world_with(
     let turnarounds = batcher.turnarounds();
     tokio::spawn(batcher.run(stopping.clone()));
     tokio::spawn(Deliverer::new(store.clone(), config.clone(), env).run(stopping));
-    let (committer, committers) = Committer::with_handoff(store.clone(), 1, Some(handoff.clone()));
+    let (committer, committers) = Committer::with_handoff(store.clone(), 1, Some(handoff));
     let state = AppState {
         config,
         store: store.clone(),
@@ -116,7 +113,7 @@ pub async fn world_with(
         hook_keys: Default::default(),
         metrics: sluice_server::metrics_handle(),
         options: ServerOptions::default(),
-        hub: Some(hub.clone()),
+        hub: Some(hub),
         wake: Some(wake),
         turnarounds: Some(turnarounds),
     };
@@ -129,8 +126,6 @@ pub async fn world_with(
         sim,
         store,
         hooks,
-        handoff,
-        hub,
         _dir: dir,
         stop,
     }
