@@ -289,9 +289,10 @@ impl Store {
         dispatch!(self, reroute(task_id, fence, lane, reason, run_after, attempt))
     }
 
-    /// The event of a task and, if it runs after another, that task's workload and output.
+    /// The event of a task and, if it runs after another, that task's workload and output;
+    /// `None` while either is missing.
     pub async fn task_input(&self, task: &TaskRecord) -> Result<Option<TaskInput>, StoreError> {
-        dispatch!(self, task_input(task))
+        Ok(self.task_inputs(&[task.id.as_str()]).await?.remove(&task.id))
     }
 
     /// [`Store::task_input`] for several tasks in one read, by task id; a task whose input is
@@ -1118,27 +1119,6 @@ macro_rules! queries {
             record_attempt(&mut tx, task_id, fence, a).await?;
             tx.commit().await?;
             Ok(Ok(()))
-        }
-
-        pub(super) async fn task_input(pool: &Pool<$db>, task: &TaskRecord) -> Result<Option<TaskInput>, StoreError> {
-            let mut conn = pool.acquire().await?;
-            let row = sqlx::query("SELECT * FROM events WHERE id = $1").bind(&task.event_id).fetch_optional(&mut *conn).await?;
-            let Some(row) = row else { return Ok(None) };
-            let event = event_from_row(&row)?;
-            let upstream = match &task.after_task_id {
-                None => None,
-                Some(id) => {
-                    let row = sqlx::query("SELECT t.workload, r.output FROM tasks t JOIN results r ON r.task_id = t.id WHERE t.id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                    match row {
-                        Some(r) => Some((r.try_get("workload")?, r.try_get("output")?)),
-                        None => return Ok(None),
-                    }
-                }
-            };
-            Ok(Some(TaskInput { event, upstream }))
         }
 
         pub(super) async fn task_inputs(
