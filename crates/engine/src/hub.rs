@@ -53,9 +53,10 @@ const RECENT_ENDS: usize = 4096;
 #[derive(Debug, Default)]
 struct State {
     live: HashMap<String, Live>,
-    /// The last [`RECENT_ENDS`] tasks that ended here, oldest first, and the same as a set.
-    ended: VecDeque<String>,
-    ended_set: HashSet<String>,
+    /// The last [`RECENT_ENDS`] tasks that ended here, oldest first, and the same as a set (one
+    /// allocation per id for both).
+    ended: VecDeque<Arc<str>>,
+    ended_set: HashSet<Arc<str>>,
     /// Watchers waiting for a task to start (or end) here, by task: each is told of its own
     /// task's start only, so a thousand waiting watchers do not all wake at every start.
     waiting: HashMap<String, Vec<(u64, oneshot::Sender<()>)>>,
@@ -179,8 +180,10 @@ impl Hub {
     /// cap held it), and they learn its new state at once, not at their next read of the store.
     pub fn end(&self, task_id: &str, update: Update) {
         let (live, waiting) = self.with(|s| {
-            if s.ended_set.insert(task_id.to_owned()) {
-                s.ended.push_back(task_id.to_owned());
+            if !s.ended_set.contains(task_id) {
+                let id: Arc<str> = task_id.into();
+                s.ended_set.insert(id.clone());
+                s.ended.push_back(id);
                 if s.ended.len() > RECENT_ENDS
                     && let Some(old) = s.ended.pop_front()
                 {

@@ -169,6 +169,6 @@ async fn main() {
     }
     println!(
         "\nSQLite with synchronous=FULL on disk; executor with the options `sluice serve` gives this config ({slots} call slots; `SLUICE_BENCH_SLOTS` for another count); the sim's first token after {} ms, `max_tokens: {MAX_TOKENS}`; all in one process.",
-        std::env::var("SLUICE_BENCH_SIM_TTFT_MS").unwrap_or_else(|_| "0".into())
+        common::sim_first_token_ms()
     );
 }

@@ -4,8 +4,9 @@
 //! `cargo bench -p sluice --bench stream_latency -- 20 100 300`). One process holds the
 //! simulator (zero latency; `SLUICE_BENCH_SIM_TTFT_MS` delays its first token), sluice (SQLite
 //! with the default `synchronous=FULL`, ingest, stream executor, deliverer, HTTP API, as
-//! `tests/stream.rs` wires them) and the load generator; all on 127.0.0.1. For each rate, open-loop (a call starts on schedule whether or not earlier ones
-//! have answered, and is timed from its scheduled start):
+//! `tests/stream.rs` wires them) and the load generator; all on 127.0.0.1. For each rate,
+//! open-loop (a call starts on schedule whether or not earlier ones have answered, and is timed
+//! from its scheduled start):
 //!
 //! - **direct**: `POST /v1/messages` with `stream: true` to the sim, until the first
 //!   `content_block_delta`;

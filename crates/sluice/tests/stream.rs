@@ -320,8 +320,7 @@ async fn stream_tasks_start_from_ingest_while_call_slots_last_and_wait_queued_be
     w.sim.shutdown().await;
 }
 
-/// A ticket as ingest plans it for an event with no idempotency key: its triage task written
-/// already claimed under `lease`.
+/// A ticket with its triage task, to be stored already claimed under `lease`.
 fn claimed_ticket(lease: sluice_store::TaskLease, label: &str) -> sluice_store::NewEvent {
     let now = sluice_engine::now_ms();
     let raw = |s: String| serde_json::value::RawValue::from_string(s).unwrap();

@@ -38,10 +38,12 @@ pub fn executor_options(config: &sluice_core::Config) -> sluice_engine::Executor
 /// slots, not CPU, allow, or how much of sluice's own time hides behind a provider's.
 pub fn sim_config() -> sluice_sim::SimConfig {
     let mut sim = sluice_sim::SimConfig::instant();
-    let ttft = std::env::var("SLUICE_BENCH_SIM_TTFT_MS").ok().and_then(|v| v.parse().ok());
-    if let Some(ms) = ttft {
-        let first = std::time::Duration::from_millis(ms);
-        sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(first);
-    }
+    let first = std::time::Duration::from_millis(sim_first_token_ms());
+    sim.latency.time_to_first_token = sluice_sim::Dist::Fixed(first);
     sim
+}
+
+/// `SLUICE_BENCH_SIM_TTFT_MS`, or 0.
+pub fn sim_first_token_ms() -> u64 {
+    std::env::var("SLUICE_BENCH_SIM_TTFT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
 }
