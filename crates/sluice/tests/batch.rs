@@ -163,13 +163,16 @@ async fn batches_are_cut_by_items_and_age_and_each_task_is_paid_once_at_the_batc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_too_slow_for_a_deadline_is_escalated_to_stream() {
-    // Batches take a minute here, their lines spread over it; these leads are needed within 30 s,
-    // so the guard cancels each batch after about a third of its lines have run (and are billed).
+    // Batches take 30 s here, their lines spread evenly over it; these leads are needed within
+    // 30 s and the guard leaves a stream call some 12 s, so it cancels each batch about 17 s
+    // into it (the batch is cut about 1 s after the post), when about half its lines have run
+    // and been billed, and well before it would end by itself.
     let mut sim = SimConfig::instant();
-    sim.batch.turnaround_median = Duration::from_secs(60);
-    sim.batch.turnaround_p95 = Duration::from_secs(60);
+    sim.batch.turnaround_median = Duration::from_secs(30);
+    sim.batch.turnaround_p95 = Duration::from_secs(30);
     let w = common::world(sim, Vec::new(), config).await;
-    // Sixteen, so that some line runs before its batch is cancelled (all but surely: 0.62^16).
+    // Sixteen, so that some line runs before its batch is cancelled: that none does has odds of
+    // about 0.45^16 (3e-6). With 60 s batches they were near 0.75^16, and CI met that 1% once.
     let urgent = post(&w, "lead.created", 16, Some("30s")).await;
     // Within the deadline, which the test checks below; the escalation comes near it.
     let done = finished(&w, &urgent, Duration::from_secs(30)).await;
