@@ -70,8 +70,17 @@ async fn start_plain() -> String {
     format!("http://{addr}")
 }
 
+/// `synchronous=FULL`, what users get, unless `SLUICE_BENCH_SQLITE_SYNC=normal` asks for the
+/// diagnostic run that shows what the fsyncs cost.
+fn durability() -> SqliteDurability {
+    match std::env::var("SLUICE_BENCH_SQLITE_SYNC").as_deref() {
+        Ok("normal") => SqliteDurability::Normal,
+        _ => SqliteDurability::Full,
+    }
+}
+
 async fn start_sluice(url: &str) -> String {
-    let store = Store::open(url, SqliteDurability::Full).await.unwrap();
+    let store = Store::open(url, durability()).await.unwrap();
     let config = Config::parse(
         &std::fs::read_to_string(repo().join("examples/sluice.toml")).unwrap(),
         "sluice.toml",
@@ -182,7 +191,7 @@ async fn main() {
     let mut targets: Vec<(String, String)> = vec![
         ("plain axum handler, no storage (ceiling)".into(), start_plain().await),
         (
-            "sluice, SQLite, synchronous=FULL".into(),
+            format!("sluice, SQLite, synchronous={}", format!("{:?}", durability()).to_uppercase()),
             start_sluice(&format!("sqlite://{}", dir.path().join("a.db").display())).await,
         ),
     ];
