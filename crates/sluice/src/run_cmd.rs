@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -110,15 +110,19 @@ pub async fn run(mut config: Config, args: RunArgs) -> anyhow::Result<Outcome> {
 
     let bars = Bars::new();
     let done = loop {
+        let read = Instant::now();
         let progress = store.progress(since).await?;
         let open_batches = store.open_batches().await?.len();
+        // Counting a run of a million tasks takes a while: the bars then move less often
+        // rather than the count taking a core from the work it counts.
+        let pause = (read.elapsed() * 4).max(Duration::from_millis(250));
         let state = Tally::of(&progress);
         bars.show(&state, open_batches);
         if state.total > 0 && state.open == 0 {
             break true;
         }
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = tokio::time::sleep(pause) => {}
             _ = &mut interrupted => break false,
         }
     };

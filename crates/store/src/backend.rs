@@ -1686,10 +1686,16 @@ macro_rules! queries {
         }
 
         pub(super) async fn progress(pool: &Pool<$db>, since: i64) -> Result<Vec<ProgressRow>, StoreError> {
+            // Closed on both sides: SQLite, which keeps no statistics here, takes an open range
+            // for a quarter of the table and would rather walk a whole index in the GROUP BY's
+            // order than read the range through `tasks_created` (0.9 s against 1.4 ms for the
+            // last 1,000 of a million tasks).
             let rows = sqlx::query(
-                "SELECT workload, lane, state, COUNT(*) AS n FROM tasks WHERE created_at >= $1 GROUP BY workload, lane, state",
+                "SELECT workload, lane, state, COUNT(*) AS n FROM tasks WHERE created_at >= $1 AND created_at <= $2
+                 GROUP BY workload, lane, state",
             )
             .bind(since)
+            .bind(i64::MAX)
             .fetch_all(pool)
             .await?;
             rows.iter()

@@ -44,6 +44,11 @@ pub static SQLITE: &[Migration] = &[
         name: "expired_leases",
         sql: include_str!("../migrations/sqlite/0007_expired_leases.sql"),
     },
+    Migration {
+        version: 8,
+        name: "tasks_by_creation",
+        sql: include_str!("../migrations/sqlite/0008_tasks_by_creation.sql"),
+    },
 ];
 
 pub static POSTGRES: &[Migration] = &[
@@ -81,6 +86,11 @@ pub static POSTGRES: &[Migration] = &[
         version: 7,
         name: "expired_leases",
         sql: include_str!("../migrations/postgres/0007_expired_leases.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "tasks_by_creation",
+        sql: include_str!("../migrations/postgres/0008_tasks_by_creation.sql"),
     },
 ];
 

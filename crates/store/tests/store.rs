@@ -154,6 +154,38 @@ macro_rules! suite {
             }
 
             #[tokio::test]
+            async fn progress_and_history_hold_only_the_tasks_created_since() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let mut old = event(None, "h-old");
+                old.received_at = 100;
+                let mut new = event(None, "h-new");
+                new.received_at = 200;
+                store.ingest(&[vec![old], vec![new.clone()]]).await.unwrap();
+                let counted = |rows: Vec<ProgressRow>| {
+                    let mut rows: Vec<_> = rows
+                        .into_iter()
+                        .map(|r| (r.workload, r.lane, r.state, r.count))
+                        .collect();
+                    rows.sort();
+                    rows
+                };
+                let row = |w: &str, s: &str, n| (w.to_owned(), "stream".to_owned(), s.to_owned(), n);
+                assert_eq!(
+                    counted(store.progress(200).await.unwrap()),
+                    [row("digest", "pending", 1), row("triage", "queued", 1)]
+                );
+                assert_eq!(
+                    counted(store.progress(0).await.unwrap()),
+                    [row("digest", "pending", 2), row("triage", "queued", 2)]
+                );
+                assert!(store.progress(201).await.unwrap().is_empty());
+                let history = store.history(200).await.unwrap();
+                assert_eq!(history.len(), 2);
+                assert!(history.iter().all(|r| r.event_id == new.id && r.created_at == 200));
+                assert_eq!(store.history(0).await.unwrap().len(), 4);
+            }
+
+            #[tokio::test]
             async fn a_replayed_key_returns_the_original_and_writes_nothing() {
                 let Some((store, _guard, _)) = super::$backend().await else { return };
                 let first = event(Some("k-1"), "h1");
