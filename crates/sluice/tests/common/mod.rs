@@ -36,7 +36,12 @@ pub async fn world(
     extra_headers: Vec<(String, String)>,
     config: impl Fn(&str, &str) -> String,
 ) -> World {
-    // Quick retries, so that tests of faults take seconds.
+    world_with(sim_config, quick_options(extra_headers), config).await
+}
+
+/// The executor's options of [`world`]: quick retries, so that tests of faults take seconds,
+/// and three attempts a task.
+pub fn quick_options(extra_headers: Vec<(String, String)>) -> ExecutorOptions {
     let retry = sluice_providers::RetryPolicy {
         max_attempts: 3,
         base_delay: Duration::from_millis(10),
@@ -44,9 +49,7 @@ pub async fn world(
         max_retry_after: Duration::from_secs(1),
         ..sluice_providers::RetryPolicy::default()
     };
-    let opts =
-        ExecutorOptions { extra_headers, retry, max_attempts: 3, ..ExecutorOptions::default() };
-    world_with(sim_config, opts, config).await
+    ExecutorOptions { extra_headers, retry, max_attempts: 3, ..ExecutorOptions::default() }
 }
 
 /// [`world`] with the executor's options given.
