@@ -111,7 +111,9 @@ pub async fn run(mut config: Config, args: RunArgs) -> anyhow::Result<Outcome> {
     let bars = Bars::new();
     let done = loop {
         let read = Instant::now();
-        let progress = store.progress(since).await?;
+        // Only this run's tasks: a `sluice serve` on the same store has work of its own, some
+        // of it batched for hours, which this run must neither count nor wait for.
+        let progress = store.progress_of(&ids).await?;
         let open_batches = store.open_batches().await?.len();
         // Counting a run of a million tasks takes a while: the bars then move less often
         // rather than the count taking a core from the work it counts.

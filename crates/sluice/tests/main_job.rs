@@ -271,6 +271,40 @@ async fn run_interrupted_half_way_resumes_without_paying_twice() {
     };
     assert!(left > 0, "the interruption left work to do ({done_then}/{total} done when it came)");
 
+    // Meanwhile other work shares the store (as a `sluice serve` on the same file would), and
+    // stays open: a batch task of a workload this config does not know. The run neither waits
+    // for it nor reports it.
+    let foreign = {
+        use sluice_store::{NewEvent, NewTask, TaskState};
+        let store = open(&db).await;
+        let now = sluice_engine::now_ms();
+        let event = NewEvent {
+            id: "evt_elsewhere".into(),
+            event_type: "other.thing".into(),
+            payload: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            idempotency_key: None,
+            request_hash: "h-elsewhere".into(),
+            needed_within_ms: None,
+            source: "api".into(),
+            received_at: now,
+            tasks: vec![NewTask {
+                id: "tsk_elsewhere".into(),
+                workload: "elsewhere".into(),
+                lane: "batch".into(),
+                state: TaskState::Queued,
+                rule: "cheapest".into(),
+                reason: "batched".into(),
+                decision: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+                deadline: now + 86_400_000,
+                priority: 0,
+                after_task_id: None,
+                lease: None,
+            }],
+        };
+        store.ingest(&[vec![event]]).await.unwrap().remove(0).unwrap();
+        "evt_elsewhere"
+    };
+
     let mut second = run_job(&config, dir.path());
     let status = tokio::task::block_in_place(|| wait(&mut second, Duration::from_secs(240)));
     let mut out = String::new();
@@ -279,7 +313,9 @@ async fn run_interrupted_half_way_resumes_without_paying_twice() {
 
     // One result line per task, every task done.
     let store = open(&db).await;
-    let rows = store.history(0).await.unwrap();
+    let mut rows = store.history(0).await.unwrap();
+    let theirs = rows.iter().position(|r| r.event_id == foreign).unwrap();
+    assert_eq!(rows.remove(theirs).state, "queued", "the other work was left alone");
     assert_eq!(rows.len() as i64, total, "resuming stored no event twice");
     let results = jsonl(&dir.path().join("results.jsonl"));
     assert_eq!(results.len(), rows.len(), "one result line per task");

@@ -9,6 +9,7 @@
 //! every claim. Under a unary plus the limit is read when the statement runs, and the statement
 //! is prepared once. PostgreSQL reads `+$n` as `$n`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -474,6 +475,21 @@ impl Store {
     /// Tasks created at or after `since`, counted by workload, lane and state: progress displays.
     pub async fn progress(&self, since: i64) -> Result<Vec<ProgressRow>, StoreError> {
         dispatch!(self, progress(since))
+    }
+
+    /// The tasks of these events, counted by workload, lane and state: the progress of one job
+    /// in a store that other work may share (a `sluice serve` on the same file or database).
+    pub async fn progress_of(&self, event_ids: &[String]) -> Result<Vec<ProgressRow>, StoreError> {
+        let mut counts: BTreeMap<(String, String, String), i64> = BTreeMap::new();
+        for chunk in event_ids.chunks(500) {
+            for r in dispatch!(self, progress_of(chunk))? {
+                *counts.entry((r.workload, r.lane, r.state)).or_default() += r.count;
+            }
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((workload, lane, state), count)| ProgressRow { workload, lane, state, count })
+            .collect())
     }
 
     /// When the earliest of these events was received (unix ms); `None` if none is stored.
@@ -1698,6 +1714,31 @@ macro_rules! queries {
             .bind(i64::MAX)
             .fetch_all(pool)
             .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ProgressRow {
+                        workload: r.try_get("workload")?,
+                        lane: r.try_get("lane")?,
+                        state: r.try_get("state")?,
+                        count: r.try_get("n")?,
+                    })
+                })
+                .collect()
+        }
+
+        pub(super) async fn progress_of(pool: &Pool<$db>, event_ids: &[String]) -> Result<Vec<ProgressRow>, StoreError> {
+            if event_ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut q = sqlx::QueryBuilder::<$db>::new(
+                "SELECT workload, lane, state, COUNT(*) AS n FROM tasks WHERE event_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in event_ids {
+                list.push_bind(id.clone());
+            }
+            list.push_unseparated(") GROUP BY workload, lane, state");
+            let rows = q.build().fetch_all(pool).await?;
             rows.iter()
                 .map(|r| {
                     Ok(ProgressRow {

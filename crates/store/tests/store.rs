@@ -154,13 +154,13 @@ macro_rules! suite {
             }
 
             #[tokio::test]
-            async fn progress_and_history_hold_only_the_tasks_created_since() {
+            async fn progress_and_history_hold_only_the_tasks_asked_for() {
                 let Some((store, _guard, _)) = super::$backend().await else { return };
                 let mut old = event(None, "h-old");
                 old.received_at = 100;
                 let mut new = event(None, "h-new");
                 new.received_at = 200;
-                store.ingest(&[vec![old], vec![new.clone()]]).await.unwrap();
+                store.ingest(&[vec![old.clone()], vec![new.clone()]]).await.unwrap();
                 let counted = |rows: Vec<ProgressRow>| {
                     let mut rows: Vec<_> = rows
                         .into_iter()
@@ -179,6 +179,20 @@ macro_rules! suite {
                     [row("digest", "pending", 2), row("triage", "queued", 2)]
                 );
                 assert!(store.progress(201).await.unwrap().is_empty());
+                // One job's events among others, in chunks of the id list.
+                let mut ids: Vec<String> = (0..1_200).map(|i| format!("evt_absent_{i}")).collect();
+                ids.push(new.id.clone());
+                assert_eq!(
+                    counted(store.progress_of(&ids).await.unwrap()),
+                    [row("digest", "pending", 1), row("triage", "queued", 1)]
+                );
+                ids.insert(0, old.id.clone());
+                assert_eq!(
+                    counted(store.progress_of(&ids).await.unwrap()),
+                    [row("digest", "pending", 2), row("triage", "queued", 2)],
+                    "counts of several chunks add up"
+                );
+                assert!(store.progress_of(&[]).await.unwrap().is_empty());
                 let history = store.history(200).await.unwrap();
                 assert_eq!(history.len(), 2);
                 assert!(history.iter().all(|r| r.event_id == new.id && r.created_at == 200));
