@@ -1701,6 +1701,15 @@ macro_rules! queries {
                 .collect()
         }
 
+        fn progress_from_row(r: &DbRow) -> Result<ProgressRow, StoreError> {
+            Ok(ProgressRow {
+                workload: r.try_get("workload")?,
+                lane: r.try_get("lane")?,
+                state: r.try_get("state")?,
+                count: r.try_get("n")?,
+            })
+        }
+
         pub(super) async fn progress(pool: &Pool<$db>, since: i64) -> Result<Vec<ProgressRow>, StoreError> {
             // Closed on both sides: SQLite, which keeps no statistics here, takes an open range
             // for a quarter of the table and would rather walk a whole index in the GROUP BY's
@@ -1714,16 +1723,7 @@ macro_rules! queries {
             .bind(i64::MAX)
             .fetch_all(pool)
             .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(ProgressRow {
-                        workload: r.try_get("workload")?,
-                        lane: r.try_get("lane")?,
-                        state: r.try_get("state")?,
-                        count: r.try_get("n")?,
-                    })
-                })
-                .collect()
+            rows.iter().map(progress_from_row).collect()
         }
 
         pub(super) async fn progress_of(pool: &Pool<$db>, event_ids: &[String]) -> Result<Vec<ProgressRow>, StoreError> {
@@ -1739,16 +1739,7 @@ macro_rules! queries {
             }
             list.push_unseparated(") GROUP BY workload, lane, state");
             let rows = q.build().fetch_all(pool).await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(ProgressRow {
-                        workload: r.try_get("workload")?,
-                        lane: r.try_get("lane")?,
-                        state: r.try_get("state")?,
-                        count: r.try_get("n")?,
-                    })
-                })
-                .collect()
+            rows.iter().map(progress_from_row).collect()
         }
 
         pub(super) async fn earliest_received(pool: &Pool<$db>, ids: &[String]) -> Result<Option<i64>, StoreError> {
