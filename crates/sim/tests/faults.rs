@@ -206,7 +206,8 @@ async fn shutdown_is_prompt_even_with_a_stalled_request() {
             .send()
             .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Time for the request to reach the sim, also on a loaded machine.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     let addr = sim.addr();
     sim.shutdown().await;

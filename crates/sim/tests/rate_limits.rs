@@ -110,7 +110,9 @@ async fn concurrency_limit_counts_open_streams() {
     let cfg = SimConfig {
         rate_limits: RateLimitConfig { concurrency: Some(1), ..Default::default() },
         latency: LatencyConfig {
-            time_to_first_token: Dist::Fixed(Duration::from_millis(300)),
+            // Long enough that the second request comes while the first stream is open, also
+            // on a loaded machine.
+            time_to_first_token: Dist::Fixed(Duration::from_secs(2)),
             per_token: Dist::Fixed(Duration::ZERO),
         },
         ..SimConfig::instant()
@@ -121,7 +123,7 @@ async fn concurrency_limit_counts_open_streams() {
     body["stream"] = json!(true);
     let first = anthropic(&c, &sim, "/v1/messages").json(&body).send().await.unwrap();
     assert_eq!(first.status(), 200);
-    // The first stream is still open (it waits 300 ms for its first token).
+    // The first stream is still open (it waits 2 s for its first token).
     let second = anthropic(&c, &sim, "/v1/messages").json(&body).send().await.unwrap();
     assert_eq!(second.status(), 429);
     let text = first.text().await.unwrap();
