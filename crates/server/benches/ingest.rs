@@ -191,7 +191,11 @@ async fn main() {
     let mut targets: Vec<(String, String)> = vec![
         ("plain axum handler, no storage (ceiling)".into(), start_plain().await),
         (
-            format!("sluice, SQLite, synchronous={}", format!("{:?}", durability()).to_uppercase()),
+            match durability() {
+                SqliteDurability::Full => "sluice, SQLite, synchronous=FULL",
+                SqliteDurability::Normal => "sluice, SQLite, synchronous=NORMAL (diagnostic)",
+            }
+            .into(),
             start_sluice(&format!("sqlite://{}", dir.path().join("a.db").display())).await,
         ),
     ];

@@ -472,7 +472,8 @@ impl Store {
         dispatch!(self, ledger_since(since))
     }
 
-    /// Tasks created at or after `since`, counted by workload, lane and state: progress displays.
+    /// Tasks created at or after `since`, counted by workload, lane and state, whatever event
+    /// they came from.
     pub async fn progress(&self, since: i64) -> Result<Vec<ProgressRow>, StoreError> {
         dispatch!(self, progress(since))
     }
@@ -480,8 +481,14 @@ impl Store {
     /// The tasks of these events, counted by workload, lane and state: the progress of one job
     /// in a store that other work may share (a `sluice serve` on the same file or database).
     pub async fn progress_of(&self, event_ids: &[String]) -> Result<Vec<ProgressRow>, StoreError> {
+        // A file may name one event twice (the same idempotency key): counted once, whichever
+        // chunks the two would fall in.
+        let mut ids: Vec<&String> = event_ids.iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let ids: Vec<String> = ids.into_iter().cloned().collect();
         let mut counts: BTreeMap<(String, String, String), i64> = BTreeMap::new();
-        for chunk in event_ids.chunks(500) {
+        for chunk in ids.chunks(500) {
             for r in dispatch!(self, progress_of(chunk))? {
                 *counts.entry((r.workload, r.lane, r.state)).or_default() += r.count;
             }

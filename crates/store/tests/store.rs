@@ -192,6 +192,12 @@ macro_rules! suite {
                     [row("digest", "pending", 2), row("triage", "queued", 2)],
                     "counts of several chunks add up"
                 );
+                // An event named twice, the second time in another chunk, is counted once.
+                ids.insert(700, old.id.clone());
+                assert_eq!(
+                    counted(store.progress_of(&ids).await.unwrap()),
+                    [row("digest", "pending", 2), row("triage", "queued", 2)]
+                );
                 assert!(store.progress_of(&[]).await.unwrap().is_empty());
                 let history = store.history(200).await.unwrap();
                 assert_eq!(history.len(), 2);
