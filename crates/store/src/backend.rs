@@ -9,7 +9,7 @@
 //! every claim. Under a unary plus the limit is read when the statement runs, and the statement
 //! is prepared once. PostgreSQL reads `+$n` as `$n`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -483,10 +483,8 @@ impl Store {
     pub async fn progress_of(&self, event_ids: &[String]) -> Result<Vec<ProgressRow>, StoreError> {
         // A file may name one event twice (the same idempotency key): counted once, whichever
         // chunks the two would fall in.
-        let mut ids: Vec<&String> = event_ids.iter().collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let ids: Vec<String> = ids.into_iter().cloned().collect();
+        let ids: BTreeSet<&str> = event_ids.iter().map(String::as_str).collect();
+        let ids: Vec<&str> = ids.into_iter().collect();
         let mut counts: BTreeMap<(String, String, String), i64> = BTreeMap::new();
         for chunk in ids.chunks(500) {
             for r in dispatch!(self, progress_of(chunk))? {
@@ -1733,7 +1731,7 @@ macro_rules! queries {
             rows.iter().map(progress_from_row).collect()
         }
 
-        pub(super) async fn progress_of(pool: &Pool<$db>, event_ids: &[String]) -> Result<Vec<ProgressRow>, StoreError> {
+        pub(super) async fn progress_of(pool: &Pool<$db>, event_ids: &[&str]) -> Result<Vec<ProgressRow>, StoreError> {
             if event_ids.is_empty() {
                 return Ok(Vec::new());
             }
@@ -1742,7 +1740,7 @@ macro_rules! queries {
             );
             let mut list = q.separated(", ");
             for id in event_ids {
-                list.push_bind(id.clone());
+                list.push_bind(id.to_string());
             }
             list.push_unseparated(") GROUP BY workload, lane, state");
             let rows = q.build().fetch_all(pool).await?;
