@@ -94,7 +94,8 @@ async fn start_sluice(url: &str) -> String {
         committer,
         tokens: Tokens::default(),
         hook_keys: Default::default(),
-        metrics: None,
+        // Metrics recorded, as `sluice serve` records them.
+        metrics: sluice_server::metrics_handle(),
         options: ServerOptions::default(),
         hub: None,
         wake: None,

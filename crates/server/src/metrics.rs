@@ -24,9 +24,30 @@ pub fn install() -> Option<PrometheusHandle> {
             let handle =
                 PrometheusBuilder::new().set_buckets(&buckets).ok()?.install_recorder().ok()?;
             describe();
+            start_upkeep(handle.clone());
             Some(handle)
         })
         .clone()
+}
+
+/// How often the recorder's histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The recorder keeps every histogram sample until it is drained into the buckets, which only a
+/// scrape of `/metrics` or an upkeep does: a `sluice serve` that nobody scrapes grew by every
+/// request's samples, without bound. A thread of its own (not a runtime task: the recorder may be
+/// installed before the runtime starts, and outlives any one runtime) drains them on a timer, as
+/// the exporter's own `install` would with its HTTP listener.
+fn start_upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new().name("sluice-metrics".into()).spawn(move || {
+        loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        }
+    });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histogram samples will accumulate until /metrics is scraped");
+    }
 }
 
 fn describe() {
