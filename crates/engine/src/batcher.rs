@@ -137,7 +137,12 @@ impl Batcher {
 
     /// One pass: follow open batches, guard deadlines, cut new batches.
     pub async fn tick(&mut self) -> Result<(), sluice_store::StoreError> {
-        for b in self.store.open_batches().await? {
+        let open = self.store.open_batches().await?;
+        // A batch another instance closed (several share one PostgreSQL store) is never polled
+        // here again: its schedule goes with it.
+        let ids: std::collections::HashSet<&str> = open.iter().map(|b| b.id.as_str()).collect();
+        self.polls.retain(|id, _| ids.contains(id.as_str()));
+        for b in open {
             if b.state == "submitting" {
                 self.reconcile(&b).await?;
             } else if self.due(&b.id) {
@@ -607,5 +612,64 @@ fn attempt(batch_id: &str, outcome: &str, error: Option<String>) -> AttemptRecor
         outcome: outcome.to_owned(),
         error,
         provider_request_id: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Several instances on one PostgreSQL store all follow every open batch, and only the one
+    /// that sees it end forgets it on its own; the others must not keep its schedule forever.
+    #[tokio::test]
+    async fn the_schedule_of_a_batch_closed_elsewhere_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url, sluice_store::SqliteDurability::Normal).await.expect("store");
+        let config = Config::parse(
+            r#"
+[providers.openai]
+kind = "openai"
+
+[[workloads]]
+name = "cleanup"
+on = "record.imported"
+provider = "openai"
+model = "gpt-5-mini"
+max_tokens = 60
+prompt = "{{ payload.x }}"
+lane = "batch"
+needed_within = "24h"
+"#,
+            "unit.toml",
+        )
+        .expect("config");
+        let env = |_: &str| Some("sk-test".to_owned());
+        let mut batcher =
+            Batcher::new(store.clone(), Arc::new(config), env, None, BatcherOptions::default())
+                .expect("batcher");
+        let open = BatchRecord {
+            id: "bat_open".into(),
+            provider: "openai".into(),
+            model: "gpt-5-mini".into(),
+            state: "submitting".into(),
+            provider_batch_id: None,
+            item_count: 0,
+            bytes: 0,
+            created_at: now_ms(),
+            submitted_at: None,
+            ended_at: None,
+            last_error: None,
+        };
+        assert!(store.record_batch(&open, &[]).await.expect("record"));
+        store.batch_submitted("bat_open", "batch_provider_1", now_ms()).await.expect("submitted");
+        let hour = Duration::from_secs(3600);
+        // Not due for an hour, so the tick does not call the provider.
+        batcher.polls.insert("bat_open".into(), (Instant::now() + hour, hour));
+        batcher.polls.insert("bat_closed_elsewhere".into(), (Instant::now(), hour));
+        batcher.tick().await.expect("tick");
+        let mut kept: Vec<&String> = batcher.polls.keys().collect();
+        kept.sort();
+        assert_eq!(kept, ["bat_open"]);
     }
 }
