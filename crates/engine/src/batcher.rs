@@ -626,24 +626,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
         let store = Store::open(&url, sluice_store::SqliteDurability::Normal).await.expect("store");
-        let config = Config::parse(
-            r#"
-[providers.openai]
-kind = "openai"
-
-[[workloads]]
-name = "cleanup"
-on = "record.imported"
-provider = "openai"
-model = "gpt-5-mini"
-max_tokens = 60
-prompt = "{{ payload.x }}"
-lane = "batch"
-needed_within = "24h"
-"#,
-            "unit.toml",
-        )
-        .expect("config");
+        let config = crate::test_support::batch_config();
         let env = |_: &str| Some("sk-test".to_owned());
         let mut batcher =
             Batcher::new(store.clone(), Arc::new(config), env, None, BatcherOptions::default())

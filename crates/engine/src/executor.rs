@@ -1092,24 +1092,7 @@ lane = "stream"
 
     #[test]
     fn a_result_is_priced_in_its_lane_and_storable_on_postgres() {
-        let config = Config::parse(
-            r#"
-[providers.openai]
-kind = "openai"
-
-[[workloads]]
-name = "cleanup"
-on = "record.imported"
-provider = "openai"
-model = "gpt-5-mini"
-max_tokens = 60
-prompt = "{{ payload.x }}"
-lane = "batch"
-needed_within = "24h"
-"#,
-            "unit.toml",
-        )
-        .expect("config");
+        let config = crate::test_support::batch_config();
         let resp = ChatResponse {
             text: "before\0after".into(),
             stop_reason: StopReason::EndTurn,

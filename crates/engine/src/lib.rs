@@ -45,3 +45,28 @@ pub fn rfc3339(ms: i64) -> String {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod test_support {
+    /// One OpenAI workload in the batch lane, for the unit tests of the executor and the batcher.
+    pub(crate) fn batch_config() -> sluice_core::Config {
+        sluice_core::Config::parse(
+            r#"
+[providers.openai]
+kind = "openai"
+
+[[workloads]]
+name = "cleanup"
+on = "record.imported"
+provider = "openai"
+model = "gpt-5-mini"
+max_tokens = 60
+prompt = "{{ payload.x }}"
+lane = "batch"
+needed_within = "24h"
+"#,
+            "unit.toml",
+        )
+        .expect("config")
+    }
+}
