@@ -17,7 +17,7 @@
 //!    (`deadline − turnaround p95 − stream p99 − margin`). With off-peak windows, only a deadline
 //!    cuts a batch outside them. Every batch is recorded with its tasks before it is sent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -140,7 +140,7 @@ impl Batcher {
         let open = self.store.open_batches().await?;
         // A batch another instance closed (several share one PostgreSQL store) is never polled
         // here again: its schedule goes with it.
-        let ids: std::collections::HashSet<&str> = open.iter().map(|b| b.id.as_str()).collect();
+        let ids: HashSet<&str> = open.iter().map(|b| b.id.as_str()).collect();
         self.polls.retain(|id, _| ids.contains(id.as_str()));
         for b in open {
             if b.state == "submitting" {
@@ -464,8 +464,7 @@ impl Batcher {
         }
         // A task escalated out of the batch (it is no longer a member) whose line ran before the
         // cancel reached the provider: billed all the same, so it goes in the ledger too.
-        let members: std::collections::HashSet<&str> =
-            tasks.iter().map(|t| t.id.as_str()).collect();
+        let members: HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
         for r in &results {
             let BatchOutcome::Succeeded(resp) = &r.outcome else { continue };
             if members.contains(r.custom_id.as_str()) {
