@@ -12,7 +12,7 @@
 //!   `sluice_core::config::Provider` and its [`ApiKey`]: `chat` (plain), `stream` (SSE deltas then
 //!   `Done`), and `call` / `call_streaming` which add the rate limiter and the retry policy.
 //! - `transport`: what every provider shares — sending, the [`Timeouts`] (connect, first byte,
-//!   silence between chunks, total; a longer profile for flex), turning error answers into
+//!   silence between chunks, total for a plain call and for a stream; a longer profile for flex), turning error answers into
 //!   [`ProviderError`]s, and driving a stream through a provider's accumulator.
 //! - `anthropic`, `openai`: one dialect each (request body and headers, answer, error body, SSE
 //!   events). Same shape for both; `docs/providers.md` says how to add a third.

@@ -34,6 +34,10 @@ pub struct Timeouts {
     /// A whole non-streamed call, headers included (they come only once the answer is
     /// generated). Long generations should stream instead (spec §7.3 item 25).
     pub total: Duration,
+    /// A whole streamed call, from sending to the final event. Generous, since a stream may
+    /// rightly run long; it exists so that a stream kept alive by pings alone, or dribbling a
+    /// byte at a time, cannot hold a call slot forever.
+    pub stream_total: Duration,
 }
 
 impl Timeouts {
@@ -43,6 +47,8 @@ impl Timeouts {
             first_byte: Duration::from_secs(60),
             idle: Duration::from_secs(60),
             total: Duration::from_secs(600),
+            // The Anthropic SDKs reckon a 128k-token answer takes about an hour to generate.
+            stream_total: Duration::from_secs(3600),
         }
     }
 
@@ -53,6 +59,8 @@ impl Timeouts {
             first_byte: Duration::from_secs(900),
             idle: Duration::from_secs(300),
             total: Duration::from_secs(900),
+            // The queueing allowed for the first byte, then the standard hour of generation.
+            stream_total: Duration::from_secs(900 + 3600),
         }
     }
 }
@@ -241,6 +249,7 @@ impl<D: Dialect> Transport<D> {
             finished: false,
             got_bytes: false,
             deadline: None,
+            end: None,
             request_id: None,
         };
         Box::pin(futures::stream::unfold(state, |mut st| async move {
@@ -265,6 +274,8 @@ struct StreamState<D: Dialect> {
     got_bytes: bool,
     /// The first-byte deadline, until the first body bytes arrive.
     deadline: Option<Instant>,
+    /// When the whole stream must be done (`stream_total` after sending).
+    end: Option<Instant>,
     /// The provider's id of this call, for errors that the transport raises mid-stream.
     request_id: Option<String>,
 }
@@ -301,7 +312,10 @@ impl<D: Dialect> StreamState<D> {
     async fn advance(&mut self) -> Result<(), ProviderError> {
         let t = self.timeouts;
         if let Some(req) = self.request.take() {
-            let deadline = Instant::now() + t.first_byte;
+            let now = Instant::now();
+            let end = now + t.stream_total;
+            self.end = Some(end);
+            let deadline = (now + t.first_byte).min(end);
             let resp = self.transport.open(&req, true, deadline).await?;
             let d = &self.transport.dialect;
             self.request_id = d.request_id(resp.headers());
@@ -314,11 +328,21 @@ impl<D: Dialect> StreamState<D> {
             self.finished = true;
             return Ok(());
         };
-        let deadline = match self.deadline {
+        let silence = match self.deadline {
             Some(d) if !self.got_bytes => d,
             _ => Instant::now() + t.idle,
         };
-        let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
+        let end = self.end.unwrap_or(silence);
+        let chunk = match tokio::time::timeout_at(silence.min(end), body.next()).await {
+            Err(_) if end <= silence => {
+                return Err(self.transport.err(
+                    ErrorKind::Timeout(TimeoutPhase::Total),
+                    format!(
+                        "the stream was not done within {}",
+                        sluice_core::units::fmt_duration(t.stream_total)
+                    ),
+                ));
+            }
             Err(_) => {
                 let phase =
                     if self.got_bytes { TimeoutPhase::Idle } else { TimeoutPhase::FirstByte };

@@ -100,6 +100,7 @@ fn client_at(kind: ProviderKind, base: &str) -> Client {
         first_byte: Duration::from_secs(5),
         idle: Duration::from_secs(5),
         total: Duration::from_secs(20),
+        stream_total: Duration::from_secs(20),
     };
     Client::with_options(
         &provider(kind, base),
@@ -556,6 +557,7 @@ async fn stalled_create_is_unknown(kind: ProviderKind) {
         first_byte: Duration::from_millis(500),
         idle: Duration::from_millis(500),
         total: Duration::from_millis(500),
+        stream_total: Duration::from_millis(500),
     };
     let c = Client::with_options(
         &provider(kind, &base),

@@ -119,6 +119,23 @@ async fn handle(
                 .body(Body::from_stream(stream))
                 .unwrap()
         }
+        "anthropic-pings" => {
+            // A stream that starts, then only pings, more often than the idle timeout (and
+            // stops by itself after 10 s).
+            let start = ANTHROPIC_STREAM.find("event: content_block_delta").unwrap();
+            let ping: &[u8] = b"event: ping\ndata: {\"type\":\"ping\"}\n\n";
+            let pieces = std::iter::once(ANTHROPIC_STREAM.as_bytes()[..start].to_vec())
+                .chain(std::iter::repeat_n(ping.to_vec(), 100));
+            let stream = futures::stream::iter(pieces).then(|p| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, std::io::Error>(p)
+            });
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(stream))
+                .unwrap()
+        }
         "anthropic-early-end" => {
             let cut = ANTHROPIC_STREAM.find("event: message_stop").unwrap();
             sse(&ANTHROPIC_STREAM[..cut], 64, Duration::ZERO)
@@ -180,6 +197,7 @@ fn client(kind: ProviderKind, base: &str, scenario: &str) -> Client {
         first_byte: Duration::from_secs(2),
         idle: Duration::from_millis(300),
         total: Duration::from_secs(5),
+        stream_total: Duration::from_millis(1500),
     };
     Client::with_options(
         &Provider {
@@ -275,6 +293,26 @@ async fn silence_between_chunks_times_out() {
         let e = last.unwrap().unwrap_err();
         assert_eq!(e.kind, ErrorKind::Timeout(TimeoutPhase::Idle));
         assert_eq!(e.class(), ErrorClass::Retryable { cause: RetryCause::Timeout });
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_kept_alive_by_pings_alone_ends_at_its_total() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (base, _) = start().await;
+        let c = client(ProviderKind::Anthropic, &base, "anthropic-pings");
+        let started = std::time::Instant::now();
+        let items: Vec<_> = c.stream(&req()).take(1000).collect().await;
+        let took = started.elapsed();
+        let e = items.last().unwrap().as_ref().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout(TimeoutPhase::Total), "{e}");
+        assert_eq!(e.class(), ErrorClass::Retryable { cause: RetryCause::Timeout });
+        assert!(e.message.contains("1.5s"), "{e}");
+        // The pings kept it past the idle timeout (300 ms), and the total (1.5 s) ended it.
+        assert!(took >= Duration::from_millis(1400), "ended after {took:?}");
+        assert!(took < Duration::from_secs(5), "ended after {took:?}");
     })
     .await
     .unwrap();

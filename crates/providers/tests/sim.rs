@@ -55,6 +55,7 @@ fn short_timeouts() -> ClientOptions {
         idle: Duration::from_millis(500),
         // A plain answer's headers come only once it is generated: `total` bounds them.
         total: Duration::from_millis(1500),
+        stream_total: Duration::from_secs(10),
     };
     ClientOptions { standard: t, flex: t }
 }
