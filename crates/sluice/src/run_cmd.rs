@@ -114,12 +114,11 @@ pub async fn run(mut config: Config, args: RunArgs) -> anyhow::Result<Outcome> {
         // Only this run's tasks: a `sluice serve` on the same store has work of its own, some
         // of it batched for hours, which this run must neither count nor wait for.
         let progress = store.progress_of(&ids).await?;
-        let open_batches = store.open_batches().await?.len();
         // Counting a run of a million tasks takes seconds: the bars then move less often rather
         // than the count taking a core from the work it counts, but never less than every 5 s.
         let pause = (read.elapsed() * 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
-        let state = Tally::of(&progress);
-        bars.show(&state, open_batches);
+        let state = Tally::of(&progress.rows);
+        bars.show(&state, progress.batches);
         if state.total > 0 && state.open == 0 {
             break true;
         }

@@ -24,9 +24,9 @@ use crate::settle;
 use crate::writer::SqliteWriter;
 use crate::{
     AttemptRecord, BatchLine, BatchMember, BatchRecord, Claimed, Completed, Completion,
-    DeliveryOutcome, DueDelivery, EventRecord, HistoryRow, Ingested, KeyConflict, LeaseLost,
-    LedgerPoint, NewEvent, ProgressRow, QueueSummary, ResultRecord, SqliteDurability, StoreError,
-    TaskDetail, TaskInput, TaskQuery, TaskRecord, TaskState,
+    DeliveryOutcome, DueDelivery, EventRecord, HistoryRow, Ingested, JobProgress, KeyConflict,
+    LeaseLost, LedgerPoint, NewEvent, ProgressRow, QueueSummary, ResultRecord, SqliteDurability,
+    StoreError, TaskDetail, TaskInput, TaskQuery, TaskRecord, TaskState,
 };
 
 /// The store: SQLite or PostgreSQL. Cheap to clone (it is a connection pool).
@@ -478,23 +478,34 @@ impl Store {
         dispatch!(self, progress(since))
     }
 
-    /// The tasks of these events, counted by workload, lane and state: the progress of one job
-    /// in a store that other work may share (a `sluice serve` on the same file or database).
-    pub async fn progress_of(&self, event_ids: &[String]) -> Result<Vec<ProgressRow>, StoreError> {
+    /// The tasks of these events, counted by workload, lane and state, and the batches they are
+    /// in: the progress of one job in a store that other work may share (a `sluice serve` on the
+    /// same file or database, with batches of its own).
+    pub async fn progress_of(&self, event_ids: &[String]) -> Result<JobProgress, StoreError> {
         // A file may name one event twice (the same idempotency key): counted once, whichever
         // chunks the two would fall in.
         let ids: BTreeSet<&str> = event_ids.iter().map(String::as_str).collect();
         let ids: Vec<&str> = ids.into_iter().collect();
         let mut counts: BTreeMap<(String, String, String), i64> = BTreeMap::new();
+        let mut batches: BTreeSet<String> = BTreeSet::new();
         for chunk in ids.chunks(500) {
-            for r in dispatch!(self, progress_of(chunk))? {
+            for (r, batch) in dispatch!(self, progress_of(chunk))? {
                 *counts.entry((r.workload, r.lane, r.state)).or_default() += r.count;
+                batches.extend(batch);
             }
         }
-        Ok(counts
-            .into_iter()
-            .map(|((workload, lane, state), count)| ProgressRow { workload, lane, state, count })
-            .collect())
+        Ok(JobProgress {
+            rows: counts
+                .into_iter()
+                .map(|((workload, lane, state), count)| ProgressRow {
+                    workload,
+                    lane,
+                    state,
+                    count,
+                })
+                .collect(),
+            batches: batches.len(),
+        })
     }
 
     /// When the earliest of these events was received (unix ms); `None` if none is stored.
@@ -1731,20 +1742,27 @@ macro_rules! queries {
             rows.iter().map(progress_from_row).collect()
         }
 
-        pub(super) async fn progress_of(pool: &Pool<$db>, event_ids: &[&str]) -> Result<Vec<ProgressRow>, StoreError> {
+        /// Counts by workload, lane, state and, for tasks in state `batched`, their batch.
+        pub(super) async fn progress_of(pool: &Pool<$db>, event_ids: &[&str]) -> Result<Vec<(ProgressRow, Option<String>)>, StoreError> {
             if event_ids.is_empty() {
                 return Ok(Vec::new());
             }
+            // Finished tasks keep their batch id: grouping by it only while batched keeps the
+            // rows few however many batches a job has gone through.
             let mut q = sqlx::QueryBuilder::<$db>::new(
-                "SELECT workload, lane, state, COUNT(*) AS n FROM tasks WHERE event_id IN (",
+                "SELECT workload, lane, state, CASE WHEN state = 'batched' THEN batch_id END AS in_batch,
+                        COUNT(*) AS n
+                 FROM tasks WHERE event_id IN (",
             );
             let mut list = q.separated(", ");
             for id in event_ids {
                 list.push_bind(id.to_string());
             }
-            list.push_unseparated(") GROUP BY workload, lane, state");
+            list.push_unseparated(") GROUP BY workload, lane, state, in_batch");
             let rows = q.build().fetch_all(pool).await?;
-            rows.iter().map(progress_from_row).collect()
+            rows.iter()
+                .map(|r| Ok((progress_from_row(r)?, r.try_get("in_batch")?)))
+                .collect()
         }
 
         pub(super) async fn earliest_received(pool: &Pool<$db>, ids: &[String]) -> Result<Option<i64>, StoreError> {

@@ -417,6 +417,15 @@ pub struct ProgressRow {
     pub count: i64,
 }
 
+/// Where one job's tasks stand: counts by workload, lane and state, and how many batches hold
+/// some of them now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct JobProgress {
+    pub rows: Vec<ProgressRow>,
+    /// Distinct batches with at least one of the job's tasks in state `batched`.
+    pub batches: usize,
+}
+
 /// Queued batch work of one workload, summed up: what the assembler's triggers look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSummary {

@@ -183,26 +183,93 @@ macro_rules! suite {
                 let mut ids: Vec<String> = (0..1_200).map(|i| format!("evt_absent_{i}")).collect();
                 ids.push(new.id.clone());
                 assert_eq!(
-                    counted(store.progress_of(&ids).await.unwrap()),
+                    counted(store.progress_of(&ids).await.unwrap().rows),
                     [row("digest", "pending", 1), row("triage", "queued", 1)]
                 );
                 ids.insert(0, old.id.clone());
                 assert_eq!(
-                    counted(store.progress_of(&ids).await.unwrap()),
+                    counted(store.progress_of(&ids).await.unwrap().rows),
                     [row("digest", "pending", 2), row("triage", "queued", 2)],
                     "counts of several chunks add up"
                 );
                 // An event named twice, the second time in another chunk, is counted once.
                 ids.insert(700, old.id.clone());
                 assert_eq!(
-                    counted(store.progress_of(&ids).await.unwrap()),
+                    counted(store.progress_of(&ids).await.unwrap().rows),
                     [row("digest", "pending", 2), row("triage", "queued", 2)]
                 );
-                assert!(store.progress_of(&[]).await.unwrap().is_empty());
+                assert_eq!(store.progress_of(&[]).await.unwrap(), JobProgress::default());
                 let history = store.history(200).await.unwrap();
                 assert_eq!(history.len(), 2);
                 assert!(history.iter().all(|r| r.event_id == new.id && r.created_at == 200));
                 assert_eq!(store.history(0).await.unwrap().len(), 4);
+            }
+
+            #[tokio::test]
+            async fn a_jobs_progress_counts_only_the_batches_its_tasks_are_in() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let batch_task = || {
+                    let mut t = task("scoring", TaskState::Queued, 9_000, None);
+                    t.lane = "batch".into();
+                    t
+                };
+                let (a1, a2, c) = (batch_task(), batch_task(), batch_task());
+                let mut mine = event(None, "h-mine");
+                mine.tasks = vec![a1.clone(), a2.clone()];
+                let mut other = event(None, "h-other");
+                other.tasks = vec![c.clone()];
+                store.ingest(&[vec![mine.clone()], vec![other.clone()]]).await.unwrap();
+                let batch = |n| BatchRecord {
+                    id: id(),
+                    provider: "anthropic".into(),
+                    model: "claude-sonnet-5-5".into(),
+                    state: "submitting".into(),
+                    provider_batch_id: None,
+                    item_count: n,
+                    bytes: 100,
+                    created_at: 200,
+                    submitted_at: None,
+                    ended_at: None,
+                    last_error: None,
+                };
+                // One batch shared with another job's task, one of this job's alone, and a
+                // third holding only the other job's work.
+                let (shared, alone, theirs) = (batch(2), batch(1), batch(1));
+                let c2 = batch_task();
+                let mut later = event(None, "h-later");
+                later.tasks = vec![c2.clone()];
+                store.ingest(&[vec![later.clone()]]).await.unwrap();
+                assert!(store.record_batch(&shared, &[a1.id.clone(), c.id.clone()]).await.unwrap());
+                assert!(store.record_batch(&alone, std::slice::from_ref(&a2.id)).await.unwrap());
+                assert!(store.record_batch(&theirs, std::slice::from_ref(&c2.id)).await.unwrap());
+                assert_eq!(store.open_batches().await.unwrap().len(), 3);
+
+                let progress = |ids: Vec<String>| {
+                    let store = store.clone();
+                    async move { store.progress_of(&ids).await.unwrap() }
+                };
+                let p = progress(vec![mine.id.clone()]).await;
+                assert_eq!(p.batches, 2, "the shared batch and its own, not the other job's");
+                assert_eq!(
+                    p.rows,
+                    [ProgressRow {
+                        workload: "scoring".into(),
+                        lane: "batch".into(),
+                        state: "batched".into(),
+                        count: 2
+                    }]
+                );
+                assert_eq!(progress(vec![other.id.clone()]).await.batches, 1);
+                assert_eq!(progress(vec![mine.id.clone(), other.id.clone()]).await.batches, 2);
+
+                // Once a task's line is in, its batch no longer holds work of this job, though
+                // the task keeps the batch's id.
+                store.batch_lines(&alone.id, &[(a2.id.clone(), completion(400))]).await.unwrap();
+                let p = progress(vec![mine.id.clone()]).await;
+                assert_eq!(p.batches, 1);
+                let states: Vec<(&str, i64)> =
+                    p.rows.iter().map(|r| (r.state.as_str(), r.count)).collect();
+                assert_eq!(states, [("batched", 1), ("succeeded", 1)]);
             }
 
             #[tokio::test]
