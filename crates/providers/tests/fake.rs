@@ -72,10 +72,17 @@ fn json(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
 /// An SSE body sent in `chunk`-byte pieces, `gap` apart.
 fn sse(text: &'static str, chunk: usize, gap: Duration) -> Response {
     let pieces: Vec<Vec<u8>> = text.as_bytes().chunks(chunk).map(<[u8]>::to_vec).collect();
-    let stream = futures::stream::iter(pieces).then(move |p| async move {
+    streamed(futures::stream::iter(pieces).then(move |p| async move {
         tokio::time::sleep(gap).await;
         Ok::<_, std::io::Error>(p)
-    });
+    }))
+}
+
+/// A `200` SSE answer whose body is `stream`.
+fn streamed<S>(stream: S) -> Response
+where
+    S: futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static,
+{
     Response::builder()
         .status(200)
         .header("content-type", "text/event-stream")
@@ -106,18 +113,14 @@ async fn handle(
             // Half the stream, then a pause longer than the idle timeout.
             let half = &ANTHROPIC_STREAM[..ANTHROPIC_STREAM.len() / 2];
             let pieces = vec![half.as_bytes().to_vec(), b"event: ping\n".to_vec()];
-            let stream =
-                futures::stream::iter(pieces.into_iter().enumerate()).then(|(i, p)| async move {
+            streamed(futures::stream::iter(pieces.into_iter().enumerate()).then(
+                |(i, p)| async move {
                     if i == 1 {
                         tokio::time::sleep(Duration::from_secs(5)).await;
                     }
-                    Ok::<_, std::io::Error>(p)
-                });
-            Response::builder()
-                .status(200)
-                .header("content-type", "text/event-stream")
-                .body(Body::from_stream(stream))
-                .unwrap()
+                    Ok(p)
+                },
+            ))
         }
         "anthropic-pings" => {
             // A stream that starts, then only pings, more often than the idle timeout (and
@@ -126,15 +129,10 @@ async fn handle(
             let ping: &[u8] = b"event: ping\ndata: {\"type\":\"ping\"}\n\n";
             let pieces = std::iter::once(ANTHROPIC_STREAM.as_bytes()[..start].to_vec())
                 .chain(std::iter::repeat_n(ping.to_vec(), 100));
-            let stream = futures::stream::iter(pieces).then(|p| async move {
+            streamed(futures::stream::iter(pieces).then(|p| async move {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                Ok::<_, std::io::Error>(p)
-            });
-            Response::builder()
-                .status(200)
-                .header("content-type", "text/event-stream")
-                .body(Body::from_stream(stream))
-                .unwrap()
+                Ok(p)
+            }))
         }
         "anthropic-early-end" => {
             let cut = ANTHROPIC_STREAM.find("event: message_stop").unwrap();
