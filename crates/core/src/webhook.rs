@@ -8,10 +8,12 @@ use hmac::{KeyInit, Mac};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
-/// Decodes a `whsec_…` secret (or a bare base64 one) into the HMAC key.
+/// Decodes a `whsec_…` secret (or a bare base64 one) into the HMAC key. `None` for text that is
+/// not base64 and for an empty key (a variable set to nothing, or to a bare `whsec_`): HMAC takes
+/// an empty key, and anyone could then sign with it.
 pub fn decode_secret(secret: &str) -> Option<Vec<u8>> {
     let s = secret.trim();
-    STANDARD.decode(s.strip_prefix("whsec_").unwrap_or(s)).ok()
+    STANDARD.decode(s.strip_prefix("whsec_").unwrap_or(s)).ok().filter(|key| !key.is_empty())
 }
 
 /// The `v1,…` signature of a message.
@@ -55,5 +57,13 @@ mod tests {
         assert!(matches(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, &sig));
         assert!(!matches(&key, "msg_other", 1614265330, body, &sig));
         assert!(!matches(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, "v1,AAAA"));
+    }
+
+    #[test]
+    fn an_empty_or_undecodable_secret_is_no_key() {
+        for secret in ["", "  ", "whsec_", " whsec_ ", "whsec_not base64!"] {
+            assert_eq!(decode_secret(secret), None, "{secret:?}");
+        }
+        assert_eq!(decode_secret("whsec_c2VjcmV0").as_deref(), Some(&b"secret"[..]));
     }
 }

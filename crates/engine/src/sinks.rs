@@ -48,7 +48,7 @@ impl Deliverer {
                         keys.insert(w.name.clone(), k);
                     }
                     None => {
-                        tracing::warn!(workload = %w.name, env = %var, "webhook secret not set or not base64: deliveries go unsigned")
+                        tracing::warn!(workload = %w.name, env = %var, "webhook secret not set, empty or not base64: deliveries go unsigned")
                     }
                 }
             }

@@ -256,7 +256,8 @@ async fn list_tasks(
 }
 
 /// The webhook keys of the config's sources, read from their environment variables. Sources whose
-/// variable is unset are named in the returned list (their deliveries get `503`).
+/// variable is unset, empty or not base64 are named in the returned list (their deliveries get
+/// `503`).
 pub fn hook_keys(
     config: &Config,
     env: impl Fn(&str) -> Option<String>,

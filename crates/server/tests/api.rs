@@ -428,6 +428,20 @@ macro_rules! api_suite {
 api_suite!(sqlite);
 api_suite!(postgres);
 
+#[test]
+fn a_source_whose_secret_is_empty_has_no_key() {
+    // An empty key would let anyone sign deliveries: the source is listed as missing instead
+    // (its deliveries get 503), whether the variable is empty or holds a bare `whsec_`.
+    let config = Config::parse(CONFIG, "test.toml").unwrap();
+    for secret in ["", "whsec_", "not base64!"] {
+        let (keys, missing) = sluice_server::hook_keys(&config, |name| {
+            (name == "HELPDESK_SECRET").then(|| secret.into())
+        });
+        assert!(keys.is_empty(), "{secret:?}");
+        assert_eq!(missing, ["helpdesk (HELPDESK_SECRET)"], "{secret:?}");
+    }
+}
+
 #[tokio::test]
 async fn every_example_event_is_accepted_by_the_example_config() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

@@ -52,7 +52,7 @@ impl Service {
     ) -> anyhow::Result<Service> {
         let (hook_keys, missing) = sluice_server::hook_keys(&config, |name| env(name));
         for m in &missing {
-            tracing::warn!(hook = %m, "webhook secret not set: deliveries to this source are refused with 503");
+            tracing::warn!(hook = %m, "webhook secret not set, empty or not base64: deliveries to this source are refused with 503");
         }
         raise_open_files(opts.executor.max_in_flight);
         let hub = Hub::default();
