@@ -59,7 +59,8 @@ pub fn verify(
     let id = header("webhook-id")?;
     let timestamp: i64 = header("webhook-timestamp")?.parse().map_err(|_| Refused::BadTimestamp)?;
     let signatures = header("webhook-signature")?;
-    let skew = now - timestamp;
+    // Saturating: the timestamp is the sender's, unchecked until here (i64::MIN is a number).
+    let skew = now.saturating_sub(timestamp);
     if skew.unsigned_abs() > tolerance.as_secs() {
         return Err(Refused::Stale(skew));
     }
@@ -112,7 +113,9 @@ async fn receive(
         let code = match e {
             Refused::Stale(_) => "stale_timestamp",
             Refused::BadSignature => "bad_signature",
-            _ => "missing_signature",
+            Refused::BadTimestamp => "bad_timestamp",
+            Refused::MissingHeader("webhook-signature") => "missing_signature",
+            Refused::MissingHeader(_) => "missing_header",
         };
         ApiError::new(StatusCode::UNAUTHORIZED, code, e.to_string())
     })?;
@@ -216,6 +219,13 @@ mod tests {
             verify(&key, &headers("m1", now, &good), body, now - 400, tol),
             Err(Refused::Stale(_))
         ));
+        // A timestamp at the end of i64's range is stale, not an overflow.
+        for far in [i64::MIN, i64::MAX] {
+            assert!(matches!(
+                verify(&key, &headers("m1", far, &good), body, now, tol),
+                Err(Refused::Stale(_))
+            ));
+        }
         // Rotation: any of several signatures may match.
         let rotated = format!("v1,AAAA {good}");
         assert!(verify(&key, &headers("m1", now, &rotated), body, now, tol).is_ok());

@@ -110,6 +110,14 @@ pub fn parse_body(body: &[u8], header_key: Option<&str>) -> Result<(Vec<EventIn>
                 format!("{at}idempotency_key must be 1 to {MAX_KEY_LEN} characters"),
             ));
         }
+        // PostgreSQL's text cannot hold NUL: refused here, it cannot fail the group commit
+        // that other clients' requests share.
+        if ev.idempotency_key.as_deref().is_some_and(|k| k.contains('\0')) {
+            return Err(ApiError::unprocessable(
+                "invalid_event",
+                format!("{at}idempotency_key must not contain the NUL character (\\u0000)"),
+            ));
+        }
     }
     Ok((events, is_array))
 }

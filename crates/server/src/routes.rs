@@ -119,13 +119,22 @@ fn task_json(t: &TaskRecord) -> serde_json::Value {
     v
 }
 
+/// An id from a path, as the store may be asked for it: one with a NUL character names nothing
+/// (and PostgreSQL's text cannot hold one, so asking would be a database error, not a 404).
+fn stored_id<'a>(id: &'a str, kind: &str) -> Result<&'a str, ApiError> {
+    if id.contains('\0') {
+        return Err(ApiError::not_found(kind, id));
+    }
+    Ok(id)
+}
+
 async fn get_event(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (event, tasks) = state
         .store
-        .event(&id)
+        .event(stored_id(&id, "event")?)
         .await
         .map_err(|e| ApiError::unavailable(&e))?
         .ok_or_else(|| ApiError::not_found("event", &id))?;
@@ -147,7 +156,7 @@ async fn get_task(
 ) -> Result<Response, ApiError> {
     let TaskDetail { task, result, attempt_log, cost_nanousd } = state
         .store
-        .task(&id)
+        .task(stored_id(&id, "task")?)
         .await
         .map_err(|e| ApiError::unavailable(&e))?
         .ok_or_else(|| ApiError::not_found("task", &id))?;
@@ -194,7 +203,7 @@ async fn get_batch(
 ) -> Result<Response, ApiError> {
     let (batch, tasks) = state
         .store
-        .batch(&id)
+        .batch(stored_id(&id, "batch")?)
         .await
         .map_err(|e| ApiError::unavailable(&e))?
         .ok_or_else(|| ApiError::not_found("batch", &id))?;
@@ -243,6 +252,14 @@ async fn list_tasks(
             "invalid_query",
             format!("limit must be 1 to {MAX_PAGE}, not {limit}"),
         ));
+    }
+    for (field, value) in [("workload", &p.workload), ("cursor", &p.cursor)] {
+        if value.as_deref().is_some_and(|v| v.contains('\0')) {
+            return Err(ApiError::unprocessable(
+                "invalid_query",
+                format!("{field} must not contain the NUL character (%00)"),
+            ));
+        }
     }
     let query = TaskQuery { state: task_state, workload: p.workload, after_id: p.cursor, limit };
     let tasks = state.store.tasks(&query).await.map_err(|e| ApiError::unavailable(&e))?;

@@ -292,6 +292,21 @@ macro_rules! api_suite {
                 let (status, _) = api.get("/v1/tasks/tsk_nope").await;
                 assert_eq!(status, StatusCode::NOT_FOUND);
 
+                // NUL, which PostgreSQL's text cannot hold: refused before the store, so that it
+                // cannot fail a commit other requests share, nor turn a lookup into a 503.
+                let (status, body) = api.post(json!({"type": "payment.created", "payload": {"amount": 1}, "idempotency_key": "a\u{0}b"})).await;
+                assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+                assert!(body["error"]["message"].as_str().unwrap().contains("idempotency_key"), "{body}");
+                for path in ["/v1/tasks/tsk%00", "/v1/events/evt%00", "/v1/batches/bat%00"] {
+                    let (status, _) = api.get(path).await;
+                    assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+                }
+                for query in ["cursor=%00", "workload=tri%00age"] {
+                    let (status, body) = api.get(&format!("/v1/tasks?{query}")).await;
+                    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+                    assert_eq!(body["error"]["code"], "invalid_query", "{query}");
+                }
+
                 let (_, page) = api.get("/v1/tasks").await;
                 assert!(page["tasks"].as_array().unwrap().is_empty(), "nothing stored: {page}");
                 api.stop().await;

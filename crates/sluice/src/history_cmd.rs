@@ -68,8 +68,11 @@ pub fn since_ms(since: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> anyh
     }
     match humantime::parse_duration(text) {
         Ok(d) => {
-            let d = chrono::Duration::from_std(d).context("--since: too far back")?;
-            Ok((now - d).timestamp_millis())
+            let back = chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_sub_signed(d))
+                .with_context(|| format!("--since {text:?}: too far back"))?;
+            Ok(back.timestamp_millis())
         }
         Err(_) => bail!(
             "--since {text:?}: expected a duration back from now (24h, 7d) or an RFC 3339 time (2026-11-25T00:00:00Z)"
@@ -164,5 +167,10 @@ mod tests {
         );
         let err = since_ms(Some("yesterday"), now).unwrap_err().to_string();
         assert!(err.contains("\"yesterday\"") && err.contains("24h"), "{err}");
+        // Past what a date can hold: an error, not a panic.
+        for far in ["1000000y", "300000000y"] {
+            let err = since_ms(Some(far), now).unwrap_err().to_string();
+            assert!(err.contains("too far back"), "{err}");
+        }
     }
 }
