@@ -126,16 +126,7 @@ pub async fn shutdown_signal() {
 
 /// A store URL without its password, for messages.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    sluice_store::redact_url(url)
 }
 
 pub fn init_tracing() {
@@ -148,14 +139,4 @@ pub fn init_tracing() {
         .with_ansi(ansi)
         .with_target(false)
         .try_init();
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_never_reach_messages() {
-        assert_eq!(super::redact("postgres://app:s3cret@db/x"), "postgres://app:***@db/x");
-        assert_eq!(super::redact("postgres://app@db/x"), "postgres://app@db/x");
-        assert_eq!(super::redact("sqlite://data/s.db"), "sqlite://data/s.db");
-    }
 }

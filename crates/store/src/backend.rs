@@ -82,7 +82,7 @@ impl Store {
             let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
             Store::Postgres(pool)
         } else {
-            return Err(StoreError::BadUrl(url.to_owned()));
+            return Err(StoreError::BadUrl(crate::redact_url(url)));
         };
         store.migrate().await?;
         Ok(store)

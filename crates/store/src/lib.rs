@@ -38,6 +38,7 @@ pub enum StoreError {
     WriterStopped(String),
     #[error("migration {version} failed: {source}")]
     Migration { version: i64, source: sqlx::Error },
+    /// Holds the URL without its password ([`redact_url`]).
     #[error("the store URL {0:?} is not sqlite://PATH or postgres://…")]
     BadUrl(String),
     #[error("corrupt row in {table}: {detail}")]
@@ -45,6 +46,34 @@ pub enum StoreError {
     /// One failure answered to several callers (a group commit that failed).
     #[error("{0}")]
     Shared(std::sync::Arc<StoreError>),
+}
+
+/// A store URL without its password, for messages and errors: the password of the user info
+/// (`postgres://app:***@db/x`) and any `password=` query parameter (`?password=***`).
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match base[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &base[..scheme + 3], &base[at..]),
+            None => base.to_owned(),
+        },
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
 }
 
 /// How hard SQLite works to keep a commit.
@@ -55,4 +84,35 @@ pub enum SqliteDurability {
     Full,
     /// `synchronous=NORMAL`: survives a process crash; the last commits may be lost on power loss.
     Normal,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_messages() {
+        for (url, shown) in [
+            ("postgres://app:s3cret@db/x", "postgres://app:***@db/x"),
+            ("postgres://app:s3@cret@db/x", "postgres://app:***@db/x"),
+            ("postgres://app@db/x", "postgres://app@db/x"),
+            ("sqlite://data/s.db", "sqlite://data/s.db"),
+            ("postgres://db/x?user=app&password=s3cret", "postgres://db/x?user=app&password=***"),
+            (
+                "postgress://app:s3cret@db/x?PASSWORD=s3cret",
+                "postgress://app:***@db/x?PASSWORD=***",
+            ),
+        ] {
+            assert_eq!(super::redact_url(url), shown);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mistyped_store_url_is_refused_without_its_password() {
+        let err = super::Store::open("postgress://app:s3cret@db/x", super::SqliteDurability::Full)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("postgress://app:***@db/x"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
 }
