@@ -553,6 +553,9 @@ enum Outcome {
     Failed(ProviderError),
     /// The task cannot run at all (its workload is gone, its template does not render).
     Broken(String),
+    /// The store could not be read to prepare the call: nothing was called, and the task runs
+    /// again when its lease expires, not failed for a passing outage.
+    StoreDown(String),
     LeaseLost,
 }
 
@@ -572,7 +575,8 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
     inner.hub.start(&task.id);
 
     let outcome = match prepare(inner, &task, input).await {
-        Err(reason) => Outcome::Broken(reason),
+        Err(Unready::Broken(reason)) => Outcome::Broken(reason),
+        Err(Unready::Store(reason)) => Outcome::StoreDown(reason),
         Ok((client, req)) => {
             let call = call(inner, &task, &client, &req, started);
             let keep = keep_lease(inner, &task.id, fence);
@@ -623,30 +627,43 @@ async fn budget_stop(
     }
 }
 
+/// Why a task's call could not be prepared.
+enum Unready {
+    /// For good: the task fails with this reason.
+    Broken(String),
+    /// The store could not be read just now.
+    Store(String),
+}
+
 /// The provider request of a task: its workload's templates rendered over the event and, for an
 /// `after` task, the upstream output.
 async fn prepare(
     inner: &Inner,
     task: &TaskRecord,
     input: Option<TaskInput>,
-) -> Result<(Client, ChatRequest), String> {
+) -> Result<(Client, ChatRequest), Unready> {
     let config = &inner.config;
-    let w = config
-        .workload(&task.workload)
-        .ok_or_else(|| format!("workload {:?} is no longer in the config", task.workload))?;
+    let w = config.workload(&task.workload).ok_or_else(|| {
+        Unready::Broken(format!("workload {:?} is no longer in the config", task.workload))
+    })?;
     let provider = config.provider(w);
-    let client = inner
-        .clients
-        .get(&provider.name)
-        .cloned()
-        .ok_or_else(|| format!("no client for provider {:?}", provider.name))?;
-    let headers = &inner.opts.extra_headers;
-    let req = match input {
-        Some(input) => {
-            render_with(config, &task.workload, &task.lane, &task.id, Some(&input), headers)?
-        }
-        None => render_request(&inner.store, config, task, headers).await?,
+    let client =
+        inner.clients.get(&provider.name).cloned().ok_or_else(|| {
+            Unready::Broken(format!("no client for provider {:?}", provider.name))
+        })?;
+    let input = match input {
+        Some(input) => Some(input),
+        None => inner.store.task_input(task).await.map_err(|e| match e {
+            // A row that cannot be read will not read better next time.
+            StoreError::Corrupt { .. } => {
+                Unready::Broken(format!("cannot read the task's event: {e}"))
+            }
+            _ => Unready::Store(format!("cannot read the task's event: {e}")),
+        })?,
     };
+    let headers = &inner.opts.extra_headers;
+    let req = render_with(config, &task.workload, &task.lane, &task.id, input.as_ref(), headers)
+        .map_err(Unready::Broken)?;
     Ok((client, req))
 }
 
@@ -783,6 +800,36 @@ async fn complete(
     inner.store.complete(task_id, fence, &completion).await
 }
 
+/// [`complete`] for a call that was made and paid for: a store error is not the end of it. The
+/// write is tried again with backoff while the lease is kept alive, for up to twice the lease
+/// (so a passing outage does not hand the task to another worker, which would pay for it
+/// again); the fence makes a repeated write harmless.
+async fn complete_durably(
+    inner: &Inner,
+    task_id: &str,
+    fence: i64,
+    completion: Completion,
+) -> Result<Result<Completed, LeaseLost>, StoreError> {
+    let give_up = Instant::now() + (inner.opts.lease * 2).max(Duration::from_secs(10));
+    let retries = async {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match complete(inner, task_id, fence, completion.clone()).await {
+                Err(e) if Instant::now() + pause < give_up => {
+                    tracing::warn!(task = task_id, error = %e, retry_in = ?pause, "cannot store a paid result yet; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                written => return written,
+            }
+        }
+    };
+    tokio::select! {
+        written = retries => written,
+        () = keep_lease(inner, task_id, fence) => Ok(Err(LeaseLost { fence })),
+    }
+}
+
 /// Renews the lease every third of its length; returns only when it is lost.
 async fn keep_lease(inner: &Inner, task_id: &str, fence: i64) {
     let every = inner.opts.lease / 3;
@@ -828,7 +875,7 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
             );
             let cost = completion.ledger.cost_nanousd;
             let result = completion.result();
-            let r = complete(inner, &task.id, fence, completion).await;
+            let r = complete_durably(inner, &task.id, fence, completion).await;
             // Told to the watchers only once stored; otherwise they hear what went wrong (below).
             let mut update = Update::Stopped(String::new());
             if let Ok(Ok(stored)) = &r {
@@ -853,6 +900,11 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                 }
             }
             (r.map(|stored| stored.map(drop)), update)
+        }
+        Outcome::StoreDown(reason) => {
+            metrics::counter!(m::TASK_RETRIES, "cause" => "store").increment(1);
+            tracing::warn!(task = %task.id, error = %reason, "cannot prepare a task's call; it runs again when its lease expires");
+            (Ok(Ok(())), Update::Stopped(format!("{reason}; it runs again")))
         }
         Outcome::Broken(reason) => {
             metrics::counter!(

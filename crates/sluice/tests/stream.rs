@@ -266,6 +266,51 @@ async fn a_watcher_hears_when_the_result_cannot_be_stored_instead_of_waiting_for
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_result_is_stored_once_the_store_is_back_not_paid_for_again() {
+    let w = slow_world(600, 5).await;
+    let raw = |sql: &'static str| {
+        let store = w.store.clone();
+        async move {
+            let sluice_store::Store::Sqlite(pool, _) = &store else { unreachable!() };
+            sqlx::query(sql).execute(pool).await.unwrap();
+        }
+    };
+    let ticket = json!({"type": "ticket.created", "payload": {"subject": "Refund"}});
+    let r: Value = w.post_events(&ticket).await;
+    let id = r["tasks"][0]["id"].as_str().unwrap().to_owned();
+    wait_for(Duration::from_secs(5), async || {
+        let d = w.store.task(&id).await.unwrap().unwrap();
+        (d.task.state == sluice_store::TaskState::Running).then_some(())
+    })
+    .await;
+    // While the call runs, results cannot be written (as in a database outage); the call ends
+    // and is paid for meanwhile.
+    raw("ALTER TABLE results RENAME TO results_away").await;
+    wait_for(Duration::from_secs(10), async || {
+        let paid = w.sim.charges().all().iter().any(|c| c.user_id.as_deref() == Some(&*id));
+        paid.then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    raw("ALTER TABLE results_away RENAME TO results").await;
+
+    // The executor kept trying: the result is stored well before the lease (30 s) would have
+    // handed the task to a new call.
+    let d = wait_for(Duration::from_secs(10), async || {
+        let d = w.store.task(&id).await.unwrap().unwrap();
+        d.task.state.is_final().then_some(d)
+    })
+    .await;
+    assert_eq!(d.task.state, sluice_store::TaskState::Succeeded, "{:?}", d.attempt_log);
+    assert!(d.result.is_some());
+    let charges = w.sim.charges().all();
+    let paid = charges.iter().filter(|c| c.user_id.as_deref() == Some(&*id)).count();
+    assert_eq!(paid, 1, "paid for once");
+    let _ = w.stop.send(true);
+    w.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_tasks_start_from_ingest_while_call_slots_last_and_wait_queued_beyond() {
     // Calls that hold their slot a while: 4 slots, 8 places to wait for one in memory, and 17
     // tasks at once.
@@ -317,6 +362,53 @@ async fn stream_tasks_start_from_ingest_while_call_slots_last_and_wait_queued_be
         let n = charges.iter().filter(|c| c.user_id.as_deref() == Some(id.as_str())).count();
         assert_eq!(n, 1, "task {id} charged {n} times");
     }
+    let _ = w.stop.send(true);
+    w.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_event_cannot_be_read_for_a_moment_runs_later_instead_of_failing() {
+    let opts = sluice_engine::ExecutorOptions {
+        lease: Duration::from_secs(2),
+        max_attempts: 5,
+        ..common::quick_options(Vec::new())
+    };
+    let w = common::world_with(SimConfig::default(), opts, config).await;
+    let raw = |sql: &'static str| {
+        let store = w.store.clone();
+        async move {
+            let sluice_store::Store::Sqlite(pool, _) = &store else { unreachable!() };
+            sqlx::query(sql).execute(pool).await.unwrap();
+        }
+    };
+    // A task of a worker that died: the executor takes it over when its lease ends, and reads
+    // its event from the store to render the call, while the store cannot give it.
+    let lease = sluice_store::TaskLease {
+        owner: "dead-worker".into(),
+        expires_at: sluice_engine::now_ms() + 300,
+    };
+    let ticket = claimed_ticket(lease, "outage");
+    let id = ticket.tasks[0].id.clone();
+    w.store.ingest(&[vec![ticket]]).await.unwrap().remove(0).unwrap();
+    raw("ALTER TABLE events RENAME TO events_away").await;
+    let taken = wait_for(Duration::from_secs(10), async || {
+        let d = w.store.task(&id).await.unwrap().unwrap();
+        (d.task.lease_owner.as_deref() != Some("dead-worker")).then_some(d)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let d = w.store.task(&id).await.unwrap().unwrap();
+    assert_eq!(d.task.state, sluice_store::TaskState::Running, "not failed: {:?}", d.attempt_log);
+    assert_eq!(d.task.fence, taken.task.fence);
+    raw("ALTER TABLE events_away RENAME TO events").await;
+
+    // Its lease ends, it is taken again, and this time it runs.
+    let d = wait_for(Duration::from_secs(15), async || {
+        let d = w.store.task(&id).await.unwrap().unwrap();
+        d.task.state.is_final().then_some(d)
+    })
+    .await;
+    assert_eq!(d.task.state, sluice_store::TaskState::Succeeded, "{:?}", d.attempt_log);
     let _ = w.stop.send(true);
     w.sim.shutdown().await;
 }
