@@ -102,24 +102,26 @@ pub fn parse_body(body: &[u8], header_key: Option<&str>) -> Result<(Vec<EventIn>
         if !is_array && ev.idempotency_key.is_none() {
             ev.idempotency_key = header_key.map(str::to_owned);
         }
-        if let Some(key) = &ev.idempotency_key
-            && (key.is_empty() || key.len() > MAX_KEY_LEN)
-        {
-            return Err(ApiError::unprocessable(
-                "invalid_event",
-                format!("{at}idempotency_key must be 1 to {MAX_KEY_LEN} characters"),
-            ));
-        }
-        // PostgreSQL's text cannot hold NUL: refused here, it cannot fail the group commit
-        // that other clients' requests share.
-        if ev.idempotency_key.as_deref().is_some_and(|k| k.contains('\0')) {
-            return Err(ApiError::unprocessable(
-                "invalid_event",
-                format!("{at}idempotency_key must not contain the NUL character (\\u0000)"),
-            ));
+        if let Some(key) = &ev.idempotency_key {
+            check_key(key)
+                .map_err(|msg| ApiError::unprocessable("invalid_event", format!("{at}{msg}")))?;
         }
     }
     Ok((events, is_array))
+}
+
+/// What an idempotency key must be; the problem in words otherwise. Shared with `sluice run`,
+/// which checks a whole file before it sends any of it.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(format!("idempotency_key must be 1 to {MAX_KEY_LEN} characters"));
+    }
+    // PostgreSQL's text cannot hold NUL: refused here, it cannot fail the group commit that
+    // other clients' requests share.
+    if key.contains('\0') {
+        return Err("idempotency_key must not contain the NUL character (\\u0000)".into());
+    }
+    Ok(())
 }
 
 fn kind(v: &serde_json::Value) -> &'static str {

@@ -175,7 +175,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Summary> {
     let opts = Options {
         listen: ([127, 0, 0, 1], 0).into(),
         tokens: Tokens::default(),
-        max_body_bytes: 16 * 1024 * 1024,
+        max_body_bytes: job::MAX_BODY_BYTES,
         executor: ExecutorOptions::for_config(&config),
         learn_turnaround: false,
         day_clock: DayClock::Compressed { midnight, speed },
@@ -215,8 +215,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Summary> {
     let deadline = Instant::now() + Duration::from_secs_f64(day / speed) + Duration::from_secs(300);
     loop {
         let clock = midnight.elapsed().as_secs_f64() * speed;
-        let due: Vec<&serde_json::Value> =
-            timed[next..].iter().take_while(|(t, _)| *t <= clock).map(|(_, l)| &l.event).collect();
+        let due: Vec<&job::Line> =
+            timed[next..].iter().take_while(|(t, _)| *t <= clock).map(|(_, l)| *l).collect();
         if !due.is_empty() {
             job::post(&http, &base, &due).await?;
             next += due.len();

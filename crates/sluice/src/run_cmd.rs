@@ -76,7 +76,7 @@ pub async fn run(mut config: Config, args: RunArgs) -> anyhow::Result<Outcome> {
     let opts = Options {
         listen: ([127, 0, 0, 1], 0).into(),
         tokens: Tokens::default(),
-        max_body_bytes: 16 * 1024 * 1024,
+        max_body_bytes: job::MAX_BODY_BYTES,
         executor: ExecutorOptions::for_config(&config),
         learn_turnaround: true,
         day_clock: Default::default(),
@@ -88,7 +88,7 @@ pub async fn run(mut config: Config, args: RunArgs) -> anyhow::Result<Outcome> {
 
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
-    let events: Vec<&serde_json::Value> = lines.iter().map(|l| &l.event).collect();
+    let events: Vec<&job::Line> = lines.iter().collect();
     let http = reqwest::Client::new();
     let ids = tokio::select! {
         ids = job::post(&http, &base, &events) => ids?,
