@@ -260,7 +260,15 @@ async fn ingest_body(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| body_error(&e, state.options.max_body_bytes))?;
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "the Idempotency-Key header must be visible ASCII; nothing was stored",
+            )
+        })?),
+    };
     let (events, is_array) = parse_body(&body, key)?;
     let streamed = wants_stream(headers);
     if streamed && is_array {

@@ -33,7 +33,8 @@ pub struct EventIn {
 }
 
 /// Parses a body holding one event or an array of events. `header_key` (the `Idempotency-Key`
-/// header) applies to a single event that has no key of its own.
+/// header) keys a single event; with an array, or beside another key in the event, it is an
+/// error rather than ignored.
 ///
 /// Each event is read straight into [`EventIn`] (an array's items from their raw text, so that an
 /// error names its index), not through a `serde_json::Value` of the whole body: that copied
@@ -96,6 +97,28 @@ pub fn parse_body(body: &[u8], header_key: Option<&str>) -> Result<(Vec<EventIn>
             ));
         }
     };
+    // A key that would be ignored is refused instead: a client that retries on the strength of
+    // it would store its events twice.
+    if let Some(header) = header_key {
+        if is_array {
+            return Err(ApiError::bad_request(
+                "idempotency_key_header_on_array",
+                "the Idempotency-Key header keys one event: give each event of an array its own \
+                 idempotency_key; nothing was stored",
+            ));
+        }
+        if let Some(own) = events.first().and_then(|e| e.idempotency_key.as_deref())
+            && own != header
+        {
+            return Err(ApiError::bad_request(
+                "idempotency_key_mismatch",
+                format!(
+                    "the Idempotency-Key header ({header:?}) and the event's idempotency_key \
+                     ({own:?}) differ: send one of them; nothing was stored"
+                ),
+            ));
+        }
+    }
     let mut events = events;
     for (i, ev) in events.iter_mut().enumerate() {
         let at = if is_array { format!("events[{i}]: ") } else { String::new() };
@@ -576,7 +599,7 @@ volume_per_day = 5000
         assert_eq!(parse_body(b"", None).unwrap_err().code, "invalid_json");
         let (evs, array) = parse_body(
             br#" [{"type":"a","payload":{"b":[1,{"c":null}]}},{"type":"b","payload":2,"idempotency_key":"k"}]"#,
-            Some("ignored for arrays"),
+            None,
         )
         .unwrap();
         assert!(array);
@@ -588,5 +611,13 @@ volume_per_day = 5000
         let (evs, array) = parse_body(br#"{"type":"a","payload":{}}"#, Some("k1")).unwrap();
         assert!(!array);
         assert_eq!(evs[0].idempotency_key.as_deref(), Some("k1"));
+        // The header beside the same key in the event is one key; with an array, or beside
+        // another key, it would be ignored: refused.
+        let same = parse_body(br#"{"type":"a","payload":{},"idempotency_key":"k1"}"#, Some("k1"));
+        assert_eq!(same.unwrap().0[0].idempotency_key.as_deref(), Some("k1"));
+        let other = parse_body(br#"{"type":"a","payload":{},"idempotency_key":"k2"}"#, Some("k1"));
+        assert_eq!(other.unwrap_err().code, "idempotency_key_mismatch");
+        let array = parse_body(br#"[{"type":"a","payload":{}}]"#, Some("k1"));
+        assert_eq!(array.unwrap_err().code, "idempotency_key_header_on_array");
     }
 }

@@ -245,8 +245,22 @@ macro_rules! api_suite {
                 let a: Value = post("hdr-1").await.unwrap().json().await.unwrap();
                 let b: Value = post("hdr-1").await.unwrap().json().await.unwrap();
                 assert_eq!(a["event_id"], b["event_id"]);
+                // A header key that would be ignored is refused: on an array, beside another key
+                // in the event, or not ASCII.
+                let refused = |r: reqwest::Response, code: &'static str| async move {
+                    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+                    let body: Value = r.json().await.unwrap();
+                    assert_eq!(body["error"]["code"], code, "{body}");
+                };
+                let with_header = |k: &[u8], body: Value| {
+                    let k = reqwest::header::HeaderValue::from_bytes(k).unwrap();
+                    api.req(reqwest::Method::POST, "/v1/events").header("idempotency-key", k).json(&body).send()
+                };
+                refused(with_header(b"hdr-2", json!([ticket(None)])).await.unwrap(), "idempotency_key_header_on_array").await;
+                refused(with_header(b"hdr-3", ticket(Some("tkt-9"))).await.unwrap(), "idempotency_key_mismatch").await;
+                refused(with_header("clé".as_bytes(), ticket(None)).await.unwrap(), "invalid_idempotency_key").await;
                 let (_, page) = api.get("/v1/tasks?limit=100").await;
-                assert_eq!(page["tasks"].as_array().unwrap().len(), 4);
+                assert_eq!(page["tasks"].as_array().unwrap().len(), 4, "nothing more stored");
                 api.stop().await;
             }
 
