@@ -144,6 +144,13 @@ pub fn check_key(key: &str) -> Result<(), String> {
     if key.contains('\0') {
         return Err("idempotency_key must not contain the NUL character (\\u0000)".into());
     }
+    // A verified webhook delivery is keyed `hook:<source>:<webhook-id>`: a key of that form from
+    // an API client could take a delivery's place before it arrives.
+    if key.starts_with("hook:") {
+        return Err(
+            "idempotency_key may not start with `hook:`, kept for webhook deliveries".into()
+        );
+    }
     Ok(())
 }
 
@@ -619,5 +626,7 @@ volume_per_day = 5000
         assert_eq!(other.unwrap_err().code, "idempotency_key_mismatch");
         let array = parse_body(br#"[{"type":"a","payload":{}}]"#, Some("k1"));
         assert_eq!(array.unwrap_err().code, "idempotency_key_header_on_array");
+        let hook = parse_body(br#"{"type":"a","payload":{},"idempotency_key":"hook:gh:1"}"#, None);
+        assert!(hook.unwrap_err().message.contains("webhook deliveries"));
     }
 }
