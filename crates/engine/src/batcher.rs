@@ -29,7 +29,7 @@ use sluice_providers::{Client, RetryPolicy};
 use sluice_store::{AttemptRecord, BatchMember, BatchRecord, QueueSummary, Store, TaskState};
 use tokio::sync::{Notify, watch};
 
-use crate::executor::{SetupError, build_clients, completion_for, render_request, render_with};
+use crate::executor::{SetupError, build_clients, completion_for, render_with};
 use crate::now_ms;
 
 pub const BATCHES_SUBMITTED: &str = "sluice_batches_submitted_total";
@@ -371,8 +371,25 @@ impl Batcher {
                 let Some((_, tasks)) = self.store.batch(&b.id).await? else { return Ok(()) };
                 let mut items = Vec::new();
                 for t in tasks.iter().filter(|t| t.state == TaskState::Batched) {
-                    if let Ok(request) = render_request(&self.store, &self.config, t, &[]).await {
-                        items.push(BatchItem { custom_id: t.id.clone(), request });
+                    // A store error ends the tick (the batch is reconciled at the next); a task
+                    // that no longer renders (its workload gone from the config) fails, rather
+                    // than stay in a batch that will never run it.
+                    let input = self.store.task_input(t).await?;
+                    match render_with(
+                        &self.config,
+                        &t.workload,
+                        &t.lane,
+                        &t.id,
+                        input.as_ref(),
+                        &[],
+                    ) {
+                        Ok(request) => items.push(BatchItem { custom_id: t.id.clone(), request }),
+                        Err(reason) => {
+                            let a = attempt(&b.id, "failed", Some(reason));
+                            self.store
+                                .unbatch(&t.id, &b.id, TaskState::Failed, &t.lane, 0, None, &a)
+                                .await?;
+                        }
                     }
                 }
                 if items.is_empty() {
@@ -402,6 +419,9 @@ impl Batcher {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(batch = %b.id, error = %e, "cannot poll a batch; trying again later");
+                // Deadlines do not wait for the provider's status page: tasks due soon go to
+                // the stream lane all the same.
+                self.guard(&client, &handle, b).await?;
                 self.later(&b.id);
                 return Ok(());
             }
@@ -415,8 +435,21 @@ impl Batcher {
         let tasks = self.store.batch_members(&b.id).await?;
         let results = match client.batch_results(&handle, &self.opts.retry).await {
             Ok(r) => r,
+            // Ended without results to download (it failed or expired whole): asking again
+            // will not bring them, so its tasks go back to the queue, or to the stream lane
+            // when their deadline is near.
+            Err(e) if !e.is_retryable() => {
+                let why = format!("its batch's results cannot be had ({e})");
+                tracing::warn!(batch = %b.id, error = %e, "a batch ended without results; its tasks are queued again");
+                for t in tasks.iter().filter(|t| t.state == TaskState::Batched) {
+                    self.requeue_or_escalate(t, &b.id, &why).await?;
+                }
+                self.store.finish_batch(&b.id, "failed", now_ms(), Some(&e.to_string())).await?;
+                return Ok(());
+            }
             Err(e) => {
                 tracing::warn!(batch = %b.id, error = %e, "cannot fetch a batch's results; trying again later");
+                self.guard(&client, &handle, b).await?;
                 self.later(&b.id);
                 return Ok(());
             }

@@ -667,21 +667,10 @@ async fn prepare(
     Ok((client, req))
 }
 
-/// The provider request of a task: its workload's templates rendered over the event and, for an
-/// `after` task, the upstream output. Shared by the executor and the batcher.
-pub async fn render_request(
-    store: &Store,
-    config: &Config,
-    task: &TaskRecord,
-    headers: &[(String, String)],
-) -> Result<ChatRequest, String> {
-    let input =
-        store.task_input(task).await.map_err(|e| format!("cannot read the task's event: {e}"))?;
-    render_with(config, &task.workload, &task.lane, &task.id, input.as_ref(), headers)
-}
-
-/// [`render_request`] from an input already read (the batch assembler reads a batch's inputs in
-/// one query).
+/// The provider request of a task: its workload's templates rendered over its input (the event
+/// and, for an `after` task, the upstream output), read beforehand: the executor and the batch
+/// assembler read many tasks' inputs in one query, and tell a store error from a task that
+/// cannot render.
 pub fn render_with(
     config: &Config,
     workload: &str,

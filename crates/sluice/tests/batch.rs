@@ -455,3 +455,116 @@ async fn a_provider_down_while_polling_delays_results_but_loses_and_repays_nothi
     assert_eq!(stored.len(), 1, "nothing was submitted again: {stored:?}");
     let _ = w.stop.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_is_kept_while_the_batch_cannot_be_polled() {
+    // Batches take 30 s; these leads are needed within 30 s, so the guard must send them to the
+    // stream lane about 17 s into their batch, whether or not the provider answers polls then.
+    let mut sim = SimConfig::instant();
+    sim.batch.turnaround_median = Duration::from_secs(30);
+    sim.batch.turnaround_p95 = Duration::from_secs(30);
+    let proxies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let made = proxies.clone();
+    let w = common::world(sim, Vec::new(), move |sim: &str, hook: &str| {
+        let p = proxy(sim);
+        let c = config(&p.url, hook);
+        made.lock().unwrap().push(p);
+        c
+    })
+    .await;
+    let down = |on: bool| {
+        for p in proxies.lock().unwrap().iter() {
+            p.down.send_replace(on);
+        }
+    };
+    let urgent = post(&w, "lead.created", 4, Some("30s")).await;
+    wait_for(Duration::from_secs(10), async || {
+        let b = w.store.batches(10).await.unwrap();
+        b.first().filter(|b| b.provider_batch_id.is_some()).map(|_| ())
+    })
+    .await;
+    down(true);
+    // Every poll fails from here; the tasks leave the batch for the stream lane all the same.
+    wait_for(Duration::from_secs(25), async || {
+        for id in &urgent {
+            let d = w.store.task(id).await.unwrap().unwrap();
+            if d.task.lane != "stream" {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    down(false);
+    let done = finished(&w, &urgent, Duration::from_secs(20)).await;
+    for d in &done {
+        assert_eq!(d.task.state, TaskState::Succeeded, "{:?}", d.attempt_log);
+        assert!(d.task.reason.contains("escalated to stream"), "{}", d.task.reason);
+    }
+    let _ = w.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_left_unsent_whose_tasks_no_longer_render_fails_them_instead_of_holding_them() {
+    let w = common::world(SimConfig::instant(), Vec::new(), config).await;
+    // As a crash leaves it: a batch recorded (`submitting`) and never sent, holding a task of a
+    // workload since removed from the config.
+    let now = sluice_engine::now_ms();
+    let raw = |s: String| serde_json::value::RawValue::from_string(s).unwrap();
+    let task_id = format!("tsk_gone_{now}");
+    let event = sluice_store::NewEvent {
+        id: format!("evt_gone_{now}"),
+        event_type: "lead.created".into(),
+        payload: raw(json!({"name": "Ada"}).to_string()),
+        idempotency_key: None,
+        request_hash: String::new(),
+        needed_within_ms: None,
+        source: "api".into(),
+        received_at: now,
+        tasks: vec![sluice_store::NewTask {
+            id: task_id.clone(),
+            workload: "retired".into(),
+            lane: "batch".into(),
+            state: TaskState::Queued,
+            rule: "test".into(),
+            reason: "stored by the test".into(),
+            decision: raw("{}".into()),
+            deadline: now + 86_400_000,
+            priority: 0,
+            after_task_id: None,
+            lease: None,
+        }],
+    };
+    w.store.ingest(&[vec![event]]).await.unwrap().remove(0).unwrap();
+    let batch = sluice_store::BatchRecord {
+        id: format!("bat_gone_{now}"),
+        provider: "anthropic".into(),
+        model: "claude-sonnet-5-5".into(),
+        state: "submitting".into(),
+        provider_batch_id: None,
+        item_count: 1,
+        bytes: 100,
+        created_at: now,
+        submitted_at: None,
+        ended_at: None,
+        last_error: None,
+    };
+    assert!(w.store.record_batch(&batch, std::slice::from_ref(&task_id)).await.unwrap());
+
+    let d = wait_for(Duration::from_secs(10), async || {
+        let d = w.store.task(&task_id).await.unwrap().unwrap();
+        d.task.state.is_final().then_some(d)
+    })
+    .await;
+    assert_eq!(d.task.state, TaskState::Failed);
+    let why = d.attempt_log.iter().filter_map(|a| a.error.as_deref()).collect::<Vec<_>>();
+    assert!(why.iter().any(|e| e.contains("no longer in the config")), "{why:?}");
+    let b = wait_for(Duration::from_secs(10), async || {
+        let (b, _) = w.store.batch(&batch.id).await.unwrap().unwrap();
+        (b.state == "ended").then_some(b)
+    })
+    .await;
+    assert_eq!(b.last_error.as_deref(), Some("no task left to submit"));
+    assert!(w.sim.charges().all().is_empty(), "nothing sent");
+    let _ = w.stop.send(true);
+}
