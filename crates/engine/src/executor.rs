@@ -819,6 +819,20 @@ async fn complete_durably(
     }
 }
 
+/// The wait before a task's next attempt, back in the queue: longer than the in-call retries,
+/// a uniform draw up to 2 s doubling with each attempt to at most 64 s (full jitter, so that
+/// tasks failed together by one 529 do not come back together), and never less than what the
+/// provider asked for in `retry-after`.
+fn requeue_delay(
+    attempts: i64,
+    retry_after: Option<Duration>,
+    rng: &mut impl rand::Rng,
+) -> Duration {
+    let ceiling = Duration::from_secs(1 << attempts.clamp(1, 6));
+    let jitter = Duration::from_secs_f64(rng.random_range(0.0..=ceiling.as_secs_f64()));
+    retry_after.map_or(jitter, |asked| asked.max(jitter))
+}
+
 /// Renews the lease every third of its length; returns only when it is lost.
 async fn keep_lease(inner: &Inner, task_id: &str, fence: i64) {
     let every = inner.opts.lease / 3;
@@ -920,11 +934,12 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                     });
                     metrics::counter!(m::TASK_RETRIES, "cause" => "flex_unavailable").increment(1);
                     if now + millis(room) < task.deadline {
+                        let wait = requeue_delay(task.attempts, e.retry_after, &mut rand::rng());
                         let r = store
                             .requeue(
                                 &task.id,
                                 fence,
-                                now + 2_000,
+                                now + millis(wait),
                                 &attempt("flex_unavailable", Some(message), request_id),
                             )
                             .await;
@@ -950,11 +965,7 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                 ErrorClass::Retryable { cause } if task.attempts < inner.opts.max_attempts => {
                     let label = format!("{cause:?}").to_lowercase();
                     metrics::counter!(m::TASK_RETRIES, "cause" => label).increment(1);
-                    // Longer waits than the in-call retries: 2, 4, 8 … seconds, or what the
-                    // provider asked for.
-                    let backoff = e
-                        .retry_after
-                        .unwrap_or(Duration::from_secs(1 << task.attempts.clamp(1, 6)));
+                    let backoff = requeue_delay(task.attempts, e.retry_after, &mut rand::rng());
                     let status = format!("attempt failed ({message}); retrying later");
                     let r = store
                         .requeue(
@@ -1082,7 +1093,27 @@ pub fn completion_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng as _;
     use sluice_providers::{StopReason, Usage};
+
+    #[test]
+    fn a_task_waits_a_jittered_backoff_and_at_least_the_retry_after() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut draws = |attempts, retry_after| {
+            (0..200).map(|_| requeue_delay(attempts, retry_after, &mut rng)).collect::<Vec<_>>()
+        };
+        // Spread over [0, 2^attempts s], capped at 64 s: tasks failed together part ways.
+        for (attempts, cap) in [(1, 2), (3, 8), (6, 64), (40, 64)] {
+            let waits = draws(attempts, None);
+            assert!(waits.iter().all(|w| *w <= Duration::from_secs(cap)), "{attempts}");
+            let (lo, hi) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+            assert!(*hi - *lo > Duration::from_secs(cap) / 2, "{attempts}: {lo:?}..{hi:?}");
+        }
+        // The provider's retry-after is a floor.
+        let asked = Duration::from_secs(30);
+        assert!(draws(1, Some(asked)).iter().all(|w| *w == asked));
+        assert!(draws(6, Some(asked)).iter().all(|w| *w >= asked));
+    }
 
     #[test]
     fn call_slots_are_what_the_providers_take_together() {
