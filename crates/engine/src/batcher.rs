@@ -25,8 +25,10 @@ use sluice_core::Config;
 use sluice_providers::batch::{
     BatchError, BatchHandle, BatchItem, BatchOutcome, ReconcileProbe, SLUICE_BATCH_ID,
 };
-use sluice_providers::{Client, RetryPolicy};
-use sluice_store::{AttemptRecord, BatchMember, BatchRecord, QueueSummary, Store, TaskState};
+use sluice_providers::{ChatRequest, Client, RetryPolicy};
+use sluice_store::{
+    AttemptRecord, BatchMember, BatchRecord, QueueSummary, Store, TaskInput, TaskState,
+};
 use tokio::sync::{Notify, watch};
 
 use crate::executor::{SetupError, build_clients, completion_for, render_with};
@@ -164,6 +166,18 @@ impl Batcher {
         *e = (Instant::now() + e.1, (e.1 * 2).min(max));
     }
 
+    /// A batch line's request: the task's templates over its input (no extra headers: a
+    /// batch line carries none).
+    fn render(
+        &self,
+        workload: &str,
+        lane: &str,
+        task_id: &str,
+        input: Option<&TaskInput>,
+    ) -> Result<ChatRequest, String> {
+        render_with(&self.config, workload, lane, task_id, input, &[])
+    }
+
     fn client(&self, provider: &str) -> Option<&Client> {
         self.clients.get(provider)
     }
@@ -249,14 +263,7 @@ impl Batcher {
                 if items.len() >= max_items {
                     break;
                 }
-                let request = match render_with(
-                    &self.config,
-                    &t.workload,
-                    &t.lane,
-                    &t.id,
-                    input.as_ref(),
-                    &[],
-                ) {
+                let request = match self.render(&t.workload, &t.lane, &t.id, input.as_ref()) {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(task = %t.id, error = %e, "cannot render a batch task; it stays queued");
@@ -375,14 +382,7 @@ impl Batcher {
                     // that no longer renders (its workload gone from the config) fails, rather
                     // than stay in a batch that will never run it.
                     let input = self.store.task_input(t).await?;
-                    match render_with(
-                        &self.config,
-                        &t.workload,
-                        &t.lane,
-                        &t.id,
-                        input.as_ref(),
-                        &[],
-                    ) {
+                    match self.render(&t.workload, &t.lane, &t.id, input.as_ref()) {
                         Ok(request) => items.push(BatchItem { custom_id: t.id.clone(), request }),
                         Err(reason) => {
                             let a = attempt(&b.id, "failed", Some(reason));

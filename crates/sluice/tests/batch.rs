@@ -395,25 +395,39 @@ fn proxy(target: &str) -> Proxy {
     Proxy { url, down }
 }
 
+/// The providers' proxies of a world, to take them down and up together.
+#[derive(Clone, Default)]
+struct Proxies(std::sync::Arc<std::sync::Mutex<Vec<Proxy>>>);
+
+impl Proxies {
+    fn set_down(&self, on: bool) {
+        for p in self.0.lock().unwrap().iter() {
+            p.down.send_replace(on);
+        }
+    }
+}
+
+/// The whole service with a [`proxy`] between it and each provider of the config.
+async fn behind_proxies(sim: SimConfig) -> (World, Proxies) {
+    let proxies = Proxies::default();
+    let made = proxies.clone();
+    let w = common::world(sim, Vec::new(), move |sim: &str, hook: &str| {
+        let p = proxy(sim);
+        let c = config(&p.url, hook);
+        made.0.lock().unwrap().push(p);
+        c
+    })
+    .await;
+    (w, proxies)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_down_while_polling_delays_results_but_loses_and_repays_nothing() {
     let mut sim = SimConfig::instant();
     sim.batch.turnaround_median = Duration::from_secs(2);
     sim.batch.turnaround_p95 = Duration::from_secs(2);
-    let proxies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let made = proxies.clone();
-    let w = common::world(sim, Vec::new(), move |sim: &str, hook: &str| {
-        let p = proxy(sim);
-        let c = config(&p.url, hook);
-        made.lock().unwrap().push(p);
-        c
-    })
-    .await;
-    let down = |on: bool| {
-        for p in proxies.lock().unwrap().iter() {
-            p.down.send_replace(on);
-        }
-    };
+    let (w, proxies) = behind_proxies(sim).await;
+    let down = |on: bool| proxies.set_down(on);
     let leads = post(&w, "lead.created", 4, None).await;
     // The batch is submitted and known by its provider id; then the provider goes away.
     wait_for(Duration::from_secs(10), async || {
@@ -463,20 +477,8 @@ async fn a_deadline_is_kept_while_the_batch_cannot_be_polled() {
     let mut sim = SimConfig::instant();
     sim.batch.turnaround_median = Duration::from_secs(30);
     sim.batch.turnaround_p95 = Duration::from_secs(30);
-    let proxies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let made = proxies.clone();
-    let w = common::world(sim, Vec::new(), move |sim: &str, hook: &str| {
-        let p = proxy(sim);
-        let c = config(&p.url, hook);
-        made.lock().unwrap().push(p);
-        c
-    })
-    .await;
-    let down = |on: bool| {
-        for p in proxies.lock().unwrap().iter() {
-            p.down.send_replace(on);
-        }
-    };
+    let (w, proxies) = behind_proxies(sim).await;
+    let down = |on: bool| proxies.set_down(on);
     let urgent = post(&w, "lead.created", 4, Some("30s")).await;
     wait_for(Duration::from_secs(10), async || {
         let b = w.store.batches(10).await.unwrap();
@@ -510,31 +512,9 @@ async fn a_batch_left_unsent_whose_tasks_no_longer_render_fails_them_instead_of_
     // As a crash leaves it: a batch recorded (`submitting`) and never sent, holding a task of a
     // workload since removed from the config.
     let now = sluice_engine::now_ms();
-    let raw = |s: String| serde_json::value::RawValue::from_string(s).unwrap();
-    let task_id = format!("tsk_gone_{now}");
-    let event = sluice_store::NewEvent {
-        id: format!("evt_gone_{now}"),
-        event_type: "lead.created".into(),
-        payload: raw(json!({"name": "Ada"}).to_string()),
-        idempotency_key: None,
-        request_hash: String::new(),
-        needed_within_ms: None,
-        source: "api".into(),
-        received_at: now,
-        tasks: vec![sluice_store::NewTask {
-            id: task_id.clone(),
-            workload: "retired".into(),
-            lane: "batch".into(),
-            state: TaskState::Queued,
-            rule: "test".into(),
-            reason: "stored by the test".into(),
-            decision: raw("{}".into()),
-            deadline: now + 86_400_000,
-            priority: 0,
-            after_task_id: None,
-            lease: None,
-        }],
-    };
+    let task = common::task("gone", "retired", "batch", TaskState::Queued);
+    let task_id = task.id.clone();
+    let event = common::event_with_task("gone", "lead.created", json!({"name": "Ada"}), task);
     w.store.ingest(&[vec![event]]).await.unwrap().remove(0).unwrap();
     let batch = sluice_store::BatchRecord {
         id: format!("bat_gone_{now}"),

@@ -268,13 +268,6 @@ async fn a_watcher_hears_when_the_result_cannot_be_stored_instead_of_waiting_for
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_result_is_stored_once_the_store_is_back_not_paid_for_again() {
     let w = slow_world(600, 5).await;
-    let raw = |sql: &'static str| {
-        let store = w.store.clone();
-        async move {
-            let sluice_store::Store::Sqlite(pool, _) = &store else { unreachable!() };
-            sqlx::query(sql).execute(pool).await.unwrap();
-        }
-    };
     let ticket = json!({"type": "ticket.created", "payload": {"subject": "Refund"}});
     let r: Value = w.post_events(&ticket).await;
     let id = r["tasks"][0]["id"].as_str().unwrap().to_owned();
@@ -285,14 +278,14 @@ async fn a_paid_result_is_stored_once_the_store_is_back_not_paid_for_again() {
     .await;
     // While the call runs, results cannot be written (as in a database outage); the call ends
     // and is paid for meanwhile.
-    raw("ALTER TABLE results RENAME TO results_away").await;
+    common::sql(&w.store, "ALTER TABLE results RENAME TO results_away").await;
     wait_for(Duration::from_secs(10), async || {
         let paid = w.sim.charges().all().iter().any(|c| c.user_id.as_deref() == Some(&*id));
         paid.then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    raw("ALTER TABLE results_away RENAME TO results").await;
+    common::sql(&w.store, "ALTER TABLE results_away RENAME TO results").await;
 
     // The executor kept trying: the result is stored well before the lease (30 s) would have
     // handed the task to a new call.
@@ -374,13 +367,6 @@ async fn a_task_whose_event_cannot_be_read_for_a_moment_runs_later_instead_of_fa
         ..common::quick_options(Vec::new())
     };
     let w = common::world_with(SimConfig::default(), opts, config).await;
-    let raw = |sql: &'static str| {
-        let store = w.store.clone();
-        async move {
-            let sluice_store::Store::Sqlite(pool, _) = &store else { unreachable!() };
-            sqlx::query(sql).execute(pool).await.unwrap();
-        }
-    };
     // A task of a worker that died: the executor takes it over when its lease ends, and reads
     // its event from the store to render the call, while the store cannot give it.
     let lease = sluice_store::TaskLease {
@@ -390,7 +376,7 @@ async fn a_task_whose_event_cannot_be_read_for_a_moment_runs_later_instead_of_fa
     let ticket = claimed_ticket(lease, "outage");
     let id = ticket.tasks[0].id.clone();
     w.store.ingest(&[vec![ticket]]).await.unwrap().remove(0).unwrap();
-    raw("ALTER TABLE events RENAME TO events_away").await;
+    common::sql(&w.store, "ALTER TABLE events RENAME TO events_away").await;
     let taken = wait_for(Duration::from_secs(10), async || {
         let d = w.store.task(&id).await.unwrap().unwrap();
         (d.task.lease_owner.as_deref() != Some("dead-worker")).then_some(d)
@@ -400,7 +386,7 @@ async fn a_task_whose_event_cannot_be_read_for_a_moment_runs_later_instead_of_fa
     let d = w.store.task(&id).await.unwrap().unwrap();
     assert_eq!(d.task.state, sluice_store::TaskState::Running, "not failed: {:?}", d.attempt_log);
     assert_eq!(d.task.fence, taken.task.fence);
-    raw("ALTER TABLE events_away RENAME TO events").await;
+    common::sql(&w.store, "ALTER TABLE events_away RENAME TO events").await;
 
     // Its lease ends, it is taken again, and this time it runs.
     let d = wait_for(Duration::from_secs(15), async || {
@@ -415,31 +401,10 @@ async fn a_task_whose_event_cannot_be_read_for_a_moment_runs_later_instead_of_fa
 
 /// A ticket with its triage task, to be stored already claimed under `lease`.
 fn claimed_ticket(lease: sluice_store::TaskLease, label: &str) -> sluice_store::NewEvent {
-    let now = sluice_engine::now_ms();
-    let raw = |s: String| serde_json::value::RawValue::from_string(s).unwrap();
-    sluice_store::NewEvent {
-        id: format!("evt_{label}_{now}"),
-        event_type: "ticket.created".into(),
-        payload: raw(json!({"subject": format!("Ticket {label}")}).to_string()),
-        idempotency_key: None,
-        request_hash: String::new(),
-        needed_within_ms: None,
-        source: "api".into(),
-        received_at: now,
-        tasks: vec![sluice_store::NewTask {
-            id: format!("tsk_{label}_{now}"),
-            workload: "triage".into(),
-            lane: "stream".into(),
-            state: sluice_store::TaskState::Running,
-            rule: "test".into(),
-            reason: "handed over by the test".into(),
-            decision: raw("{}".into()),
-            deadline: now + 120_000,
-            priority: 0,
-            after_task_id: None,
-            lease: Some(lease),
-        }],
-    }
+    let mut task = common::task(label, "triage", "stream", sluice_store::TaskState::Running);
+    task.lease = Some(lease);
+    let payload = json!({"subject": format!("Ticket {label}")});
+    common::event_with_task(label, "ticket.created", payload, task)
 }
 
 /// A stopping service delivers the results it has just stored before it exits, rather than leave

@@ -199,3 +199,55 @@ pub async fn wait_for<T>(limit: Duration, mut f: impl AsyncFnMut() -> Option<T>)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Runs raw SQL on a SQLite store, to make it fail the way an outage would (a table renamed away
+/// under the running service, then back).
+pub async fn sql(store: &Store, sql: &'static str) {
+    let Store::Sqlite(pool, _) = store else { panic!("a SQLite store") };
+    sqlx::query(sql).execute(pool).await.unwrap();
+}
+
+/// An event with one task, to be written straight into the store, as a crash or another
+/// instance leaves one.
+pub fn event_with_task(
+    label: &str,
+    event_type: &str,
+    payload: Value,
+    task: sluice_store::NewTask,
+) -> sluice_store::NewEvent {
+    let now = sluice_engine::now_ms();
+    sluice_store::NewEvent {
+        id: format!("evt_{label}_{now}"),
+        event_type: event_type.into(),
+        payload: serde_json::value::RawValue::from_string(payload.to_string()).unwrap(),
+        idempotency_key: None,
+        request_hash: String::new(),
+        needed_within_ms: None,
+        source: "api".into(),
+        received_at: now,
+        tasks: vec![task],
+    }
+}
+
+/// A task of `workload` in `lane`, for [`event_with_task`]; due in two minutes.
+pub fn task(
+    label: &str,
+    workload: &str,
+    lane: &str,
+    state: sluice_store::TaskState,
+) -> sluice_store::NewTask {
+    let now = sluice_engine::now_ms();
+    sluice_store::NewTask {
+        id: format!("tsk_{label}_{now}"),
+        workload: workload.into(),
+        lane: lane.into(),
+        state,
+        rule: "test".into(),
+        reason: "stored by the test".into(),
+        decision: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+        deadline: now + 120_000,
+        priority: 0,
+        after_task_id: None,
+        lease: None,
+    }
+}
