@@ -27,7 +27,7 @@ use sluice_providers::batch::{
 };
 use sluice_providers::{ChatRequest, Client, RetryPolicy};
 use sluice_store::{
-    AttemptRecord, BatchMember, BatchRecord, QueueSummary, Store, TaskInput, TaskState,
+    AttemptRecord, BatchMember, BatchRecord, Lease, QueueSummary, Store, TaskInput, TaskState,
 };
 use tokio::sync::{Notify, watch};
 
@@ -48,6 +48,10 @@ pub struct BatcherOptions {
     pub retry: RetryPolicy,
     /// Added to batch creates (tests use it to ask the simulator for faults).
     pub extra_headers: Vec<(String, String)>,
+    /// How long a batch being submitted is this instance's alone without a renewal (renewed
+    /// every quarter of it while the provider call runs). After a crash mid-submit, the batch is
+    /// reconciled once this has run out.
+    pub submit_lease: Duration,
 }
 
 impl Default for BatcherOptions {
@@ -58,6 +62,7 @@ impl Default for BatcherOptions {
             poll_max: Duration::from_secs(60),
             retry: RetryPolicy::default(),
             extra_headers: Vec::new(),
+            submit_lease: Duration::from_secs(20),
         }
     }
 }
@@ -74,6 +79,8 @@ pub struct Batcher {
     wake: Option<Arc<Notify>>,
     turnarounds: crate::Turnarounds,
     budget: crate::budget::Budget,
+    /// This instance, as the holder of submit leases.
+    owner: String,
 }
 
 impl Batcher {
@@ -96,6 +103,7 @@ impl Batcher {
             wake,
             turnarounds,
             budget,
+            owner: format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()),
         })
     }
 
@@ -146,7 +154,10 @@ impl Batcher {
         self.polls.retain(|id, _| ids.contains(id.as_str()));
         for b in open {
             if b.state == "submitting" {
-                self.reconcile(&b).await?;
+                // Held by another instance: it is sending this batch now.
+                if self.store.take_batch_submit(&b.id, &self.submit_lease(), now_ms()).await? {
+                    self.reconcile(&b).await?;
+                }
             } else if self.due(&b.id) {
                 self.poll(&b).await?;
             }
@@ -176,6 +187,43 @@ impl Batcher {
         input: Option<&TaskInput>,
     ) -> Result<ChatRequest, String> {
         render_with(&self.config, workload, lane, task_id, input, &[])
+    }
+
+    fn submit_lease(&self) -> Lease {
+        Lease {
+            owner: self.owner.clone(),
+            expires_at: now_ms().saturating_add(millis(self.opts.submit_lease)),
+        }
+    }
+
+    /// Runs `work` (a call to the provider about batch `id`, still `submitting`) while renewing
+    /// this instance's submit lease on it, so that no other instance takes the batch for dead
+    /// and sends it again while this one's call is on its way.
+    async fn holding<T>(&self, id: &str, work: impl Future<Output = T>) -> T {
+        // Resolves never: `work` ends the select.
+        let renew = async {
+            loop {
+                tokio::time::sleep(self.opts.submit_lease / 4).await;
+                match self.store.take_batch_submit(id, &self.submit_lease(), now_ms()).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(batch = %id, "the submit lease of a batch ran out during its create call (the store was out of reach for longer than the lease); another instance may have reconciled it");
+                        break;
+                    }
+                    // Tried again at the next renewal; the lease has room for a few misses.
+                    Err(e) => {
+                        tracing::warn!(batch = %id, error = %e, "cannot renew a batch's submit lease")
+                    }
+                }
+            }
+            std::future::pending::<T>().await
+        };
+        tokio::pin!(work);
+        tokio::select! {
+            biased;
+            out = &mut work => out,
+            out = renew => out,
+        }
     }
 
     fn client(&self, provider: &str) -> Option<&Client> {
@@ -302,7 +350,7 @@ impl Batcher {
                 ended_at: None,
                 last_error: None,
             };
-            if !self.store.record_batch(&record, &ids).await? {
+            if !self.store.record_batch(&record, &ids, &self.submit_lease()).await? {
                 continue;
             }
             tracing::info!(batch = %record.id, provider = %provider, items = items.len(), bytes, trigger = why, "batch cut");
@@ -318,10 +366,13 @@ impl Batcher {
         items: &[BatchItem],
     ) -> Result<(), sluice_store::StoreError> {
         let metadata = BTreeMap::from([(SLUICE_BATCH_ID.to_owned(), b.id.clone())]);
-        match client
-            .submit_batch_with_headers(items, &metadata, &self.opts.extra_headers, &self.opts.retry)
-            .await
-        {
+        let create = client.submit_batch_with_headers(
+            items,
+            &metadata,
+            &self.opts.extra_headers,
+            &self.opts.retry,
+        );
+        match self.holding(&b.id, create).await {
             Ok(handle) => {
                 self.store.batch_submitted(&b.id, &handle.provider_batch_id, now_ms()).await?;
                 metrics::counter!(BATCHES_SUBMITTED, "provider" => b.provider.clone()).increment(1);
@@ -366,7 +417,7 @@ impl Batcher {
                 .unwrap_or_default(),
             known_ids: &known,
         };
-        match client.find_submitted(&probe, &self.opts.retry).await {
+        match self.holding(&b.id, client.find_submitted(&probe, &self.opts.retry)).await {
             Ok(found) if found.len() == 1 => {
                 tracing::info!(batch = %b.id, provider_batch = %found[0].handle.provider_batch_id, "reconciled a batch whose create answer was lost");
                 self.store
@@ -676,7 +727,8 @@ mod tests {
             ended_at: None,
             last_error: None,
         };
-        assert!(store.record_batch(&open, &[]).await.expect("record"));
+        let lease = Lease { owner: "test".into(), expires_at: 0 };
+        assert!(store.record_batch(&open, &[], &lease).await.expect("record"));
         store.batch_submitted("bat_open", "batch_provider_1", now_ms()).await.expect("submitted");
         let hour = Duration::from_secs(3600);
         // Not due for an hour, so the tick does not call the provider.

@@ -13,8 +13,8 @@ use sluice_providers::{
     Tier,
 };
 use sluice_store::{
-    AttemptRecord, Claimed, Completed, Completion, EventRecord, LeaseLost, LedgerEntry,
-    NewDelivery, Store, StoreError, TaskInput, TaskLease, TaskRecord,
+    AttemptRecord, Claimed, Completed, Completion, EventRecord, Lease, LeaseLost, LedgerEntry,
+    NewDelivery, Store, StoreError, TaskInput, TaskRecord,
 };
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -272,8 +272,8 @@ impl Handoff {
     }
 
     /// The lease to write with a task stored for this executor at `now`.
-    pub fn lease(&self, now: i64) -> TaskLease {
-        TaskLease { owner: self.owner.clone(), expires_at: now.saturating_add(millis(self.lease)) }
+    pub fn lease(&self, now: i64) -> Lease {
+        Lease { owner: self.owner.clone(), expires_at: now.saturating_add(millis(self.lease)) }
     }
 
     /// Starts a task that was stored with [`Handoff::lease`]; its slot is released when it ends.

@@ -15,7 +15,8 @@
 //! | `none` | no fault, whatever the configured rates |
 //!
 //! On batch creation (both providers) the header also takes `expire` (the batch expires whole)
-//! and, for OpenAI, `fail` (validation fails).
+//! and, for OpenAI, `fail` (validation fails); `stall` there holds the answer back and creates
+//! the batch only when it is sent, as a slow create call does.
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -5,10 +5,12 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{World, wait_for};
 use serde_json::{Value, json};
+use sluice_engine::{Batcher, BatcherOptions};
 use sluice_sim::SimConfig;
 use sluice_store::TaskState;
 
@@ -397,7 +399,7 @@ fn proxy(target: &str) -> Proxy {
 
 /// The providers' proxies of a world, to take them down and up together.
 #[derive(Clone, Default)]
-struct Proxies(std::sync::Arc<std::sync::Mutex<Vec<Proxy>>>);
+struct Proxies(Arc<std::sync::Mutex<Vec<Proxy>>>);
 
 impl Proxies {
     fn set_down(&self, on: bool) {
@@ -529,7 +531,9 @@ async fn a_batch_left_unsent_whose_tasks_no_longer_render_fails_them_instead_of_
         ended_at: None,
         last_error: None,
     };
-    assert!(w.store.record_batch(&batch, std::slice::from_ref(&task_id)).await.unwrap());
+    // Its submitter's lease ran out with it.
+    let crashed = sluice_store::Lease { owner: "crashed".into(), expires_at: 0 };
+    assert!(w.store.record_batch(&batch, std::slice::from_ref(&task_id), &crashed).await.unwrap());
 
     let d = wait_for(Duration::from_secs(10), async || {
         let d = w.store.task(&task_id).await.unwrap().unwrap();
@@ -547,4 +551,86 @@ async fn a_batch_left_unsent_whose_tasks_no_longer_render_fails_them_instead_of_
     assert_eq!(b.last_error.as_deref(), Some("no task left to submit"));
     assert!(w.sim.charges().all().is_empty(), "nothing sent");
     let _ = w.stop.send(true);
+}
+
+/// Two instances on one store (as on PostgreSQL): while one is still sending a batch (its
+/// create call slow), the other sees it `submitting` with no provider id; it must leave it to
+/// its sender, not find it missing at the provider and send it again, paying every line twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_another_instance_is_still_sending_is_not_sent_again() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = sluice_sim::Sim::start(SimConfig::instant(), "127.0.0.1:0").await.unwrap();
+    let config =
+        Arc::new(sluice_core::Config::parse(&config(sim.base_url(), ""), "two.toml").unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("two.db").display());
+    let store =
+        sluice_store::Store::open(&url, sluice_store::SqliteDurability::Full).await.unwrap();
+    let env = |_: &str| Some("sk-two".to_owned());
+    // A lease far shorter than the slow create: the sender keeps the batch only by renewing it.
+    let instance = |headers: Vec<(String, String)>| {
+        let opts = BatcherOptions {
+            extra_headers: headers,
+            submit_lease: Duration::from_millis(400),
+            ..BatcherOptions::default()
+        };
+        Batcher::new(store.clone(), config.clone(), env, None, opts).unwrap()
+    };
+    let mut slow = instance(vec![("x-sim-fault".into(), "stall=2s".into())]);
+    let mut other = instance(Vec::new());
+    // A full batch (max_items 4) for each provider, cut at the first tick.
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        for (workload, kind) in [("scoring", "lead.created"), ("cleanup", "record.imported")] {
+            let label = format!("{workload}{i}");
+            let t = common::task(&label, workload, "batch", TaskState::Queued);
+            tasks.push(t.id.clone());
+            let e = common::event_with_task(&label, kind, json!({"name": label}), t);
+            store.ingest(&[vec![e]]).await.unwrap().remove(0).unwrap();
+        }
+    }
+
+    let sending = tokio::spawn(async move {
+        slow.tick().await.unwrap();
+        slow
+    });
+    wait_for(Duration::from_secs(5), async || {
+        let open = store.open_batches().await.unwrap();
+        open.iter().any(|b| b.state == "submitting").then_some(())
+    })
+    .await;
+    // The other instance ticks all through the slow create.
+    let mut seen_submitting = 0;
+    while !sending.is_finished() {
+        let open = store.open_batches().await.unwrap();
+        seen_submitting += open.iter().filter(|b| b.state == "submitting").count();
+        other.tick().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut slow = sending.await.unwrap();
+
+    // Both follow the batches to their end.
+    wait_for(Duration::from_secs(30), async || {
+        slow.tick().await.unwrap();
+        other.tick().await.unwrap();
+        let q = sluice_store::TaskQuery { limit: 100, ..Default::default() };
+        let all = store.tasks(&q).await.unwrap();
+        all.iter().all(|t| t.state.is_final()).then_some(())
+    })
+    .await;
+    let charges = sim.charges().all();
+    for t in &tasks {
+        let d = store.task(t).await.unwrap().unwrap();
+        assert_eq!(d.task.state, TaskState::Succeeded, "{t}: {:?}", d.task.last_error);
+        let paid = charges.iter().filter(|c| c.custom_id.as_deref() == Some(t.as_str())).count();
+        assert_eq!(paid, 1, "task {t} paid {paid} times");
+    }
+    let ours: Vec<String> =
+        store.batches(100).await.unwrap().into_iter().filter_map(|b| b.provider_batch_id).collect();
+    for c in &charges {
+        let b = c.batch_id.as_deref().unwrap_or_default();
+        assert!(ours.iter().any(|o| o == b), "provider batch {b} is not in the store: sent twice");
+    }
+    // Not a vacuous pass: the other instance did tick while a batch was being sent.
+    assert!(seen_submitting >= 5, "saw a batch being sent {seen_submitting} times");
 }

@@ -413,7 +413,16 @@ async fn history(
             last_error: None,
         };
         let task_ids: Vec<String> = group.iter().map(|(t, _)| t.clone()).collect();
-        assert!(store.record_batch(&record, &task_ids).await.unwrap());
+        assert!(
+            store
+                .record_batch(
+                    &record,
+                    &task_ids,
+                    &sluice_store::Lease { owner: "gone".into(), expires_at: 0 }
+                )
+                .await
+                .unwrap()
+        );
         store.batch_submitted(&record.id, &format!("msgbatch_{b}"), created).await.unwrap();
         let lines: Vec<(String, Completion)> = group
             .iter()

@@ -369,7 +369,7 @@ async fn a_task_whose_event_cannot_be_read_for_a_moment_runs_later_instead_of_fa
     let w = common::world_with(SimConfig::default(), opts, config).await;
     // A task of a worker that died: the executor takes it over when its lease ends, and reads
     // its event from the store to render the call, while the store cannot give it.
-    let lease = sluice_store::TaskLease {
+    let lease = sluice_store::Lease {
         owner: "dead-worker".into(),
         expires_at: sluice_engine::now_ms() + 300,
     };
@@ -400,7 +400,7 @@ async fn a_task_whose_event_cannot_be_read_for_a_moment_runs_later_instead_of_fa
 }
 
 /// A ticket with its triage task, to be stored already claimed under `lease`.
-fn claimed_ticket(lease: sluice_store::TaskLease, label: &str) -> sluice_store::NewEvent {
+fn claimed_ticket(lease: sluice_store::Lease, label: &str) -> sluice_store::NewEvent {
     let mut task = common::task(label, "triage", "stream", sluice_store::TaskState::Running);
     task.lease = Some(lease);
     let payload = json!({"subject": format!("Ticket {label}")});
@@ -435,7 +435,7 @@ deliver = {{ file = "{}" }}
     let store =
         sluice_store::Store::open(&url, sluice_store::SqliteDurability::Full).await.unwrap();
     let now = sluice_engine::now_ms();
-    let lease = sluice_store::TaskLease { owner: "test".into(), expires_at: now + 60_000 };
+    let lease = sluice_store::Lease { owner: "test".into(), expires_at: now + 60_000 };
     let ticket = claimed_ticket(lease, "delivered");
     let id = ticket.tasks[0].id.clone();
     store.ingest(&[vec![ticket]]).await.unwrap().remove(0).unwrap();

@@ -25,8 +25,8 @@ use crate::writer::SqliteWriter;
 use crate::{
     AttemptRecord, BatchLine, BatchMember, BatchRecord, Claimed, Completed, Completion,
     DeliveryOutcome, DueDelivery, EventRecord, HistoryRow, Ingested, JobProgress, KeyConflict,
-    LeaseLost, LedgerPoint, NewEvent, ProgressRow, QueueSummary, ResultRecord, SqliteDurability,
-    StoreError, TaskDetail, TaskInput, TaskQuery, TaskRecord, TaskState,
+    Lease, LeaseLost, LedgerPoint, NewEvent, ProgressRow, QueueSummary, ResultRecord,
+    SqliteDurability, StoreError, TaskDetail, TaskInput, TaskQuery, TaskRecord, TaskState,
 };
 
 /// The store: SQLite or PostgreSQL. Cheap to clone (it is a connection pool).
@@ -360,12 +360,28 @@ impl Store {
     /// Records a batch as `submitting` and moves its tasks into it, before anything is sent:
     /// after a crash the batch is reconciled, never submitted blind. Returns false (and records
     /// nothing) if one of the tasks is no longer queued.
+    /// The batch is recorded under `lease`: no other instance reconciles it while the lease lasts
+    /// (see [`Store::take_batch_submit`]).
     pub async fn record_batch(
         &self,
         batch: &BatchRecord,
         task_ids: &[String],
+        lease: &Lease,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, record_batch(batch, task_ids))
+        dispatch!(self, record_batch(batch, task_ids, lease))
+    }
+
+    /// Takes or renews the right to submit a `submitting` batch: granted when nobody holds it,
+    /// when `lease.owner` already does, or when the holder's lease expired before `now`. False
+    /// when another instance holds it (or the batch is no longer `submitting`): that instance is
+    /// sending it, and sending it here as well would pay for every line twice.
+    pub async fn take_batch_submit(
+        &self,
+        id: &str,
+        lease: &Lease,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, take_batch_submit(id, lease, now))
     }
 
     /// Stores the provider's id of a recorded batch, as soon as it is known.
@@ -548,6 +564,15 @@ pub(crate) fn json(
 pub(crate) const TASK_COLUMNS: &str = "id, event_id, workload, lane, state, rule, reason, \
      COALESCE((SELECT body FROM decisions WHERE decisions.id = tasks.decision_id), decision) AS decision, deadline, priority, \
      after_task_id, attempts, lease_owner, lease_expires_at, fence, batch_id, last_error, created_at, updated_at";
+
+// Reads name their columns rather than `SELECT *`: once a newer instance's migration adds a
+// column under a running one, a `*` statement that one prepared before fails on PostgreSQL
+// ("cached plan must not change result type") and, on SQLite, is re-prepared with more columns
+// than sqlx planned for, which kills sqlx's worker thread.
+const EVENT_COLUMNS: &str =
+    "id, event_type, payload, idempotency_key, request_hash, needed_within_ms, source, received_at";
+const BATCH_COLUMNS: &str = "id, provider, model, state, provider_batch_id, item_count, bytes, \
+    created_at, submitted_at, ended_at, last_error";
 
 /// The statements that store a finished call, shared by the sqlx queries and SQLite's writer
 /// (`$N` placeholders are numbered in order of first use, so positional binding fits both).
@@ -847,7 +872,7 @@ macro_rules! queries {
             key: &str,
             ev: &NewEvent,
         ) -> Result<Option<Result<Ingested, KeyConflict>>, StoreError> {
-            let row = sqlx::query("SELECT * FROM events WHERE idempotency_key = $1")
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {EVENT_COLUMNS} FROM events WHERE idempotency_key = $1")))
                 .bind(key)
                 .fetch_optional(&mut *conn)
                 .await?;
@@ -873,7 +898,7 @@ macro_rules! queries {
             id: &str,
         ) -> Result<Option<(EventRecord, Vec<TaskRecord>)>, StoreError> {
             let mut conn = pool.acquire().await?;
-            let row = sqlx::query("SELECT * FROM events WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))).bind(id).fetch_optional(&mut *conn).await?;
             let Some(row) = row else { return Ok(None) };
             let event = event_from_row(&row)?;
             let tasks = tasks_of(&mut conn, id).await?;
@@ -901,7 +926,7 @@ macro_rules! queries {
                 .await?;
             let Some(row) = row else { return Ok(None) };
             let task = task_from_row(&row)?;
-            let result = sqlx::query("SELECT * FROM results WHERE task_id = $1")
+            let result = sqlx::query("SELECT output, stop_reason, input_tokens, cached_input_tokens, output_tokens, first_token_ms, created_at FROM results WHERE task_id = $1")
                 .bind(id)
                 .fetch_optional(&mut *conn)
                 .await?
@@ -917,7 +942,7 @@ macro_rules! queries {
                     })
                 })
                 .transpose()?;
-            let attempt_log = sqlx::query("SELECT * FROM attempts WHERE task_id = $1 ORDER BY started_at, id")
+            let attempt_log = sqlx::query("SELECT id, lane, batch_id, started_at, ended_at, outcome, error, provider_request_id FROM attempts WHERE task_id = $1 ORDER BY started_at, id")
                 .bind(id)
                 .fetch_all(&mut *conn)
                 .await?
@@ -1339,11 +1364,11 @@ macro_rules! queries {
                 .collect()
         }
 
-        pub(super) async fn record_batch(pool: &Pool<$db>, b: &BatchRecord, task_ids: &[String]) -> Result<bool, StoreError> {
+        pub(super) async fn record_batch(pool: &Pool<$db>, b: &BatchRecord, task_ids: &[String], lease: &Lease) -> Result<bool, StoreError> {
             let mut tx = begin_write(pool).await?;
             sqlx::query(
-                "INSERT INTO batches (id, provider, model, state, provider_batch_id, item_count, bytes, created_at)
-                 VALUES ($1, $2, $3, 'submitting', NULL, $4, $5, $6)",
+                "INSERT INTO batches (id, provider, model, state, provider_batch_id, item_count, bytes, created_at, submit_owner, submit_expires_at)
+                 VALUES ($1, $2, $3, 'submitting', NULL, $4, $5, $6, $7, $8)",
             )
             .bind(&b.id)
             .bind(&b.provider)
@@ -1351,6 +1376,8 @@ macro_rules! queries {
             .bind(b.item_count)
             .bind(b.bytes)
             .bind(b.created_at)
+            .bind(&lease.owner)
+            .bind(lease.expires_at)
             .execute(&mut *tx)
             .await?;
             let mut moved = 0;
@@ -1375,6 +1402,25 @@ macro_rules! queries {
             Ok(true)
         }
 
+        pub(super) async fn take_batch_submit(pool: &Pool<$db>, id: &str, lease: &Lease, now: i64) -> Result<bool, StoreError> {
+            // One conditional UPDATE: of two instances racing for an expired lease, the row lock
+            // (PostgreSQL) or the write lock (SQLite) lets one match, and the other then sees
+            // the new owner and matches nothing.
+            let taken = sqlx::query(
+                "UPDATE batches SET submit_owner = $1, submit_expires_at = $2
+                  WHERE id = $3 AND state = 'submitting'
+                    AND (submit_owner IS NULL OR submit_owner = $1 OR submit_expires_at < $4)",
+            )
+            .bind(&lease.owner)
+            .bind(lease.expires_at)
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok(taken == 1)
+        }
+
         pub(super) async fn batch_submitted(pool: &Pool<$db>, id: &str, provider_batch_id: &str, at: i64) -> Result<(), StoreError> {
             sqlx::query("UPDATE batches SET state = 'submitted', provider_batch_id = $1, submitted_at = $2 WHERE id = $3")
                 .bind(provider_batch_id)
@@ -1386,19 +1432,19 @@ macro_rules! queries {
         }
 
         pub(super) async fn open_batches(pool: &Pool<$db>) -> Result<Vec<BatchRecord>, StoreError> {
-            let rows = sqlx::query("SELECT * FROM batches WHERE state IN ('submitting', 'submitted') ORDER BY created_at, id")
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {BATCH_COLUMNS} FROM batches WHERE state IN ('submitting', 'submitted') ORDER BY created_at, id")))
                 .fetch_all(pool)
                 .await?;
             rows.iter().map(batch_from_row).collect()
         }
 
         pub(super) async fn batches(pool: &Pool<$db>, limit: i64) -> Result<Vec<BatchRecord>, StoreError> {
-            let rows = sqlx::query("SELECT * FROM batches ORDER BY created_at DESC, id DESC LIMIT +$1").bind(limit).fetch_all(pool).await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {BATCH_COLUMNS} FROM batches ORDER BY created_at DESC, id DESC LIMIT +$1"))).bind(limit).fetch_all(pool).await?;
             rows.iter().map(batch_from_row).collect()
         }
 
         pub(super) async fn batch(pool: &Pool<$db>, id: &str) -> Result<Option<(BatchRecord, Vec<TaskRecord>)>, StoreError> {
-            let Some(row) = sqlx::query("SELECT * FROM batches WHERE id = $1").bind(id).fetch_optional(pool).await? else {
+            let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = $1"))).bind(id).fetch_optional(pool).await? else {
                 return Ok(None);
             };
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE batch_id = $1 ORDER BY id")))
@@ -2051,9 +2097,9 @@ mod postgres {
     ) -> Result<std::collections::HashMap<String, EventRecord>, StoreError> {
         let mut found = std::collections::HashMap::new();
         for chunk in keys.chunks(CHUNK) {
-            let mut q = sqlx::QueryBuilder::<Postgres>::new(
-                "SELECT * FROM events WHERE idempotency_key IN (",
-            );
+            let mut q = sqlx::QueryBuilder::<Postgres>::new(format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE idempotency_key IN ("
+            ));
             let mut list = q.separated(", ");
             for k in chunk {
                 list.push_bind(k.to_string());

@@ -49,6 +49,11 @@ pub static SQLITE: &[Migration] = &[
         name: "tasks_by_creation",
         sql: include_str!("../migrations/sqlite/0008_tasks_by_creation.sql"),
     },
+    Migration {
+        version: 9,
+        name: "batch_submit_lease",
+        sql: include_str!("../migrations/sqlite/0009_batch_submit_lease.sql"),
+    },
 ];
 
 pub static POSTGRES: &[Migration] = &[
@@ -91,6 +96,11 @@ pub static POSTGRES: &[Migration] = &[
         version: 8,
         name: "tasks_by_creation",
         sql: include_str!("../migrations/postgres/0008_tasks_by_creation.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "batch_submit_lease",
+        sql: include_str!("../migrations/postgres/0009_batch_submit_lease.sql"),
     },
 ];
 

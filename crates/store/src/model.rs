@@ -87,12 +87,13 @@ pub struct NewTask {
     pub after_task_id: Option<String>,
     /// Stored already claimed (state `running`, fence 1) by the executor in this process, which
     /// starts the call as soon as the commit is durable: see `sluice_engine::executor::Handoff`.
-    pub lease: Option<TaskLease>,
+    pub lease: Option<Lease>,
 }
 
-/// A lease written with the task itself.
+/// Who holds a piece of work, until when (ms since the epoch): a task claimed with its ingest, or
+/// the submission of a batch. Once it has expired, another instance may take the work over.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskLease {
+pub struct Lease {
     pub owner: String,
     pub expires_at: i64,
 }

@@ -15,6 +15,10 @@ fn id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+fn lease(owner: &str, expires_at: i64) -> Lease {
+    Lease { owner: owner.into(), expires_at }
+}
+
 fn task(workload: &str, state: TaskState, deadline: i64, after: Option<&str>) -> NewTask {
     NewTask {
         id: id(),
@@ -239,9 +243,9 @@ macro_rules! suite {
                 let mut later = event(None, "h-later");
                 later.tasks = vec![c2.clone()];
                 store.ingest(&[vec![later.clone()]]).await.unwrap();
-                assert!(store.record_batch(&shared, &[a1.id.clone(), c.id.clone()]).await.unwrap());
-                assert!(store.record_batch(&alone, std::slice::from_ref(&a2.id)).await.unwrap());
-                assert!(store.record_batch(&theirs, std::slice::from_ref(&c2.id)).await.unwrap());
+                assert!(store.record_batch(&shared, &[a1.id.clone(), c.id.clone()], &lease("submitter", 1_000)).await.unwrap());
+                assert!(store.record_batch(&alone, std::slice::from_ref(&a2.id), &lease("submitter", 1_000)).await.unwrap());
+                assert!(store.record_batch(&theirs, std::slice::from_ref(&c2.id), &lease("submitter", 1_000)).await.unwrap());
                 assert_eq!(store.open_batches().await.unwrap().len(), 3);
 
                 let progress = |ids: Vec<String>| {
@@ -462,7 +466,7 @@ macro_rules! suite {
                 let mut ev = event(None, "h");
                 ev.tasks[0].state = TaskState::Running;
                 ev.tasks[0].lease =
-                    Some(TaskLease { owner: "ingest-worker".into(), expires_at: 1_100 });
+                    Some(Lease { owner: "ingest-worker".into(), expires_at: 1_100 });
                 let out = store.ingest(&[vec![ev.clone()]]).await.unwrap();
                 let stored = &out[0].as_ref().unwrap()[0].tasks[0];
                 assert_eq!(
@@ -580,7 +584,7 @@ macro_rules! suite {
                         (t.lane, t.deadline, t.priority) = (lane.into(), deadline, priority);
                         if let Some(expires_at) = lease {
                             t.state = TaskState::Running;
-                            t.lease = Some(TaskLease { owner: "gone".into(), expires_at });
+                            t.lease = Some(Lease { owner: "gone".into(), expires_at });
                         }
                         ev
                     })
@@ -665,6 +669,83 @@ macro_rules! suite {
                 assert_eq!(store.counts().await.unwrap(), (1, 2));
             }
 
+            /// A newer instance migrating the shared database (a rolling upgrade on PostgreSQL)
+            /// adds columns under a running store, whose connections have their statements
+            /// prepared already: its reads go on returning what they did.
+            #[tokio::test]
+            async fn reads_survive_a_column_added_under_a_running_store() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let mut t = task("scoring", TaskState::Queued, 9_000, None);
+                t.lane = "batch".into();
+                let mut ev = event(Some("cols"), "h-cols");
+                ev.tasks = vec![t.clone()];
+                store.ingest(&[vec![ev.clone()]]).await.unwrap();
+                let batch = BatchRecord {
+                    id: id(),
+                    provider: "anthropic".into(),
+                    model: "claude-sonnet-5-5".into(),
+                    state: "submitting".into(),
+                    provider_batch_id: None,
+                    item_count: 1,
+                    bytes: 100,
+                    created_at: 100,
+                    submitted_at: None,
+                    ended_at: None,
+                    last_error: None,
+                };
+                let ids = std::slice::from_ref(&t.id);
+                assert!(store.record_batch(&batch, ids, &lease("a", 1_000)).await.unwrap());
+                store.batch_lines(&batch.id, &[(t.id.clone(), completion(400))]).await.unwrap();
+                let read = async || {
+                    let event = store.event(&ev.id).await.unwrap().unwrap();
+                    let replay = store.ingest(&[vec![ev.clone()]]).await.unwrap();
+                    let task = store.task(&t.id).await.unwrap().unwrap();
+                    let open = store.open_batches().await.unwrap();
+                    let recent = store.batches(10).await.unwrap();
+                    let one = store.batch(&batch.id).await.unwrap().unwrap();
+                    format!("{event:?} {replay:?} {task:?} {open:?} {recent:?} {one:?}")
+                };
+                let before = read().await;
+                assert!(before.contains("billing"), "the task's result is read: {before}");
+                for table in ["events", "batches", "results", "attempts"] {
+                    execute(&store, &format!("ALTER TABLE {table} ADD COLUMN added_later TEXT")).await;
+                }
+                for _ in 0..4 {
+                    assert_eq!(read().await, before);
+                }
+            }
+
+            #[tokio::test]
+            async fn a_batch_being_submitted_is_taken_over_only_once_its_lease_runs_out() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let batch = BatchRecord {
+                    id: id(),
+                    provider: "anthropic".into(),
+                    model: "claude-sonnet-5-5".into(),
+                    state: "submitting".into(),
+                    provider_batch_id: None,
+                    item_count: 0,
+                    bytes: 0,
+                    created_at: 100,
+                    submitted_at: None,
+                    ended_at: None,
+                    last_error: None,
+                };
+                assert!(store.record_batch(&batch, &[], &lease("a", 1_000)).await.unwrap());
+                // While a's lease lasts, b may not reconcile the batch; a renews it.
+                assert!(!store.take_batch_submit(&batch.id, &lease("b", 1_500), 500).await.unwrap());
+                assert!(store.take_batch_submit(&batch.id, &lease("a", 2_000), 900).await.unwrap());
+                assert!(!store.take_batch_submit(&batch.id, &lease("b", 2_500), 1_500).await.unwrap());
+                // a is gone: once its lease has run out, b takes the batch, and a no longer can.
+                assert!(store.take_batch_submit(&batch.id, &lease("b", 3_000), 2_001).await.unwrap());
+                assert!(!store.take_batch_submit(&batch.id, &lease("a", 3_000), 2_002).await.unwrap());
+                // Once the batch is sent, nobody submits it again, whatever the leases.
+                store.batch_submitted(&batch.id, "msgbatch_1", 2_100).await.unwrap();
+                assert!(!store.take_batch_submit(&batch.id, &lease("b", 9_000), 2_200).await.unwrap());
+                assert!(!store.take_batch_submit(&batch.id, &lease("c", 9_000), 9_999).await.unwrap());
+                assert!(!store.take_batch_submit("bat_unknown", &lease("b", 9_000), 0).await.unwrap());
+            }
+
             #[tokio::test]
             async fn a_batch_is_taken_with_its_inputs_and_its_lines_stored_in_bulk() {
                 let Some((store, _guard, url)) = super::$backend().await else { return };
@@ -710,7 +791,7 @@ macro_rules! suite {
                     ended_at: None,
                     last_error: None,
                 };
-                assert!(store.record_batch(&batch, &[a.id.clone(), b.id.clone()]).await.unwrap());
+                assert!(store.record_batch(&batch, &[a.id.clone(), b.id.clone()], &lease("submitter", 1_000)).await.unwrap());
                 store.batch_submitted(&batch.id, "msgbatch_1", 210).await.unwrap();
                 // b is escalated before the batch ends: its line is paid for but not its result.
                 let escalated = attempt("escalated", 300);
@@ -809,7 +890,7 @@ macro_rules! suite {
 
                 // A result file that lists a task twice: its first line counts, once.
                 let batch2 = BatchRecord { id: id(), item_count: 1, ..batch.clone() };
-                assert!(store.record_batch(&batch2, std::slice::from_ref(&follower.id)).await.unwrap());
+                assert!(store.record_batch(&batch2, std::slice::from_ref(&follower.id), &lease("submitter", 1_000)).await.unwrap());
                 store.batch_submitted(&batch2.id, "msgbatch_2", 220).await.unwrap();
                 let twice = vec![
                     (follower.id.clone(), completion(500)),

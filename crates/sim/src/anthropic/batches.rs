@@ -241,6 +241,10 @@ pub(crate) async fn create(State(state): State<Arc<AppState>>, req: Request) -> 
         };
         lines.push((cid.to_string(), params.clone()));
     }
+    if let Some(Fault::Stall(d)) = forced {
+        // A slow create: the batch exists only once the answer is on its way.
+        state.sleep(state.dice.stall_for(d)).await;
+    }
     let id = http::sortable_id("msgbatch_");
     let mut rng = state.batch_rng(&id);
     let created = Created::now();

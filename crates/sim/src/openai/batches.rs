@@ -541,6 +541,10 @@ pub(crate) async fn create(State(state): State<Arc<AppState>>, req: Request) -> 
     if fault == Some(Fault::Fail) {
         errors.push(json!({"code": "invalid_request", "message": "Validation failed (forced by the simulator).", "param": null, "line": null}));
     }
+    if let Some(Fault::Stall(d)) = fault {
+        // A slow create: the batch exists only once the answer is on its way.
+        state.sleep(state.dice.stall_for(d)).await;
+    }
     let id = http::new_id("batch_", 32);
     let mut rng = state.batch_rng(&id);
     for l in &mut lines {
