@@ -429,8 +429,10 @@ impl Store {
     }
 
     /// Stores the results of a batch's lines in one transaction (one fsync for many lines). A
-    /// line is the task's result if the task is still in that batch; if it was escalated
-    /// meanwhile, the line goes into the ledger only (it was paid for all the same).
+    /// line is the task's result if the task is still in that batch, or if the deadline guard
+    /// escalated it out of the batch and its stream call has not started (the line is paid for
+    /// and here: the task goes back to the batch lane, succeeded). If the stream call has
+    /// started or ended, the line goes into the ledger only (it was paid for all the same).
     pub async fn batch_lines(
         &self,
         batch_id: &str,
@@ -1518,11 +1520,17 @@ macro_rules! queries {
                     continue;
                 }
                 let stamp = chunk.iter().map(|(_, d)| d.finished_at).max().unwrap_or(0);
-                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET state = 'succeeded', updated_at = ");
+                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE tasks SET state = 'succeeded', lane = 'batch', updated_at = ");
                 // `COALESCE(batch_id, '')`, not `batch_id`: SQLite would otherwise walk the batch's
                 // index (every task of the batch) for each statement instead of the primary key.
-                q.push_bind(stamp).push(" WHERE COALESCE(batch_id, '') = ").push_bind(batch_id.to_owned());
-                q.push(" AND state = 'batched' AND id IN (");
+                q.push_bind(stamp).push(" WHERE ((COALESCE(batch_id, '') = ").push_bind(batch_id.to_owned());
+                q.push(" AND state = 'batched')");
+                // A task the deadline guard moved to stream and no executor has claimed yet: the
+                // line paid for is its result, rather than a second, full-price call. One claimed
+                // meanwhile is running (this waits for its row lock on PostgreSQL and then sees
+                // it): its line is only paid for.
+                q.push(" OR (state = 'queued' AND batch_id IS NULL AND EXISTS (SELECT 1 FROM attempts e WHERE e.task_id = tasks.id AND e.outcome = 'escalated' AND e.batch_id = ");
+                q.push_bind(batch_id.to_owned()).push("))) AND id IN (");
                 push_ids(&mut q, chunk.iter().map(|(id, _)| id), ") RETURNING id");
                 let owned = text_set(q, &mut tx, "id").await?;
 

@@ -359,8 +359,8 @@ pub struct BatchRecord {
 pub enum BatchLine {
     /// Stored as the task's result.
     Stored,
-    /// The task had been escalated (or finished) meanwhile: the line is paid for, so it is in the
-    /// ledger, but it does not overwrite the delivered result.
+    /// The task's stream call had started (or it had finished) meanwhile: the line is paid for,
+    /// so it is in the ledger, but it does not overwrite the delivered result.
     LedgerOnly,
     /// Already recorded by an earlier poll of the same batch (one that died before marking the
     /// batch ended): nothing is written again.

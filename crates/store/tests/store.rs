@@ -715,6 +715,61 @@ macro_rules! suite {
                 }
             }
 
+            /// The deadline guard moved a task to stream, but its batch's line came back before
+            /// any executor took it: that line, already paid for, is its result; no second call.
+            #[tokio::test]
+            async fn an_escalated_task_not_yet_started_takes_its_batch_line() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let batch_task = || {
+                    let mut t = task("scoring", TaskState::Queued, 9_000, None);
+                    t.lane = "batch".into();
+                    t
+                };
+                let (a, b) = (batch_task(), batch_task());
+                let mut ev = event(None, "h-escalated");
+                ev.tasks = vec![a.clone(), b.clone()];
+                store.ingest(&[vec![ev]]).await.unwrap().remove(0).unwrap();
+                let batch = BatchRecord {
+                    id: id(),
+                    provider: "anthropic".into(),
+                    model: "claude-sonnet-5-5".into(),
+                    state: "submitting".into(),
+                    provider_batch_id: None,
+                    item_count: 2,
+                    bytes: 100,
+                    created_at: 200,
+                    submitted_at: None,
+                    ended_at: None,
+                    last_error: None,
+                };
+                let ids = [a.id.clone(), b.id.clone()];
+                assert!(store.record_batch(&batch, &ids, &lease("submitter", 1_000)).await.unwrap());
+                store.batch_submitted(&batch.id, "msgbatch_1", 210).await.unwrap();
+                let escalated =
+                    AttemptRecord { batch_id: Some(batch.id.clone()), ..attempt("escalated", 300) };
+                let why = Some("escalated to stream");
+                let moved = store
+                    .unbatch(&b.id, &batch.id, TaskState::Queued, "stream", 0, why, &escalated)
+                    .await
+                    .unwrap();
+                assert!(moved);
+                let lines = [(a.id.clone(), completion(400)), (b.id.clone(), completion(400))];
+                let out = store.batch_lines(&batch.id, &lines).await.unwrap();
+                assert_eq!(out, [BatchLine::Stored, BatchLine::Stored]);
+
+                let db = store.task(&b.id).await.unwrap().unwrap();
+                assert_eq!((db.task.state, db.task.lane.as_str()), (TaskState::Succeeded, "batch"));
+                assert_eq!(db.result.as_ref().unwrap().output, "billing");
+                let outcomes: Vec<&str> = db.attempt_log.iter().map(|x| x.outcome.as_str()).collect();
+                assert_eq!(outcomes, ["escalated", "succeeded"]);
+                assert_eq!(db.cost_nanousd, 20_000, "paid once, in the batch");
+                assert!(
+                    store.claim(&["stream"], "executor", 500, 60_000, 10).await.unwrap().is_empty(),
+                    "nothing left for the stream lane"
+                );
+                assert_eq!(store.claim_deliveries(1_000_000, 1_000, 10).await.unwrap().len(), 2);
+            }
+
             #[tokio::test]
             async fn a_batch_being_submitted_is_taken_over_only_once_its_lease_runs_out() {
                 let Some((store, _guard, _)) = super::$backend().await else { return };
@@ -793,8 +848,10 @@ macro_rules! suite {
                 };
                 assert!(store.record_batch(&batch, &[a.id.clone(), b.id.clone()], &lease("submitter", 1_000)).await.unwrap());
                 store.batch_submitted(&batch.id, "msgbatch_1", 210).await.unwrap();
-                // b is escalated before the batch ends: its line is paid for but not its result.
-                let escalated = attempt("escalated", 300);
+                // b is escalated before the batch ends, and its stream call starts: its line is
+                // paid for but not its result.
+                let escalated =
+                    AttemptRecord { batch_id: Some(batch.id.clone()), ..attempt("escalated", 300) };
                 assert!(
                     store
                         .unbatch(
@@ -809,6 +866,8 @@ macro_rules! suite {
                         .await
                         .unwrap()
                 );
+                let claimed = store.claim(&["stream"], "executor", 300, 60_000, 10).await.unwrap();
+                assert_eq!(claimed.iter().map(|c| &c.task.id).collect::<Vec<_>>(), [&b.id]);
                 // Two pollers at once (two instances), each with its own ids for the lines: one
                 // records them, the other finds them recorded.
                 let lines = vec![(a.id.clone(), completion(400)), (b.id.clone(), completion(400))];
@@ -864,7 +923,7 @@ macro_rules! suite {
                 assert!(da.attempt_log.iter().any(|x| x.outcome == "succeeded"
                     && x.batch_id.as_deref() == Some(batch.id.as_str())));
                 let db = store.task(&b.id).await.unwrap().unwrap();
-                assert_eq!(db.task.state, TaskState::Queued, "b stays with the stream lane");
+                assert_eq!(db.task.state, TaskState::Running, "b's stream call goes on");
                 assert!(db.result.is_none());
                 assert_eq!(db.cost_nanousd, 20_000, "the late line is in the ledger");
                 assert!(db.attempt_log.iter().any(|x| x.outcome == "late"));
