@@ -313,8 +313,14 @@ impl Batcher {
                 }
                 let request = match self.render(&t.workload, &t.lane, &t.id, input.as_ref()) {
                     Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(task = %t.id, error = %e, "cannot render a batch task; it stays queued");
+                    // Its template no longer fits its payload (the config changed since it was
+                    // accepted) or its event is gone: no later tick renders it either, and a
+                    // task left queued would hold its job open for ever.
+                    Err(reason) => {
+                        tracing::warn!(task = %t.id, error = %reason, "cannot render a batch task; it fails");
+                        let why = format!("cannot build its request: {reason}");
+                        let a = attempt(None, "failed", Some(why));
+                        self.store.fail_unclaimed(&t.id, &a).await?;
                         continue;
                     }
                 };
@@ -391,7 +397,7 @@ impl Batcher {
                     (TaskState::Failed, 0)
                 };
                 for item in items {
-                    let a = attempt(&b.id, "batch_refused", Some(message.clone()));
+                    let a = attempt(Some(&b.id), "batch_refused", Some(message.clone()));
                     self.store
                         .unbatch(&item.custom_id, &b.id, state, "batch", after, None, &a)
                         .await?;
@@ -436,7 +442,7 @@ impl Batcher {
                     match self.render(&t.workload, &t.lane, &t.id, input.as_ref()) {
                         Ok(request) => items.push(BatchItem { custom_id: t.id.clone(), request }),
                         Err(reason) => {
-                            let a = attempt(&b.id, "failed", Some(reason));
+                            let a = attempt(Some(&b.id), "failed", Some(reason));
                             self.store
                                 .unbatch(&t.id, &b.id, TaskState::Failed, &t.lane, 0, None, &a)
                                 .await?;
@@ -533,7 +539,7 @@ impl Batcher {
                         .await?;
                 }
                 BatchOutcome::Errored(e) if t.state == TaskState::Batched => {
-                    let a = attempt(&b.id, "failed", Some(e.to_string()));
+                    let a = attempt(Some(&b.id), "failed", Some(e.to_string()));
                     self.store
                         .unbatch(&t.id, &b.id, TaskState::Failed, &t.lane, 0, None, &a)
                         .await?;
@@ -603,7 +609,7 @@ impl Batcher {
     ) -> Result<(), sluice_store::StoreError> {
         let (room, p95) = self.stream_room(&t.workload);
         let now = now_ms();
-        let a = attempt(batch_id, "retry", Some(why.to_owned()));
+        let a = attempt(Some(batch_id), "retry", Some(why.to_owned()));
         if now + millis(room + p95) < t.deadline {
             self.store.unbatch(&t.id, batch_id, TaskState::Queued, "batch", now, None, &a).await?;
         } else {
@@ -664,7 +670,7 @@ impl Batcher {
                     b.id,
                     (t.deadline - now).max(0) / 1000
                 );
-                let a = attempt(&b.id, "escalated", Some(reason.clone()));
+                let a = attempt(Some(&b.id), "escalated", Some(reason.clone()));
                 if self.escalate(&t, &b.id, &reason, &a).await? {
                     escalated += 1;
                 }
@@ -684,12 +690,12 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn attempt(batch_id: &str, outcome: &str, error: Option<String>) -> AttemptRecord {
+fn attempt(batch_id: Option<&str>, outcome: &str, error: Option<String>) -> AttemptRecord {
     let now = now_ms();
     AttemptRecord {
         id: format!("att_{}", uuid::Uuid::now_v7().simple()),
         lane: "batch".into(),
-        batch_id: Some(batch_id.to_owned()),
+        batch_id: batch_id.map(str::to_owned),
         started_at: now,
         ended_at: Some(now),
         outcome: outcome.to_owned(),

@@ -634,3 +634,31 @@ async fn a_batch_another_instance_is_still_sending_is_not_sent_again() {
     // Not a vacuous pass: the other instance did tick while a batch was being sent.
     assert!(seen_submitting >= 5, "saw a batch being sent {seen_submitting} times");
 }
+
+/// A queued batch task whose prompt cannot be built (its template changed since the event was
+/// accepted and asks for a field the payload lacks) fails with the reason, and so does what runs
+/// after it, instead of staying queued with a warning at every tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_task_that_cannot_be_rendered_fails_with_what_follows_it() {
+    let w = common::world(SimConfig::instant(), Vec::new(), config).await;
+    let first = common::task("nameless", "scoring", "batch", TaskState::Queued);
+    let mut then = common::task("nameless-then", "cleanup", "batch", TaskState::Pending);
+    then.after_task_id = Some(first.id.clone());
+    let ids = [first.id.clone(), then.id.clone()];
+    let mut event = common::event_with_task("nameless", "lead.created", json!({}), first);
+    event.tasks.push(then);
+    w.store.ingest(&[vec![event]]).await.unwrap().remove(0).unwrap();
+
+    let d = wait_for(Duration::from_secs(10), async || {
+        let d = w.store.task(&ids[0]).await.unwrap().unwrap();
+        d.task.state.is_final().then_some(d)
+    })
+    .await;
+    assert_eq!(d.task.state, TaskState::Failed);
+    let why = d.task.last_error.unwrap_or_default();
+    assert!(why.contains("cannot build its request") && why.contains("name"), "{why}");
+    let then = w.store.task(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(then.task.state, TaskState::Failed, "what runs after it cannot run");
+    assert!(w.sim.charges().all().is_empty(), "nothing sent");
+    let _ = w.stop.send(true);
+}

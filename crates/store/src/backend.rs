@@ -265,6 +265,16 @@ impl Store {
         dispatch!(self, fail(task_id, fence, attempt))
     }
 
+    /// Fails a task no worker has claimed (still `queued`: one whose request cannot be built),
+    /// and the tasks that run after it, recording the attempt. False if it is no longer queued.
+    pub async fn fail_unclaimed(
+        &self,
+        task_id: &str,
+        attempt: &AttemptRecord,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, fail_unclaimed(task_id, attempt))
+    }
+
     /// Puts a claimed task back in its queue, to be claimed again no earlier than `run_after`.
     pub async fn requeue(
         &self,
@@ -442,7 +452,8 @@ impl Store {
     }
 
     /// Takes a task out of its batch: back to the queue of `lane` from `run_after` (`state =
-    /// queued`), or failed (`state = failed`), with the reason. False if it had left the batch.
+    /// queued`), or failed (`state = failed`, with the tasks that run after it), with the
+    /// reason. False if it had left the batch.
     #[allow(clippy::too_many_arguments)]
     pub async fn unbatch(
         &self,
@@ -1114,26 +1125,54 @@ macro_rules! queries {
                 return Ok(Err(LeaseLost { fence }));
             }
             record_attempt(&mut tx, task_id, fence, a).await?;
-            // What runs after a failed task cannot run: fail the whole chain below it.
+            fail_below(&mut tx, task_id, now).await?;
+            tx.commit().await?;
+            Ok(Ok(()))
+        }
+
+        /// What runs after a failed task cannot run: fails the whole chain below it, which would
+        /// otherwise wait (`pending`) for ever.
+        async fn fail_below(conn: &mut Conn, task_id: &str, now: i64) -> Result<(), StoreError> {
             let mut below = vec![task_id.to_owned()];
             while let Some(parent) = below.pop() {
                 let children: Vec<String> =
                     sqlx::query_scalar("SELECT id FROM tasks WHERE after_task_id = $1 AND state = 'pending'")
                         .bind(&parent)
-                        .fetch_all(&mut *tx)
+                        .fetch_all(&mut *conn)
                         .await?;
                 for child in children {
                     sqlx::query("UPDATE tasks SET state = 'failed', last_error = $1, updated_at = $2 WHERE id = $3")
                         .bind(format!("the task it runs after ({parent}) failed"))
                         .bind(now)
                         .bind(&child)
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await?;
                     below.push(child);
                 }
             }
+            Ok(())
+        }
+
+        pub(super) async fn fail_unclaimed(pool: &Pool<$db>, task_id: &str, a: &AttemptRecord) -> Result<bool, StoreError> {
+            let mut tx = begin_write(pool).await?;
+            let now = a.ended_at.unwrap_or(a.started_at);
+            let failed = sqlx::query(
+                "UPDATE tasks SET state = 'failed', last_error = $1, updated_at = $2 WHERE id = $3 AND state = 'queued'",
+            )
+            .bind(&a.error)
+            .bind(now)
+            .bind(task_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if failed {
+                let fence: i64 = sqlx::query_scalar("SELECT fence FROM tasks WHERE id = $1").bind(task_id).fetch_one(&mut *tx).await?;
+                record_attempt(&mut tx, task_id, fence, a).await?;
+                fail_below(&mut tx, task_id, now).await?;
+            }
             tx.commit().await?;
-            Ok(Ok(()))
+            Ok(failed)
         }
 
         pub(super) async fn requeue(
@@ -1687,6 +1726,9 @@ macro_rules! queries {
             if moved {
                 let fence: i64 = sqlx::query_scalar("SELECT fence FROM tasks WHERE id = $1").bind(task_id).fetch_one(&mut *tx).await?;
                 record_attempt(&mut tx, task_id, fence, a).await?;
+                if state == TaskState::Failed {
+                    fail_below(&mut tx, task_id, now).await?;
+                }
             }
             tx.commit().await?;
             Ok(moved)

@@ -715,6 +715,69 @@ macro_rules! suite {
                 }
             }
 
+            /// A batch task that fails for good, in its batch or before one took it, takes down
+            /// what runs after it: a follower left `pending` would hold its job open for ever.
+            #[tokio::test]
+            async fn a_batch_task_failed_for_good_fails_what_runs_after_it() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let chain = |label: &str| {
+                    let mut first = task("scoring", TaskState::Queued, 9_000, None);
+                    first.lane = "batch".into();
+                    let mut then = task("digest", TaskState::Pending, 9_000, Some(&first.id));
+                    then.lane = "batch".into();
+                    let last = task("notify", TaskState::Pending, 9_000, Some(&then.id));
+                    let mut ev = event(None, label);
+                    ev.tasks = vec![first.clone(), then.clone(), last.clone()];
+                    (ev, [first.id, then.id, last.id])
+                };
+                let (in_batch, batched) = chain("h-in-batch");
+                let (unclaimed, queued) = chain("h-unclaimed");
+                store.ingest(&[vec![in_batch], vec![unclaimed]]).await.unwrap();
+                let batch = BatchRecord {
+                    id: id(),
+                    provider: "anthropic".into(),
+                    model: "claude-sonnet-5-5".into(),
+                    state: "submitting".into(),
+                    provider_batch_id: None,
+                    item_count: 1,
+                    bytes: 100,
+                    created_at: 200,
+                    submitted_at: None,
+                    ended_at: None,
+                    last_error: None,
+                };
+                let ids = std::slice::from_ref(&batched[0]);
+                assert!(store.record_batch(&batch, ids, &lease("a", 1_000)).await.unwrap());
+                let refused = AttemptRecord { batch_id: Some(batch.id.clone()), ..attempt("failed", 300) };
+                let out = store
+                    .unbatch(&batched[0], &batch.id, TaskState::Failed, "batch", 0, None, &refused)
+                    .await
+                    .unwrap();
+                assert!(out);
+                assert!(store.fail_unclaimed(&queued[0], &attempt("failed", 300)).await.unwrap());
+                assert!(
+                    !store.fail_unclaimed(&queued[0], &attempt("failed", 400)).await.unwrap(),
+                    "failed once"
+                );
+                for ids in [batched, queued] {
+                    for id in &ids {
+                        let d = store.task(id).await.unwrap().unwrap();
+                        assert_eq!(d.task.state, TaskState::Failed, "{id}");
+                    }
+                    let d = store.task(&ids[2]).await.unwrap().unwrap();
+                    let why = d.task.last_error.unwrap_or_default();
+                    assert!(why.contains(&ids[1]), "{why}");
+                    let d = store.task(&ids[0]).await.unwrap().unwrap();
+                    assert_eq!(d.attempt_log.len(), 1, "{:?}", d.attempt_log);
+                }
+                // A task a worker holds is not the assembler's to fail.
+                let ev = event(None, "h-running");
+                store.ingest(&[vec![ev.clone()]]).await.unwrap();
+                let claimed = store.claim(&["stream"], "w", 1_000, 60_000, 10).await.unwrap();
+                assert_eq!(claimed.len(), 1);
+                assert!(!store.fail_unclaimed(&claimed[0].task.id, &attempt("failed", 1_000)).await.unwrap());
+            }
+
             /// The deadline guard moved a task to stream, but its batch's line came back before
             /// any executor took it: that line, already paid for, is its result; no second call.
             #[tokio::test]
