@@ -1,46 +1,125 @@
 //! Delivering results: signed webhooks (Standard Webhooks, the scheme sluice verifies inbound),
-//! JSONL files and stdout. At least once: a delivery is retried with backoff until it succeeds or
-//! runs out of attempts, and every attempt is recorded; receivers deduplicate on `webhook-id` (the
-//! delivery id), which files carry as `delivery_id`.
+//! JSONL files and stdout. At least once: a delivery is retried on the Standard Webhooks schedule
+//! (over about a day and a half) until it succeeds or runs out of attempts, and every attempt is
+//! recorded; receivers deduplicate on `webhook-id` (the delivery id), which files carry as
+//! `delivery_id`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::Rng as _;
 use serde_json::json;
 use sluice_core::Config;
 use sluice_core::config::Deliver;
 use sluice_store::{DeliveryOutcome, DueDelivery, Store};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Mutex, watch};
+use tokio::task::JoinSet;
 
+use crate::executor::SetupError;
 use crate::metrics as m;
 use crate::{now_ms, rfc3339};
-
-/// Attempts before a delivery is given up.
-pub const MAX_ATTEMPTS: i64 = 8;
 
 /// How long a stopping deliverer keeps delivering what is due (one webhook's timeout).
 const STOP_DRAIN: Duration = Duration::from_secs(10);
 
+/// A claimed delivery is this deliverer's for this long; one it has not finished by then (the
+/// process died) is claimed again, by this instance or another.
+const CLAIM: Duration = Duration::from_secs(60);
+
+/// The longest `retry-after` a receiver may ask for: the schedule's longest wait.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10 * 3600);
+
 #[derive(Debug, Clone)]
+pub struct DelivererOptions {
+    /// The wait after each failed attempt, the first failure's first; a delivery that fails once
+    /// more after the last is failed for good. The default is the Standard Webhooks schedule:
+    /// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (eight attempts over about 27 hours), each
+    /// wait drawn within ±20% so that the deliveries held up by a receiver's outage do not all
+    /// come back at the same instant.
+    pub retry_delays: Vec<Duration>,
+    /// How long one webhook call or stdout write may take.
+    pub attempt_timeout: Duration,
+    /// Deliveries under way at once: a slow receiver holds one slot per delivery to it, not the
+    /// deliveries to every other sink.
+    pub in_flight: usize,
+    /// How often the store is asked for deliveries that came due.
+    pub poll: Duration,
+}
+
+impl Default for DelivererOptions {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        DelivererOptions {
+            retry_delays: vec![
+                Duration::from_secs(5),
+                minutes(5),
+                minutes(30),
+                minutes(120),
+                minutes(300),
+                minutes(600),
+                minutes(600),
+            ],
+            attempt_timeout: Duration::from_secs(10),
+            in_flight: 32,
+            poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Why an attempt did not deliver.
+struct Failure {
+    status: Option<i64>,
+    error: String,
+    /// The receiver's `retry-after`, in seconds.
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn new(error: String) -> Failure {
+        Failure { status: None, error, retry_after: None }
+    }
+}
+
+#[derive(Clone)]
 pub struct Deliverer {
     store: Store,
     config: Arc<Config>,
     http: reqwest::Client,
     /// Webhook signing keys by workload name, from each sink's `secret_env`.
     keys: Arc<std::collections::HashMap<String, Vec<u8>>>,
+    /// Workloads whose `secret_env` is not set (or not a secret), with its name: their
+    /// deliveries wait, retried, rather than go out unsigned.
+    unsigned: Arc<std::collections::HashMap<String, String>>,
     /// One writer at a time per process, so JSONL lines never interleave.
     files: Arc<Mutex<()>>,
-    poll: Duration,
+    opts: DelivererOptions,
+}
+
+impl std::fmt::Debug for Deliverer {
+    // Without the signing keys.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliverer")
+            .field("signed_workloads", &self.keys.keys().collect::<Vec<_>>())
+            .field("unsigned", &self.unsigned)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Deliverer {
+    /// A webhook sink whose `secret_env` is not set (or not a Standard Webhooks secret) is said
+    /// at start, and its deliveries are not sent: its receiver expects them signed, and unsigned
+    /// ones would be refused there or, worse, accepted unverified. They are retried on the
+    /// schedule, so that they go out once a restart brings the secret.
     pub fn new(
         store: Store,
         config: Arc<Config>,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Deliverer {
+        opts: DelivererOptions,
+    ) -> Result<Deliverer, SetupError> {
         let mut keys = std::collections::HashMap::new();
+        let mut unsigned = std::collections::HashMap::new();
         for w in &config.workloads {
             if let Deliver::Webhook { secret_env: Some(var), .. } = &w.deliver {
                 match env(var).and_then(|s| sluice_core::webhook::decode_secret(&s)) {
@@ -48,7 +127,8 @@ impl Deliverer {
                         keys.insert(w.name.clone(), k);
                     }
                     None => {
-                        tracing::warn!(workload = %w.name, env = %var, "webhook secret not set, empty or not base64: deliveries go unsigned")
+                        tracing::error!(workload = %w.name, env = %var, "webhook signing secret not set, empty or not a Standard Webhooks secret (whsec_…): this workload's deliveries are held, not sent unsigned");
+                        unsigned.insert(w.name.clone(), var.clone());
                     }
                 }
             }
@@ -56,50 +136,80 @@ impl Deliverer {
         // reqwest is built without a default TLS provider; ring is the one sluice uses.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(opts.attempt_timeout)
             .tcp_nodelay(true)
+            // A redirect is the receiver's answer, not a delivery: reqwest would follow a 302
+            // with a GET that carries no body and count its 200 as delivered.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap_or_default();
-        Deliverer {
+            .map_err(|e| SetupError::Client {
+                provider: "webhooks".into(),
+                message: e.to_string(),
+            })?;
+        Ok(Deliverer {
             store,
             config,
             http,
             keys: Arc::new(keys),
+            unsigned: Arc::new(unsigned),
             files: Arc::default(),
-            poll: Duration::from_millis(200),
-        }
+            opts,
+        })
     }
 
     /// Delivers what is due until `stop` turns true; then delivers what is due by then (for at
     /// most [`STOP_DRAIN`]) and returns: the results a stopping service has just stored reach
-    /// their sinks now, not at its next start. What fails or is not due yet stays stored.
+    /// their sinks now, not at its next start. What fails or is not due yet stays stored, and a
+    /// delivery cut short by the end of the drain is claimed again after [`CLAIM`].
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let slots = self.opts.in_flight.max(1);
+        let mut running = JoinSet::new();
+        let mut stopping = false;
         let mut drain_until = None;
         loop {
-            if drain_until.is_none() && *stop.borrow() {
-                drain_until = Some(tokio::time::Instant::now() + STOP_DRAIN);
+            if stopping || *stop.borrow() {
+                stopping = true;
+                drain_until.get_or_insert_with(|| tokio::time::Instant::now() + STOP_DRAIN);
             }
             if drain_until.is_some_and(|end| tokio::time::Instant::now() >= end) {
+                running.abort_all();
                 return;
             }
-            match self.store.claim_deliveries(now_ms(), 60_000, 32).await {
-                Ok(due) if !due.is_empty() => {
-                    let jobs = due.into_iter().map(|d| {
-                        let me = self.clone();
-                        async move { me.deliver(d).await }
-                    });
-                    futures::future::join_all(jobs).await;
-                    continue;
+            let free = slots.saturating_sub(running.len());
+            let mut more_due = false;
+            if free > 0 {
+                let lease = i64::try_from(CLAIM.as_millis()).unwrap_or(i64::MAX);
+                match self.store.claim_deliveries(now_ms(), lease, free as i64).await {
+                    Ok(due) => {
+                        more_due = due.len() == free;
+                        for d in due {
+                            let me = self.clone();
+                            running.spawn(async move { me.deliver(d).await });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot claim deliveries"),
                 }
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "cannot claim deliveries"),
             }
-            if drain_until.is_some() {
+            if stopping && running.is_empty() {
                 return;
             }
+            if more_due && running.len() < slots {
+                continue;
+            }
+            let wait = match drain_until {
+                Some(end) => end.saturating_duration_since(tokio::time::Instant::now()),
+                None => self.opts.poll,
+            };
             tokio::select! {
-                _ = tokio::time::sleep(self.poll) => {}
-                _ = stop.changed() => {}
+                // A slot came free: claim what is due for it.
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                _ = tokio::time::sleep(wait.min(self.opts.poll)) => {}
+                changed = stop.changed(), if !stopping => {
+                    // A dropped sender is a stop too: nothing will ever say otherwise.
+                    if changed.is_err() {
+                        stopping = true;
+                    }
+                }
             }
         }
     }
@@ -107,29 +217,41 @@ impl Deliverer {
     async fn deliver(&self, d: DueDelivery) {
         let started = now_ms();
         let (kind, result) = match self.body(&d).await {
-            Err(e) => ("unknown", Err((None, e))),
+            Err(e) => ("unknown", Err(Failure::new(e))),
             Ok((workload, body)) => match d.sink.split_once(':') {
                 Some(("webhook", url)) => {
                     ("webhook", self.webhook(&d, &workload, url, &body).await)
                 }
                 Some(("file", path)) => ("file", self.file(path, &body).await),
-                _ if d.sink == "stdout" => ("stdout", stdout(&body).await),
-                _ => ("unknown", Err((None, format!("unknown sink {:?}", d.sink)))),
+                _ if d.sink == "stdout" => ("stdout", self.stdout(&body).await),
+                _ => ("unknown", Err(Failure::new(format!("unknown sink {:?}", d.sink)))),
             },
         };
         let outcome = match result {
             Ok(status) => DeliveryOutcome::Delivered { status },
-            Err((status, error)) if d.attempts < MAX_ATTEMPTS => {
-                let backoff = Duration::from_secs(1u64 << d.attempts.clamp(0, 9))
-                    .min(Duration::from_secs(600));
-                DeliveryOutcome::Retry {
-                    status,
-                    error,
-                    next_attempt_at: now_ms()
-                        + i64::try_from(backoff.as_millis()).unwrap_or(600_000),
+            Err(f) => {
+                // `attempts` counts this one: the first failure waits the first delay.
+                let nth = usize::try_from(d.attempts.saturating_sub(1)).unwrap_or(0);
+                match self.opts.retry_delays.get(nth) {
+                    Some(delay) => {
+                        let drawn = delay.mul_f64(rand::rng().random_range(0.8..=1.2));
+                        let wait =
+                            drawn.max(f.retry_after.unwrap_or_default().min(MAX_RETRY_AFTER));
+                        tracing::warn!(delivery = %d.id, sink = %d.sink, attempt = d.attempts, error = %f.error, retry_in = ?wait, "a delivery failed; it is retried");
+                        DeliveryOutcome::Retry {
+                            status: f.status,
+                            error: f.error,
+                            next_attempt_at: now_ms().saturating_add(
+                                i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+                            ),
+                        }
+                    }
+                    None => {
+                        tracing::error!(delivery = %d.id, task = %d.task_id, sink = %d.sink, attempts = d.attempts, error = %f.error, "a delivery failed for good");
+                        DeliveryOutcome::Failed { status: f.status, error: f.error }
+                    }
                 }
             }
-            Err((status, error)) => DeliveryOutcome::Failed { status, error },
         };
         let label = match &outcome {
             DeliveryOutcome::Delivered { .. } => "delivered",
@@ -138,8 +260,14 @@ impl Deliverer {
         };
         metrics::counter!(m::DELIVERIES, "sink" => kind, "outcome" => label).increment(1);
         let attempt_id = format!("dat_{}", uuid::Uuid::now_v7().simple());
-        if let Err(e) = self.store.finish_delivery(&d, &attempt_id, started, &outcome).await {
-            tracing::error!(error = %e, delivery = %d.id, "cannot record a delivery attempt");
+        match self.store.finish_delivery(&d, &attempt_id, started, &outcome).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(delivery = %d.id, "a delivery's claim ran out before its attempt ended; its new owner's outcome stands")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, delivery = %d.id, "cannot record a delivery attempt")
+            }
         }
     }
 
@@ -186,7 +314,12 @@ impl Deliverer {
         workload: &str,
         url: &str,
         body: &[u8],
-    ) -> Result<Option<i64>, (Option<i64>, String)> {
+    ) -> Result<Option<i64>, Failure> {
+        if let Some(var) = self.unsigned.get(workload) {
+            return Err(Failure::new(format!(
+                "not sent: its signing secret ({var}) is not set, empty or not a Standard Webhooks secret"
+            )));
+        }
         let ts = chrono::Utc::now().timestamp();
         let mut req = self
             .http
@@ -199,37 +332,69 @@ impl Deliverer {
         }
         match req.body(body.to_vec()).send().await {
             Ok(r) if r.status().is_success() => Ok(Some(i64::from(r.status().as_u16()))),
-            Ok(r) => Err((
-                Some(i64::from(r.status().as_u16())),
-                format!("the receiver answered {}", r.status()),
-            )),
-            Err(e) => Err((None, format!("cannot reach the receiver: {e}"))),
+            Ok(r) => Err(Failure {
+                status: Some(i64::from(r.status().as_u16())),
+                error: format!("the receiver answered {}", r.status()),
+                retry_after: r
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs),
+            }),
+            // Without the URL: a receiver's token in its query string stays out of the store.
+            Err(e) => Err(Failure::new(format!("cannot reach the receiver: {}", e.without_url()))),
         }
     }
 
-    async fn file(&self, path: &str, body: &[u8]) -> Result<Option<i64>, (Option<i64>, String)> {
+    /// Appends the line and syncs it to disk before the delivery is recorded as done; a write
+    /// that fails part-way is cut back off, so that its retry does not follow half a line.
+    async fn file(&self, path: &str, body: &[u8]) -> Result<Option<i64>, Failure> {
         let _one_writer = self.files.lock().await;
-        let write = async {
+        let mut line = body.to_vec();
+        line.push(b'\n');
+        let mut f = async {
             if let Some(dir) =
                 std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty())
             {
                 tokio::fs::create_dir_all(dir).await?;
             }
-            let mut f = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
-            let mut line = body.to_vec();
-            line.push(b'\n');
+            tokio::fs::OpenOptions::new().create(true).append(true).open(path).await
+        }
+        .await
+        .map_err(|e| Failure::new(format!("cannot open {path}: {e}")))?;
+        let before = f.metadata().await.map(|m| m.len()).ok();
+        let written = async {
             f.write_all(&line).await?;
-            f.flush().await
-        };
-        write.await.map(|()| None).map_err(|e| (None, format!("cannot append to {path}: {e}")))
+            f.flush().await?;
+            f.sync_data().await
+        }
+        .await;
+        match written {
+            Ok(()) => Ok(None),
+            Err(e) => {
+                if let Some(len) = before
+                    && let Err(cut) = f.set_len(len).await
+                {
+                    tracing::error!(path, error = %cut, "cannot cut a partly written line back off");
+                }
+                Err(Failure::new(format!("cannot append to {path}: {e}")))
+            }
+        }
     }
-}
 
-async fn stdout(body: &[u8]) -> Result<Option<i64>, (Option<i64>, String)> {
-    let mut line = body.to_vec();
-    line.push(b'\n');
-    let mut out = tokio::io::stdout();
-    out.write_all(&line).await.map_err(|e| (None, e.to_string()))?;
-    out.flush().await.map_err(|e| (None, e.to_string()))?;
-    Ok(None)
+    async fn stdout(&self, body: &[u8]) -> Result<Option<i64>, Failure> {
+        let mut line = body.to_vec();
+        line.push(b'\n');
+        let write = async {
+            let mut out = tokio::io::stdout();
+            out.write_all(&line).await?;
+            out.flush().await
+        };
+        // A reader that stopped reading (a paused pipe) holds this delivery, not the others.
+        match tokio::time::timeout(self.opts.attempt_timeout, write).await {
+            Ok(Ok(())) => Ok(None),
+            Ok(Err(e)) => Err(Failure::new(format!("cannot write to stdout: {e}"))),
+            Err(_) => Err(Failure::new("stdout is not being read".into())),
+        }
+    }
 }

@@ -92,7 +92,11 @@ async fn start_sluice(
     let handoff = executor.handoff();
     let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(executor.run(stopping.clone()));
-    tokio::spawn(Deliverer::new(store.clone(), config.clone(), env).run(stopping));
+    tokio::spawn(
+        Deliverer::new(store.clone(), config.clone(), env, Default::default())
+            .unwrap()
+            .run(stopping),
+    );
     let (committer, committers) = Committer::with_handoff(store.clone(), 1, Some(handoff));
     let state = AppState {
         config,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sluice_core::Config;
+use sluice_engine::sinks::DelivererOptions;
 use sluice_engine::{Batcher, BatcherOptions, Deliverer, Executor, ExecutorOptions, Hub};
 use sluice_server::auth::Tokens;
 use sluice_server::ingest::Committer;
@@ -37,8 +38,16 @@ pub struct Options {
 pub struct Service {
     pub addr: SocketAddr,
     running: Running,
+    workers: Workers,
+}
+
+/// The workers, stopped in two steps: the executor and the batcher first (calls in flight finish
+/// and store their results), then the deliverer, which delivers those results before it returns.
+struct Workers {
     stop: watch::Sender<bool>,
-    workers: Vec<JoinHandle<()>>,
+    running: Vec<JoinHandle<()>>,
+    stop_delivering: watch::Sender<bool>,
+    delivering: JoinHandle<()>,
 }
 
 impl Service {
@@ -75,9 +84,16 @@ impl Service {
             opts.batcher,
         )?;
         let turnarounds = batcher.turnarounds();
-        workers.push(tokio::spawn(batcher.run(stopping.clone())));
-        let deliverer = Deliverer::new(store.clone(), config.clone(), |name| env(name));
-        workers.push(tokio::spawn(deliverer.run(stopping)));
+        workers.push(tokio::spawn(batcher.run(stopping)));
+        let deliverer = Deliverer::new(
+            store.clone(),
+            config.clone(),
+            |name| env(name),
+            DelivererOptions::default(),
+        )?;
+        let (stop_delivering, delivering) = watch::channel(false);
+        let delivering = tokio::spawn(deliverer.run(delivering));
+        let workers = Workers { stop, running: workers, stop_delivering, delivering };
 
         let committers = if store.backend() == "postgres" { 4 } else { 1 };
         let (committer, committing) =
@@ -101,33 +117,38 @@ impl Service {
             .await
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
         let running = sluice_server::start(listener, state, committing, signal)?;
-        Ok(Service { addr: running.addr, running, stop, workers })
+        Ok(Service { addr: running.addr, running, workers })
     }
 
     /// Waits for the API to stop (its signal), then stops the workers: calls in flight finish,
     /// nothing new is claimed.
     pub async fn stopped(self) -> anyhow::Result<()> {
-        let Service { running, stop, workers, .. } = self;
+        let Service { running, workers, .. } = self;
         running.stopped().await?;
         tracing::info!("every accepted event is committed; waiting for the calls in flight");
-        stop_workers(stop, workers).await;
+        workers.stop().await;
         Ok(())
     }
 
     /// Stops the API and then the workers.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let Service { running, stop, workers, .. } = self;
+        let Service { running, workers, .. } = self;
         running.shutdown().await?;
-        stop_workers(stop, workers).await;
+        workers.stop().await;
         Ok(())
     }
 }
 
-/// Tells the workers to stop (calls in flight finish, nothing new is claimed) and waits for them.
-async fn stop_workers(stop: watch::Sender<bool>, workers: Vec<JoinHandle<()>>) {
-    let _ = stop.send(true);
-    for w in workers {
-        let _ = w.await;
+impl Workers {
+    /// Tells the workers to stop (calls in flight finish, nothing new is claimed) and waits for
+    /// them; then the deliverer.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for w in self.running {
+            let _ = w.await;
+        }
+        let _ = self.stop_delivering.send(true);
+        let _ = self.delivering.await;
     }
 }
 

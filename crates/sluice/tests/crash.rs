@@ -262,6 +262,41 @@ async fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
     }
 }
 
+/// SIGTERM while a streamed call runs: the call finishes, and its result reaches its sink before
+/// the process exits, rather than wait for the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_delivers_the_results_of_the_calls_it_lets_finish() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut sim_config = sluice_sim::SimConfig::default();
+    sim_config.latency.time_to_first_token = sluice_sim::Dist::Fixed(Duration::from_millis(1_500));
+    let sim = sluice_sim::Sim::start(sim_config, "127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("term.db").display());
+    let (mut server, base) = serve(&url, dir.path(), sim.base_url());
+    let ticket = sample_events().into_iter().find(|e| e["type"] == "ticket.created").unwrap();
+    let r = reqwest::Client::new().post(format!("{base}/v1/events")).json(&ticket).send().await;
+    let accepted: Value = r.unwrap().json().await.unwrap();
+    let triage = accepted["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["workload"] == "ticket-triage")
+        .and_then(|t| t["id"].as_str())
+        .unwrap()
+        .to_owned();
+    // Into the call's wait for its first token.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert!(server.wait().unwrap().success());
+    let store = Store::open(&url, SqliteDurability::Full).await.unwrap();
+    let done = store.task(&triage).await.unwrap().unwrap();
+    assert_eq!(done.task.state, sluice_store::TaskState::Succeeded);
+    let lines =
+        std::fs::read_to_string(dir.path().join("results/ticket-triage.jsonl")).unwrap_or_default();
+    assert!(lines.contains(&triage), "the result was not delivered before exit: {lines:?}");
+}
+
 /// Stream tasks are written already claimed at ingest and handed to the executor in memory: a
 /// `kill -9` while their calls run must leave them to be taken over (once their lease runs out)
 /// and finished once each after a restart — not lost, not stuck as `running`, not stored twice.

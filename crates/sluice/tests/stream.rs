@@ -453,7 +453,13 @@ deliver = {{ file = "{}" }}
 
     // Told to stop before it has looked at the store even once.
     let (_stop, stopped) = tokio::sync::watch::channel(true);
-    let deliverer = sluice_engine::Deliverer::new(store, std::sync::Arc::new(config), |_| None);
+    let deliverer = sluice_engine::Deliverer::new(
+        store,
+        std::sync::Arc::new(config),
+        |_| None,
+        Default::default(),
+    )
+    .unwrap();
     tokio::time::timeout(Duration::from_secs(15), deliverer.run(stopped)).await.unwrap();
     let lines = std::fs::read_to_string(&sink).unwrap_or_default();
     assert_eq!(lines.lines().count(), 1, "{lines:?}");

@@ -325,14 +325,17 @@ impl Store {
         dispatch!(self, claim_deliveries(now, lease_ms, limit))
     }
 
-    /// Records a delivery attempt and its outcome.
+    /// Records a delivery attempt and its outcome. The outcome stands only while the claim it
+    /// was made under does (the delivery still `sending`, its attempts unchanged): false when
+    /// the claim ran out and another took the delivery over, whose outcome then stands; except
+    /// that a delivered attempt marks any undelivered delivery delivered, since it was.
     pub async fn finish_delivery(
         &self,
         delivery: &DueDelivery,
         attempt_id: &str,
         started_at: i64,
         outcome: &DeliveryOutcome,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         dispatch!(self, finish_delivery(delivery, attempt_id, started_at, outcome))
     }
 
@@ -1284,7 +1287,7 @@ macro_rules! queries {
             attempt_id: &str,
             started_at: i64,
             outcome: &DeliveryOutcome,
-        ) -> Result<(), StoreError> {
+        ) -> Result<bool, StoreError> {
             let (state, status, error, next) = match outcome {
                 DeliveryOutcome::Delivered { status } => ("delivered", *status, None, 0),
                 DeliveryOutcome::Retry { status, error, next_attempt_at } => ("pending", *status, Some(error.as_str()), *next_attempt_at),
@@ -1299,9 +1302,9 @@ macro_rules! queries {
                 .bind(error)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
+            let stands = sqlx::query(
                 "UPDATE deliveries SET state = $1, last_status = $2, last_error = $3, next_attempt_at = $4, updated_at = $5
-                 WHERE id = $6",
+                 WHERE id = $6 AND ((state = 'sending' AND attempts = $7) OR ($1 = 'delivered' AND state <> 'delivered'))",
             )
             .bind(state)
             .bind(status)
@@ -1309,10 +1312,13 @@ macro_rules! queries {
             .bind(next)
             .bind(now_ms())
             .bind(&d.id)
+            .bind(d.attempts)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected()
+                == 1;
             tx.commit().await?;
-            Ok(())
+            Ok(stands)
         }
 
         fn batch_from_row(r: &DbRow) -> Result<BatchRecord, StoreError> {

@@ -778,6 +778,47 @@ macro_rules! suite {
                 assert!(!store.fail_unclaimed(&claimed[0].task.id, &attempt("failed", 1_000)).await.unwrap());
             }
 
+            /// A deliverer whose claim ran out (it stalled) and came back late cannot undo the
+            /// outcome of the one that took the delivery over; but a late success is a success.
+            #[tokio::test]
+            async fn a_delivery_outcome_stands_only_under_its_claim() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                let result = async |key: &str, at: i64| {
+                    store.ingest(&[vec![event(Some(key), key)]]).await.unwrap();
+                    let c = store.claim(&["stream"], "w", at, 60_000, 1).await.unwrap();
+                    store.complete(&c[0].task.id, c[0].fence, &completion(at)).await.unwrap().unwrap();
+                };
+                let delivered = DeliveryOutcome::Delivered { status: Some(200) };
+                let retry = DeliveryOutcome::Retry {
+                    status: Some(503),
+                    error: "down".into(),
+                    next_attempt_at: 5_000,
+                };
+
+                result("h-first", 1_000).await;
+                let stalled = store.claim_deliveries(2_000, 100, 10).await.unwrap();
+                assert_eq!(stalled.len(), 1);
+                assert!(store.claim_deliveries(2_050, 100, 10).await.unwrap().is_empty());
+                let took_over = store.claim_deliveries(2_200, 100, 10).await.unwrap();
+                assert_eq!(took_over[0].attempts, 2);
+                assert!(store.finish_delivery(&took_over[0], &id(), 2_200, &delivered).await.unwrap());
+                assert!(!store.finish_delivery(&stalled[0], &id(), 2_000, &retry).await.unwrap());
+                assert!(
+                    store.claim_deliveries(9_000_000, 100, 10).await.unwrap().is_empty(),
+                    "delivered, not due again"
+                );
+
+                result("h-second", 3_000).await;
+                let stalled = store.claim_deliveries(4_000, 100, 10).await.unwrap();
+                let took_over = store.claim_deliveries(4_200, 100, 10).await.unwrap();
+                assert!(store.finish_delivery(&took_over[0], &id(), 4_200, &retry).await.unwrap());
+                assert!(store.finish_delivery(&stalled[0], &id(), 4_000, &delivered).await.unwrap());
+                assert!(
+                    store.claim_deliveries(9_000_000, 100, 10).await.unwrap().is_empty(),
+                    "its late success counts"
+                );
+            }
+
             /// The deadline guard moved a task to stream, but its batch's line came back before
             /// any executor took it: that line, already paid for, is its result; no second call.
             #[tokio::test]

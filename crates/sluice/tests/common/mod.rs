@@ -106,7 +106,11 @@ pub async fn world_with(
         Batcher::new(store.clone(), config.clone(), env, Some(wake.clone()), batch_opts).unwrap();
     let turnarounds = batcher.turnarounds();
     tokio::spawn(batcher.run(stopping.clone()));
-    tokio::spawn(Deliverer::new(store.clone(), config.clone(), env).run(stopping));
+    tokio::spawn(
+        Deliverer::new(store.clone(), config.clone(), env, Default::default())
+            .unwrap()
+            .run(stopping),
+    );
     let (committer, committers) = Committer::with_handoff(store.clone(), 1, Some(handoff));
     let state = AppState {
         config,
