@@ -1173,6 +1173,7 @@ lane = "stream"
                 cached_input_tokens: 0,
                 cache_write_tokens: 0,
                 output_tokens: 100,
+                estimated: false,
             },
             model: "gpt-5-mini".into(),
             provider_request_id: None,

@@ -101,10 +101,12 @@ impl WireUsage {
         let write = self.cache_creation_input_tokens.unwrap_or(0);
         let read = self.cache_read_input_tokens.unwrap_or(0);
         Usage {
-            input_tokens: self.input_tokens.unwrap_or(0) + write + read,
+            // Saturating: the counts come off the network.
+            input_tokens: self.input_tokens.unwrap_or(0).saturating_add(write).saturating_add(read),
             cached_input_tokens: read,
             cache_write_tokens: write,
             output_tokens: self.output_tokens.unwrap_or(0),
+            estimated: false,
         }
     }
 }
@@ -231,7 +233,7 @@ impl Dialect for Anthropic {
                 Some(u) => u.normalize(),
                 None => {
                     tracing::warn!(provider = "anthropic", "answer without usage");
-                    Usage::default()
+                    Usage::missing()
                 }
             },
             model: m.model,
@@ -510,7 +512,8 @@ data: {"type":"message_stop"}
                 input_tokens: 1110,
                 cached_input_tokens: 1000,
                 cache_write_tokens: 100,
-                output_tokens: 48
+                output_tokens: 48,
+                estimated: false,
             }
         );
         assert_eq!(r.stop_reason, StopReason::MaxTokens);

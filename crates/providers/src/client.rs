@@ -8,7 +8,7 @@ use sluice_core::config::{Provider, ProviderKind};
 
 use crate::anthropic::Anthropic;
 use crate::error::{ErrorKind, ProviderError};
-use crate::model::{ChatRequest, ChatResponse, StreamEvent};
+use crate::model::{ChatRequest, ChatResponse, StreamEvent, Usage};
 use crate::openai::OpenAi;
 use crate::ratelimit::RateLimiter;
 use crate::retry::{RetryPolicy, retry};
@@ -172,7 +172,7 @@ impl Client {
         let estimate = req.estimate();
         retry(policy, |_| async move {
             let permit = self.limiter().acquire(&req.model, estimate).await;
-            let r = self.chat(req).await;
+            let r = self.chat(req).await.map(|r| with_usage(req, r));
             permit.record(r.as_ref());
             r
         })
@@ -209,9 +209,15 @@ impl Client {
                     Err(e) => outcome = Some(Err(e)),
                 }
             }
-            let outcome = outcome.unwrap_or_else(|| {
-                Err(ProviderError::new(self.kind(), ErrorKind::StreamCut, "the stream ended early"))
-            });
+            let outcome = outcome
+                .unwrap_or_else(|| {
+                    Err(ProviderError::new(
+                        self.kind(),
+                        ErrorKind::StreamCut,
+                        "the stream ended early",
+                    ))
+                })
+                .map(|r| with_usage(req, r));
             permit.record(outcome.as_ref());
             match outcome {
                 Ok(r) => return Ok(r),
@@ -225,6 +231,15 @@ impl Client {
             }
         }
     }
+}
+
+/// An answer whose provider reported no usage, counted at sluice's estimate instead of as free.
+fn with_usage(req: &ChatRequest, mut r: ChatResponse) -> ChatResponse {
+    if r.usage.estimated {
+        r.usage = Usage::estimate(req, &r.text);
+        tracing::warn!(model = %req.model, input_tokens = r.usage.input_tokens, output_tokens = r.usage.output_tokens, "the provider reported no usage; the call is counted at sluice's estimate");
+    }
+    r
 }
 
 /// The auth header value, marked sensitive so that no HTTP-layer debug output shows it. A key

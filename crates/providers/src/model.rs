@@ -149,9 +149,31 @@ pub struct Usage {
     /// The part of `input_tokens` written to the prompt cache (Anthropic; OpenAI where reported).
     pub cache_write_tokens: u64,
     pub output_tokens: u64,
+    /// The provider reported no usage (an OpenAI-compatible server that ignores
+    /// `stream_options.include_usage`, a proxy that strips it): the counts are sluice's
+    /// estimate, so that the ledger, the budget and the rate limiter are not told it was free.
+    pub estimated: bool,
 }
 
 impl Usage {
+    /// What a parser returns for an answer that carries no usage; the client fills it in with
+    /// [`Usage::estimate`].
+    pub fn missing() -> Usage {
+        Usage { estimated: true, ..Usage::default() }
+    }
+
+    /// The estimate of a call that reported no usage: the request's input estimate, and the
+    /// answer's text counted the same way (never more than the request allowed).
+    pub fn estimate(req: &ChatRequest, text: &str) -> Usage {
+        let output = ((text.len() as u64) * 2).div_ceil(7).min(u64::from(req.max_tokens));
+        Usage {
+            input_tokens: req.estimate().input_tokens,
+            output_tokens: output,
+            estimated: true,
+            ..Usage::default()
+        }
+    }
+
     /// The counts the price table takes.
     pub fn tokens(&self) -> Tokens {
         Tokens {

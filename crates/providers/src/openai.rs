@@ -122,6 +122,7 @@ impl WireUsage {
             cached_input_tokens: d.and_then(|d| d.cached_tokens).unwrap_or(0),
             cache_write_tokens: d.and_then(|d| d.cache_write_tokens).unwrap_or(0),
             output_tokens: self.completion_tokens,
+            estimated: false,
         }
     }
 }
@@ -235,12 +236,19 @@ impl OpenAi {
     }
 }
 
+/// A refusal comes as `refusal` text with `finish_reason: "stop"`: it is a refusal, not an end.
 fn finish(choice_finish: Option<String>, refused: bool) -> StopReason {
     match choice_finish {
+        _ if refused => StopReason::Refusal,
         Some(f) => StopReason::from_openai(&f),
-        None if refused => StopReason::Refusal,
         None => StopReason::Other("unknown".into()),
     }
+}
+
+/// The answer's text; for a refusal (no content), the model's words of refusal, which say more
+/// to whoever reads the result than an empty string.
+fn answer(content: String, refusal: String) -> String {
+    if content.is_empty() { refusal } else { content }
 }
 
 impl Dialect for OpenAi {
@@ -275,21 +283,22 @@ impl Dialect for OpenAi {
         let Some(choice) = c.choices.into_iter().find(|ch| ch.index == 0) else {
             return Err(self.error(ErrorKind::Malformed, "a completion without choices"));
         };
-        let msg = choice.message;
-        let refused =
-            msg.as_ref().is_some_and(|m| m.refusal.as_deref().is_some_and(|r| !r.is_empty()));
+        let (content, refusal) = match choice.message {
+            Some(m) => (m.content.unwrap_or_default(), m.refusal.unwrap_or_default()),
+            None => Default::default(),
+        };
         // Failing an answer for a missing usage would only make us pay for it again: keep it,
-        // and let the ledger fall back to the estimate.
+        // and the client counts it at its estimate instead.
         let usage = match c.usage {
             Some(u) => u.normalize(),
             None => {
                 tracing::warn!(provider = self.kind.as_str(), "completion without usage");
-                Usage::default()
+                Usage::missing()
             }
         };
         Ok(ChatResponse {
-            text: msg.and_then(|m| m.content).unwrap_or_default(),
-            stop_reason: finish(choice.finish_reason, refused),
+            stop_reason: finish(choice.finish_reason, !refusal.is_empty()),
+            text: answer(content, refusal),
             usage,
             model: c.model,
             provider_request_id: None,
@@ -341,7 +350,7 @@ pub(crate) struct StreamAcc {
     model: Option<String>,
     text: String,
     finish_reason: Option<String>,
-    refused: bool,
+    refusal: String,
     usage: Option<Usage>,
 }
 
@@ -354,7 +363,7 @@ impl Default for StreamAcc {
             model: None,
             text: String::new(),
             finish_reason: None,
-            refused: false,
+            refusal: String::new(),
             usage: None,
         }
     }
@@ -371,20 +380,21 @@ impl StreamAcc {
 impl Accumulator for StreamAcc {
     fn on_event(&mut self, ev: SseEvent) -> Result<Option<Step>, ProviderError> {
         if ev.data.trim() == "[DONE]" {
-            if self.finish_reason.is_none() && !self.refused {
+            if self.finish_reason.is_none() && self.refusal.is_empty() {
                 return Err(self.error(ErrorKind::StreamCut, "[DONE] before any finish_reason"));
             }
             let usage = match self.usage {
                 Some(u) => u,
                 None => {
-                    // Servers that ignore include_usage: the ledger then relies on the estimate.
+                    // Servers that ignore include_usage: the client counts
+                    // the call at its estimate.
                     tracing::warn!(provider = self.kind.as_str(), "stream ended without usage");
-                    Usage::default()
+                    Usage::missing()
                 }
             };
             return Ok(Some(Step::Done(Box::new(ChatResponse {
-                text: std::mem::take(&mut self.text),
-                stop_reason: finish(self.finish_reason.take(), self.refused),
+                stop_reason: finish(self.finish_reason.take(), !self.refusal.is_empty()),
+                text: answer(std::mem::take(&mut self.text), std::mem::take(&mut self.refusal)),
                 usage,
                 model: self.model.take().unwrap_or_default(),
                 provider_request_id: self.request_id.clone(),
@@ -414,8 +424,8 @@ impl Accumulator for StreamAcc {
                 if let Some(t) = d.content {
                     delta.push_str(&t);
                 }
-                if d.refusal.is_some_and(|r| !r.is_empty()) {
-                    self.refused = true;
+                if let Some(r) = d.refusal {
+                    self.refusal.push_str(&r);
                 }
             }
             if choice.finish_reason.is_some() {

@@ -26,9 +26,12 @@ pub struct SseEvent {
 pub enum SseError {
     #[error("SSE line longer than {0} bytes")]
     LineTooLong(usize),
+    #[error("SSE event with more than {0} bytes of data")]
+    EventTooLong(usize),
 }
 
-/// A line longer than this is not an LLM event; stop before it eats the memory.
+/// A line longer than this is not an LLM event; stop before it eats the memory. The same bound
+/// holds for an event's data gathered over many lines.
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Default)]
@@ -40,6 +43,8 @@ pub struct SseDecoder {
     data: String,
     has_data: bool,
     id: Option<String>,
+    /// A line has been decoded: a byte order mark can only start the first.
+    past_first_line: bool,
 }
 
 impl SseDecoder {
@@ -59,8 +64,9 @@ impl SseDecoder {
         while let Some(pos) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
             self.append(&chunk[..pos])?;
             let line = std::mem::take(&mut self.line);
-            self.line_done(&line, out);
+            let done = self.line_done(&line, out);
             self.line = line;
+            done?;
             self.line.clear();
             let ending = chunk[pos];
             chunk = &chunk[pos + 1..];
@@ -88,17 +94,23 @@ impl SseDecoder {
         !self.line.is_empty() || self.has_data || self.event.is_some()
     }
 
-    fn line_done(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
+    fn line_done(&mut self, line: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        // WHATWG: one leading byte order mark is dropped (without that, the first field's name
+        // would not match: Anthropic's first `event:` would be lost).
+        let line = match std::mem::replace(&mut self.past_first_line, true) {
+            false => line.strip_prefix("\u{FEFF}".as_bytes()).unwrap_or(line),
+            true => line,
+        };
         if line.is_empty() {
             self.dispatch(out);
-            return;
+            return Ok(());
         }
         // Decoding whole lines only: a multi-byte character split across reads is whole by now.
         // Invalid bytes become U+FFFD, as in the WHATWG decoder; a damaged JSON payload is then
         // caught by the JSON parser.
         let line = String::from_utf8_lossy(line);
         if line.starts_with(':') {
-            return;
+            return Ok(());
         }
         let (field, value) = match line.split_once(':') {
             Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
@@ -107,6 +119,9 @@ impl SseDecoder {
         match field {
             "event" => self.event = Some(value.to_owned()),
             "data" => {
+                if self.data.len() + value.len() + 1 > MAX_LINE {
+                    return Err(SseError::EventTooLong(MAX_LINE));
+                }
                 if self.has_data {
                     self.data.push('\n');
                 }
@@ -116,6 +131,7 @@ impl SseDecoder {
             "id" if !value.contains('\0') => self.id = Some(value.to_owned()),
             _ => {}
         }
+        Ok(())
     }
 
     fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
@@ -186,6 +202,33 @@ mod tests {
         let s = "data: héllo ✓\n\n".as_bytes();
         let (a, b) = s.split_at(8); // inside "é"
         assert_eq!(decode_chunks(&[a, b]), vec![ev(None, "héllo ✓")]);
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_dropped_even_split_across_reads() {
+        let bom = "\u{FEFF}event: message_start\ndata: {}\n\n".as_bytes();
+        let want = vec![ev(Some("message_start"), "{}")];
+        assert_eq!(decode_chunks(&[bom]), want);
+        assert_eq!(decode_chunks(&[&bom[..1], &bom[1..2], &bom[2..]]), want);
+        // Only at the start of the stream.
+        let later = "data: a\n\n\u{FEFF}data: b\n\n".as_bytes();
+        assert_eq!(decode_chunks(&[later]), vec![ev(None, "a")]);
+    }
+
+    #[test]
+    fn an_event_of_endless_data_lines_is_refused() {
+        let mut d = SseDecoder::new();
+        let mut out = Vec::new();
+        let line = format!("data: {}\n", "x".repeat(1 << 20));
+        let mut refused = None;
+        for _ in 0..(MAX_LINE >> 20) + 2 {
+            if let Err(e) = d.push(line.as_bytes(), &mut out) {
+                refused = Some(e);
+                break;
+            }
+        }
+        assert_eq!(refused, Some(SseError::EventTooLong(MAX_LINE)));
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -135,6 +135,10 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderErr
 
 /// Error bodies longer than this are cut before they are kept (an HTML page from a proxy).
 const MAX_ERROR_MESSAGE: usize = 500;
+/// An error body past this is not an error body worth reading.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// A whole answer to a stream request: far more than any model's longest output.
+const MAX_WHOLE_ANSWER: usize = 32 * 1024 * 1024;
 
 impl<D: Dialect> Transport<D> {
     fn timeouts(&self, tier: Tier) -> Timeouts {
@@ -177,10 +181,12 @@ impl<D: Dialect> Transport<D> {
     ) -> ProviderError {
         let status = resp.status();
         let headers = resp.headers().clone();
-        // The error body is small; if it does not come in time, the status alone classifies.
-        let body = match tokio::time::timeout_at(deadline, resp.bytes()).await {
-            Ok(Ok(b)) => b,
-            _ => Bytes::new(),
+        // The error body is small; if it does not come in time (or is not small), the status
+        // alone classifies.
+        let body = match tokio::time::timeout_at(deadline, read_capped(resp, MAX_ERROR_BODY)).await
+        {
+            Ok(Some(b)) => b,
+            _ => Vec::new(),
         };
         self.error_from(status, &headers, &body)
     }
@@ -197,7 +203,7 @@ impl<D: Dialect> Transport<D> {
                 };
                 (None, None, msg)
             });
-        let mut e = self.err(ErrorKind::Status, message);
+        let mut e = self.err(ErrorKind::Status, truncate(&message, MAX_ERROR_MESSAGE));
         e.status = Some(status.as_u16());
         e.error_type = error_type;
         e.code = code;
@@ -309,6 +315,39 @@ impl<D: Dialect> StreamState<D> {
         self.transport.err(kind, msg)
     }
 
+    /// A stream request answered with the whole completion as JSON, as an OpenAI-compatible
+    /// server that ignores `stream: true` does: it is the answer, and paid for. Read as a
+    /// stream it would hold no events, end as a cut, and be retried and paid for again.
+    async fn whole_answer(
+        &mut self,
+        resp: reqwest::Response,
+        end: Instant,
+    ) -> Result<(), ProviderError> {
+        let d = &self.transport.dialect;
+        let rate_limit = d.rate_limit(resp.headers());
+        let body = match tokio::time::timeout_at(end, read_capped(resp, MAX_WHOLE_ANSWER)).await {
+            Err(_) => {
+                return Err(self.fail(
+                    ErrorKind::Timeout(TimeoutPhase::Total),
+                    "the answer was not read in time",
+                ));
+            }
+            Ok(None) => {
+                return Err(self.fail(ErrorKind::StreamCut, "the answer could not be read whole"));
+            }
+            Ok(Some(b)) => b,
+        };
+        let mut out = d.parse_response(&body)?;
+        out.provider_request_id = self.request_id.clone();
+        out.rate_limit = rate_limit;
+        if !out.text.is_empty() {
+            self.pending.push_back(Ok(StreamEvent::Delta(out.text.clone())));
+        }
+        self.pending.push_back(Ok(StreamEvent::Done(Box::new(out))));
+        self.finished = true;
+        Ok(())
+    }
+
     async fn advance(&mut self) -> Result<(), ProviderError> {
         let t = self.timeouts;
         if let Some(req) = self.request.take() {
@@ -319,6 +358,9 @@ impl<D: Dialect> StreamState<D> {
             let resp = self.transport.open(&req, true, deadline).await?;
             let d = &self.transport.dialect;
             self.request_id = d.request_id(resp.headers());
+            if is_json(resp.headers()) {
+                return self.whole_answer(resp, end).await;
+            }
             self.acc = Some(d.accumulator(self.request_id.clone(), d.rate_limit(resp.headers())));
             self.body = Some(Box::pin(resp.bytes_stream()));
             self.deadline = Some(deadline);
@@ -379,6 +421,29 @@ impl<D: Dialect> StreamState<D> {
         }
         Ok(())
     }
+}
+
+/// An answer that says it is JSON rather than an event stream.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"))
+}
+
+/// The body, or `None` if it fails or grows past `cap` bytes: a misbehaving server cannot make
+/// sluice buffer without end.
+async fn read_capped(resp: reqwest::Response, cap: usize) -> Option<Vec<u8>> {
+    let mut body = resp.bytes_stream();
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.ok()?;
+        if out.len() + chunk.len() > cap {
+            return None;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Some(out)
 }
 
 /// Reads the end of a finished stream's body (the server closes it right after the final event),

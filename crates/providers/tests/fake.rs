@@ -61,6 +61,24 @@ const OPENAI_STREAM_NO_DONE: &str = concat!(
     "data: {\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
 );
 
+/// A server that ignores `stream_options.include_usage`: no usage chunk before `[DONE]`.
+const OPENAI_STREAM_NO_USAGE: &str = concat!(
+    "data: {\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+    "data: {\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Twenty-eight bytes of answer\"},\"finish_reason\":null}]}\n\n",
+    "data: {\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+    "data: [DONE]\n\n",
+);
+
+/// A refusal as OpenAI streams it: `refusal` deltas, then `finish_reason: "stop"`.
+const OPENAI_STREAM_REFUSAL: &str = concat!(
+    "data: {\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"refusal\":\"\"},\"finish_reason\":null}]}\n\n",
+    "data: {\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"refusal\":\"I can't help \"},\"finish_reason\":null}]}\n\n",
+    "data: {\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"refusal\":\"with that.\"},\"finish_reason\":null}]}\n\n",
+    "data: {\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+    "data: {\"model\":\"gpt-x\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":6,\"total_tokens\":11}}\n\n",
+    "data: [DONE]\n\n",
+);
+
 fn json(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
     let mut r = Response::builder().status(status).header("content-type", "application/json");
     for (k, v) in headers {
@@ -139,6 +157,19 @@ async fn handle(
             sse(&ANTHROPIC_STREAM[..cut], 64, Duration::ZERO)
         }
         "openai-no-done" => sse(OPENAI_STREAM_NO_DONE, 16, Duration::ZERO),
+        "openai-no-usage" => sse(OPENAI_STREAM_NO_USAGE, 64, Duration::ZERO),
+        "openai-refusal-stream" => sse(OPENAI_STREAM_REFUSAL, 64, Duration::ZERO),
+        // A plain completion whatever was asked: also to a stream request.
+        "openai-whole" => json(
+            200,
+            &[],
+            r#"{"id":"c","object":"chat.completion","created":1,"model":"gpt-x","choices":[{"index":0,"message":{"role":"assistant","content":"the whole answer"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+        ),
+        "openai-refusal" => json(
+            200,
+            &[],
+            r#"{"id":"c","object":"chat.completion","created":1,"model":"gpt-x","choices":[{"index":0,"message":{"role":"assistant","content":null,"refusal":"I can't help with that."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}"#,
+        ),
         "http-date" => json(
             503,
             &[("retry-after", "Wed, 21 Oct 2099 07:28:00 GMT")],
@@ -389,6 +420,63 @@ async fn a_429_slows_every_caller_of_the_key() {
         assert!(start.elapsed() + Duration::from_millis(50) >= paused, "{:?}", start.elapsed());
         assert_eq!(a.await.unwrap().unwrap().text, "ok");
         assert_eq!(fake.hits.load(Ordering::SeqCst), 3);
+    })
+    .await
+    .unwrap();
+}
+
+/// A server that reports no usage (one that ignores `include_usage`, a proxy that strips it):
+/// the call is counted at sluice's estimate, not as free, so that the ledger, the budget and the
+/// rate limiter still see what it cost.
+#[tokio::test]
+async fn an_answer_without_usage_is_counted_at_the_estimate_not_as_free() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (base, _) = start().await;
+        let c = client(ProviderKind::Openai, &base, "openai-no-usage");
+        let r = c.call_streaming(&req(), &quick(), |_| {}).await.unwrap();
+        assert_eq!(r.text, "Twenty-eight bytes of answer");
+        assert!(r.usage.estimated);
+        assert_eq!(r.usage.input_tokens, req().estimate().input_tokens);
+        assert_eq!(r.usage.output_tokens, 8, "28 bytes at 3.5 bytes a token");
+    })
+    .await
+    .unwrap();
+}
+
+/// A stream request answered with the whole completion as JSON (an OpenAI-compatible server
+/// that ignores `stream: true`) is that answer: taken once, not read as a cut stream and paid
+/// for again on every retry.
+#[tokio::test]
+async fn a_stream_request_answered_whole_is_taken_not_retried() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (base, fake) = start().await;
+        let c = client(ProviderKind::Openai, &base, "openai-whole");
+        let mut deltas = String::new();
+        let r = c.call_streaming(&req(), &quick(), |d| deltas.push_str(d)).await.unwrap();
+        assert_eq!((r.text.as_str(), deltas.as_str()), ("the whole answer", "the whole answer"));
+        assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (3, 4));
+        assert!(!r.usage.estimated);
+        assert_eq!(fake.hits.load(Ordering::SeqCst), 1, "one call, paid once");
+    })
+    .await
+    .unwrap();
+}
+
+/// OpenAI ends a refusal with `finish_reason: "stop"` and puts its words in `refusal`: it is a
+/// refusal with those words, not an empty natural end, streamed or not.
+#[tokio::test]
+async fn a_refusal_is_a_refusal_with_its_words() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (base, _) = start().await;
+        let c = client(ProviderKind::Openai, &base, "openai-refusal");
+        let r = c.call(&req(), &quick()).await.unwrap();
+        assert_eq!(r.stop_reason, sluice_providers::StopReason::Refusal);
+        assert_eq!(r.text, "I can't help with that.");
+        let c = client(ProviderKind::Openai, &base, "openai-refusal-stream");
+        let r = c.call_streaming(&req(), &quick(), |_| {}).await.unwrap();
+        assert_eq!(r.stop_reason, sluice_providers::StopReason::Refusal);
+        assert_eq!(r.text, "I can't help with that.");
+        assert_eq!(r.usage.output_tokens, 6);
     })
     .await
     .unwrap();
