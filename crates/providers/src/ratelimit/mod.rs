@@ -34,11 +34,15 @@ use crate::model::{Estimate, Usage};
 const MAX_PAUSE: Duration = Duration::from_secs(60);
 /// The pause after a 429 that gave no `retry-after`.
 const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+/// The longest a reset header holds a bucket's refill back: a longer reset belongs to a daily
+/// limit, which a per-minute bucket does not model anyway (the 429 pause catches those).
+const MAX_RESET_HOLD: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 struct Bucket {
     capacity: f64,
     level: f64,
+    /// Refilled up to here; in the future while a provider's reset header holds the refill back.
     last: Instant,
 }
 
@@ -48,6 +52,9 @@ impl Bucket {
     }
 
     fn refill(&mut self, now: Instant) {
+        if now <= self.last {
+            return;
+        }
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.level = (self.level + dt * self.capacity / 60.0).min(self.capacity);
         self.last = now;
@@ -55,14 +62,28 @@ impl Bucket {
 
     /// Time until `need` fits. A need above the capacity waits for a full bucket and then goes
     /// into debt; otherwise it could never run.
-    fn wait_for(&self, need: f64) -> Duration {
+    fn wait_for(&self, need: f64, now: Instant) -> Duration {
         let need = need.min(self.capacity);
         if self.level >= need || self.capacity <= 0.0 {
             return Duration::ZERO;
         }
         // Round up to the millisecond, so that the wake-up finds the budget there.
         let secs = (need - self.level) * 60.0 / self.capacity;
-        Duration::from_millis((secs * 1000.0).ceil() as u64)
+        self.last.saturating_duration_since(now) + Duration::from_millis((secs * 1000.0).ceil() as u64)
+    }
+
+    /// The provider says the bucket is full again only after `reset`: if that is later than
+    /// its refill rate would have it, the refill starts later, so that it is full right then.
+    fn hold_until_reset(&mut self, reset: Duration, now: Instant) {
+        if self.capacity <= 0.0 {
+            return;
+        }
+        let at_rate = Duration::from_secs_f64(
+            ((self.capacity - self.level).max(0.0) * 60.0 / self.capacity).min(3600.0),
+        );
+        if let Some(extra) = reset.min(MAX_RESET_HOLD).checked_sub(at_rate) {
+            self.last = self.last.max(now + extra);
+        }
     }
 }
 
@@ -109,9 +130,10 @@ impl Buckets {
         self.each().for_each(|b| b.refill(now));
     }
 
-    fn wait_for(&self, n: Need) -> Duration {
-        let w =
-            |b: &Option<Bucket>, need: f64| b.as_ref().map_or(Duration::ZERO, |b| b.wait_for(need));
+    fn wait_for(&self, n: Need, now: Instant) -> Duration {
+        let w = |b: &Option<Bucket>, need: f64| {
+            b.as_ref().map_or(Duration::ZERO, |b| b.wait_for(need, now))
+        };
         w(&self.requests, n.requests)
             .max(w(&self.tokens, n.tokens()))
             .max(w(&self.input, n.input))
@@ -149,6 +171,9 @@ impl Buckets {
             }
             if let Some(r) = info.remaining {
                 b.level = b.level.min(r as f64);
+                if let Some(reset) = info.reset {
+                    b.hold_until_reset(reset, now);
+                }
             }
         }
         one(&mut self.requests, s.requests, now);
@@ -217,12 +242,6 @@ impl RateLimiter {
     /// Waits until the key's and the model's budgets allow a call of this size, reserves it, and
     /// returns the permit that settles it.
     pub async fn acquire(self: &Arc<Self>, model: &str, estimate: Estimate) -> Permit {
-        let slot = match &self.concurrency {
-            // The semaphore is never closed, so an error cannot happen; without a slot we would
-            // only lose the concurrency cap, never hang.
-            Some(s) => Arc::clone(s).acquire_owned().await.ok(),
-            None => None,
-        };
         let need = Need {
             requests: 1.0,
             input: estimate.input_tokens as f64,
@@ -231,36 +250,63 @@ impl RateLimiter {
         let turnstile = self.turnstile(model);
         let _turn = turnstile.lock().await;
         loop {
-            let wait = {
-                let now = Instant::now();
-                let mut st = self.lock();
-                st.key.refill(now);
-                let model_buckets = st.models.entry(model.to_owned()).or_default();
-                model_buckets.refill(now);
-                let paused =
-                    st.paused_until.map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
-                let wait = paused
-                    .max(st.key.wait_for(need))
-                    .max(st.models.get(model).map_or(Duration::ZERO, |b| b.wait_for(need)));
-                if wait.is_zero() {
-                    st.key.take(need);
-                    if let Some(b) = st.models.get_mut(model) {
-                        b.take(need);
-                    }
-                    return Permit {
-                        limiter: Arc::clone(self),
-                        model: model.to_owned(),
-                        reserved: estimate,
-                        _slot: slot,
-                        settled: false,
-                    };
-                }
-                wait
-            };
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.changed.notified() => {}
+            let wait = self.budget(model, need, false);
+            if !wait.is_zero() {
+                self.wait(wait).await;
+                continue;
             }
+            // A concurrency slot only once the budget is there: a caller waiting out one
+            // model's limit must not sit on a slot that a call to another model could use.
+            let slot = match &self.concurrency {
+                Some(s) => match Arc::clone(s).try_acquire_owned() {
+                    Ok(slot) => Some(slot),
+                    // Never closed: without a slot we would only lose the cap, never hang.
+                    Err(_) => Arc::clone(s).acquire_owned().await.ok(),
+                },
+                None => None,
+            };
+            // The budget may have gone to another model's caller while this one waited for a
+            // slot: checked again, and taken, under one lock.
+            let wait = self.budget(model, need, true);
+            if wait.is_zero() {
+                return Permit {
+                    limiter: Arc::clone(self),
+                    model: model.to_owned(),
+                    reserved: estimate,
+                    _slot: slot,
+                    settled: false,
+                };
+            }
+            drop(slot);
+            self.wait(wait).await;
+        }
+    }
+
+    /// How long until the key's and the model's budgets allow `need`; if they do now and `take`
+    /// is set, takes it.
+    fn budget(&self, model: &str, need: Need, take: bool) -> Duration {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.key.refill(now);
+        st.models.entry(model.to_owned()).or_default().refill(now);
+        let paused = st.paused_until.map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+        let wait = paused
+            .max(st.key.wait_for(need, now))
+            .max(st.models.get(model).map_or(Duration::ZERO, |b| b.wait_for(need, now)));
+        if wait.is_zero() && take {
+            st.key.take(need);
+            if let Some(b) = st.models.get_mut(model) {
+                b.take(need);
+            }
+        }
+        wait
+    }
+
+    /// Sleeps `wait`, or less if a settlement or a header changes the budgets meanwhile.
+    async fn wait(&self, wait: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = self.changed.notified() => {}
         }
     }
 

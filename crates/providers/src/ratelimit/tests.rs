@@ -223,3 +223,52 @@ async fn record_refunds_a_refused_call_and_pauses_on_429() {
     assert!(h.input_tokens.unwrap() > 999.0);
     assert_eq!(h.paused_for, Duration::from_secs(2));
 }
+
+/// A provider that says its bucket is empty and full again only in six minutes (OpenAI's
+/// `x-ratelimit-reset-tokens: 6m0s`) is believed: refilling at limit/60 per second, sluice would
+/// come back after a minute into a run of 429s.
+#[tokio::test(start_paused = true)]
+async fn an_empty_bucket_waits_for_the_providers_reset() {
+    let limiter = RateLimiter::new(RateLimits::default());
+    let empty = |reset| RateLimitSnapshot {
+        tokens: Some(LimitInfo { limit: Some(1000), remaining: Some(0), reset: Some(reset) }),
+        ..Default::default()
+    };
+    limiter.observe("m", &empty(Duration::from_secs(360)));
+    let start = Instant::now();
+    let _p = limiter.acquire("m", est(1000, 0)).await;
+    let took = start.elapsed();
+    assert!(took >= Duration::from_secs(359) && took <= Duration::from_secs(361), "{took:?}");
+    // A reset sooner than the refill rate's changes nothing: the bucket refills at its rate.
+    let limiter = RateLimiter::new(RateLimits::default());
+    limiter.observe("m", &empty(Duration::from_secs(1)));
+    let start = Instant::now();
+    let _p = limiter.acquire("m", est(500, 0)).await;
+    let took = start.elapsed();
+    assert!(took >= Duration::from_secs(29) && took <= Duration::from_secs(31), "{took:?}");
+}
+
+/// Callers waiting out one model's empty bucket do not hold the key's concurrency slots: a call
+/// to another model with budget to spare goes at once.
+#[tokio::test(start_paused = true)]
+async fn a_model_out_of_budget_does_not_hold_the_keys_call_slots() {
+    let limiter = RateLimiter::new(RateLimits { max_concurrency: Some(1), ..Default::default() });
+    let drained = RateLimitSnapshot {
+        tokens: Some(LimitInfo { limit: Some(60), remaining: Some(0), reset: None }),
+        ..Default::default()
+    };
+    limiter.observe("big", &drained);
+    let waiting = {
+        let l = Arc::clone(&limiter);
+        tokio::spawn(async move { l.acquire("big", est(60, 0)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let other = tokio::time::timeout(Duration::from_secs(1), limiter.acquire("small", est(1, 1)))
+        .await
+        .expect("a call to another model waited for a slot held by a caller that could not run");
+    // It holds the only slot: the big model's caller, once its budget is back, waits for it.
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    assert!(!waiting.is_finished());
+    drop(other);
+    let _big = tokio::time::timeout(Duration::from_secs(1), waiting).await.unwrap().unwrap();
+}
