@@ -69,7 +69,8 @@ impl Bucket {
         }
         // Round up to the millisecond, so that the wake-up finds the budget there.
         let secs = (need - self.level) * 60.0 / self.capacity;
-        self.last.saturating_duration_since(now) + Duration::from_millis((secs * 1000.0).ceil() as u64)
+        self.last.saturating_duration_since(now)
+            + Duration::from_millis((secs * 1000.0).ceil() as u64)
     }
 
     /// The provider says the bucket is full again only after `reset`: if that is later than
