@@ -380,8 +380,17 @@ impl Batcher {
         );
         match self.holding(&b.id, create).await {
             Ok(handle) => {
-                self.store.batch_submitted(&b.id, &handle.provider_batch_id, now_ms()).await?;
-                metrics::counter!(BATCHES_SUBMITTED, "provider" => b.provider.clone()).increment(1);
+                if self.store.batch_submitted(&b.id, &handle.provider_batch_id, now_ms()).await? {
+                    metrics::counter!(BATCHES_SUBMITTED, "provider" => b.provider.clone())
+                        .increment(1);
+                } else {
+                    // Another instance took this batch for lost (this one's submit lease ran
+                    // out) and sent it first: this copy would run every line a second time.
+                    tracing::error!(batch = %b.id, provider_batch = %handle.provider_batch_id, "the batch was sent twice; cancelling the second copy");
+                    if let Err(e) = client.cancel_batch(&handle, &self.opts.retry).await {
+                        tracing::error!(batch = %b.id, provider_batch = %handle.provider_batch_id, error = %e, "cannot cancel the second copy of a batch");
+                    }
+                }
             }
             // Maybe created: reconciled on the next tick, never sent again blind.
             Err(BatchError::OutcomeUnknown(e)) => {
@@ -478,13 +487,14 @@ impl Batcher {
                 tracing::warn!(batch = %b.id, error = %e, "cannot poll a batch; trying again later");
                 // Deadlines do not wait for the provider's status page: tasks due soon go to
                 // the stream lane all the same.
-                self.guard(&client, &handle, b).await?;
+                self.guard(&client, &handle, b, false).await?;
                 self.later(&b.id);
                 return Ok(());
             }
         };
         if !status.state.is_terminal() {
-            self.guard(&client, &handle, b).await?;
+            let cancelling = status.state == sluice_providers::batch::BatchState::Cancelling;
+            self.guard(&client, &handle, b, cancelling).await?;
             self.later(&b.id);
             return Ok(());
         }
@@ -506,7 +516,7 @@ impl Batcher {
             }
             Err(e) => {
                 tracing::warn!(batch = %b.id, error = %e, "cannot fetch a batch's results; trying again later");
-                self.guard(&client, &handle, b).await?;
+                self.guard(&client, &handle, b, false).await?;
                 self.later(&b.id);
                 return Ok(());
             }
@@ -589,7 +599,15 @@ impl Batcher {
         }
         // A thousand lines a transaction: one fsync each, not one per task.
         for chunk in stored.chunks(1_000) {
-            self.store.batch_lines(&b.id, chunk).await?;
+            let lines = self.store.batch_lines(&b.id, chunk).await?;
+            for ((_, c), line) in chunk.iter().zip(lines) {
+                if line != sluice_store::BatchLine::AlreadyRecorded {
+                    let labels =
+                        [("lane", "batch".to_owned()), ("workload", c.ledger.workload.clone())];
+                    metrics::counter!(crate::metrics::DOLLARS_SPENT, &labels)
+                        .increment(u64::try_from(c.ledger.cost_nanousd / 1000).unwrap_or(0));
+                }
+            }
         }
         self.store.finish_batch(&b.id, "ended", now, None).await?;
         self.polls.remove(&b.id);
@@ -648,6 +666,7 @@ impl Batcher {
         client: &Client,
         handle: &BatchHandle,
         b: &BatchRecord,
+        cancelling: bool,
     ) -> Result<(), sluice_store::StoreError> {
         let now = now_ms();
         // Only tasks within the widest room of any workload can be due: the store returns those,
@@ -676,8 +695,12 @@ impl Batcher {
                 }
             }
         }
-        if waiting > 0 && escalated == waiting {
-            tracing::info!(batch = %b.id, "every task of the batch was escalated; cancelling it");
+        // Whoever escalated them (this poll, an earlier one whose cancel failed, or another
+        // instance following the same batch), no task waits for it: every line it still runs
+        // would be paid for and thrown away. Asked again at each poll until the provider says
+        // it is cancelling.
+        if waiting == escalated && !cancelling {
+            tracing::info!(batch = %b.id, "no task waits for the batch any more; cancelling it");
             if let Err(e) = client.cancel_batch(handle, &self.opts.retry).await {
                 tracing::warn!(batch = %b.id, error = %e, "cannot cancel a batch");
             }

@@ -6,7 +6,9 @@ pub const TASKS_FAILED: &str = "sluice_tasks_failed_total";
 pub const TASK_RETRIES: &str = "sluice_task_retries_total";
 pub const TIME_TO_FIRST_TOKEN: &str = "sluice_time_to_first_token_seconds";
 pub const TASK_LATENCY: &str = "sluice_task_latency_seconds";
-pub const DOLLARS_SPENT: &str = "sluice_dollars_spent_total";
+/// In micro-dollars, and named so: the counter takes whole numbers, and a name that said dollars
+/// showed a dashboard a million times the spend.
+pub const DOLLARS_SPENT: &str = "sluice_spent_microusd_total";
 pub const LIMITER_HEADROOM: &str = "sluice_rate_limiter_headroom";
 pub const LEASES_LOST: &str = "sluice_leases_lost_total";
 pub const DELIVERIES: &str = "sluice_deliveries_total";
@@ -29,7 +31,7 @@ pub fn describe() {
     );
     describe_counter!(
         DOLLARS_SPENT,
-        "Dollars spent, by lane and workload (counted in micro-dollars)."
+        "Spend in micro-dollars (1e-6 USD), by lane and workload: streamed and flex calls as they end, batch lines as their batch ends."
     );
     describe_gauge!(
         LIMITER_HEADROOM,

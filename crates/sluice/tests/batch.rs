@@ -662,3 +662,57 @@ async fn a_batch_task_that_cannot_be_rendered_fails_with_what_follows_it() {
     assert!(w.sim.charges().all().is_empty(), "nothing sent");
     let _ = w.stop.send(true);
 }
+
+/// Every task of a running batch was escalated elsewhere (by another instance following the same
+/// batch, or by a poll whose cancel failed): no task waits for it, so it is cancelled, rather than
+/// run to the end and every line paid for and thrown away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_no_task_waits_for_is_cancelled_whoever_escalated_its_tasks() {
+    let mut sim = SimConfig::instant();
+    sim.batch.turnaround_median = Duration::from_secs(60);
+    sim.batch.turnaround_p95 = Duration::from_secs(60);
+    let w = common::world(sim, Vec::new(), config).await;
+    let ids = post(&w, "lead.created", 4, None).await;
+    let (batch, provider_id) = wait_for(Duration::from_secs(10), async || {
+        let b = w.store.batches(10).await.unwrap();
+        b.into_iter().find_map(|b| Some((b.id.clone(), b.provider_batch_id?)))
+    })
+    .await;
+    // Another instance escalates all four.
+    for id in &ids {
+        let now = sluice_engine::now_ms();
+        let escalated = sluice_store::AttemptRecord {
+            id: format!("att_elsewhere_{id}"),
+            lane: "batch".into(),
+            batch_id: Some(batch.clone()),
+            started_at: now,
+            ended_at: Some(now),
+            outcome: "escalated".into(),
+            error: Some("escalated by another instance".into()),
+            provider_request_id: None,
+        };
+        let moved = w
+            .store
+            .unbatch(id, &batch, TaskState::Queued, "stream", now, Some("escalated"), &escalated)
+            .await
+            .unwrap();
+        assert!(moved);
+    }
+    let url = format!("{}/v1/messages/batches/{provider_id}", w.sim.base_url());
+    let status = wait_for(Duration::from_secs(10), async || {
+        let r = w
+            .http
+            .get(&url)
+            .header("x-api-key", "sk-e2e")
+            .header("anthropic-version", "2023-06-01")
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        let s = v["processing_status"].as_str().unwrap_or_default().to_owned();
+        (s != "in_progress").then_some(s)
+    })
+    .await;
+    assert!(status == "canceling" || status == "ended", "{status}");
+    let _ = w.stop.send(true);
+}

@@ -397,13 +397,15 @@ impl Store {
         dispatch!(self, take_batch_submit(id, lease, now))
     }
 
-    /// Stores the provider's id of a recorded batch, as soon as it is known.
+    /// Stores the provider's id of a recorded batch, as soon as it is known. False if the batch
+    /// is no longer `submitting`: another provider batch was stored for it first (a sender that
+    /// lost its submit lease and sent it too), and this one is not followed.
     pub async fn batch_submitted(
         &self,
         id: &str,
         provider_batch_id: &str,
         at: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         dispatch!(self, batch_submitted(id, provider_batch_id, at))
     }
 
@@ -1468,14 +1470,15 @@ macro_rules! queries {
             Ok(taken == 1)
         }
 
-        pub(super) async fn batch_submitted(pool: &Pool<$db>, id: &str, provider_batch_id: &str, at: i64) -> Result<(), StoreError> {
-            sqlx::query("UPDATE batches SET state = 'submitted', provider_batch_id = $1, submitted_at = $2 WHERE id = $3")
+        pub(super) async fn batch_submitted(pool: &Pool<$db>, id: &str, provider_batch_id: &str, at: i64) -> Result<bool, StoreError> {
+            let stored = sqlx::query("UPDATE batches SET state = 'submitted', provider_batch_id = $1, submitted_at = $2 WHERE id = $3 AND state = 'submitting'")
                 .bind(provider_batch_id)
                 .bind(at)
                 .bind(id)
                 .execute(pool)
-                .await?;
-            Ok(())
+                .await?
+                .rows_affected();
+            Ok(stored == 1)
         }
 
         pub(super) async fn open_batches(pool: &Pool<$db>) -> Result<Vec<BatchRecord>, StoreError> {
@@ -1711,6 +1714,10 @@ macro_rules! queries {
             a: &AttemptRecord,
         ) -> Result<bool, StoreError> {
             let mut tx = begin_write(pool).await?;
+            // The batch's row first, as `batch_lines` takes it: a poller storing this batch's
+            // lines then waits for this escalation to commit and sees it whole (on PostgreSQL
+            // its re-checked row would otherwise be judged against an attempt not yet visible).
+            sqlx::query("UPDATE batches SET state = state WHERE id = $1").bind(batch_id).execute(&mut *tx).await?;
             let now = a.ended_at.unwrap_or(a.started_at);
             let moved = sqlx::query(
                 "UPDATE tasks SET state = $1, lane = $2, run_after = $3, batch_id = NULL, last_error = $4,

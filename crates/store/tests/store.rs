@@ -898,8 +898,12 @@ macro_rules! suite {
                 // a is gone: once its lease has run out, b takes the batch, and a no longer can.
                 assert!(store.take_batch_submit(&batch.id, &lease("b", 3_000), 2_001).await.unwrap());
                 assert!(!store.take_batch_submit(&batch.id, &lease("a", 3_000), 2_002).await.unwrap());
-                // Once the batch is sent, nobody submits it again, whatever the leases.
-                store.batch_submitted(&batch.id, "msgbatch_1", 2_100).await.unwrap();
+                // Once the batch is sent, nobody submits it again, whatever the leases; and a
+                // second copy sent by a submitter that lost its lease is not stored over it.
+                assert!(store.batch_submitted(&batch.id, "msgbatch_1", 2_100).await.unwrap());
+                assert!(!store.batch_submitted(&batch.id, "msgbatch_2", 2_150).await.unwrap());
+                let (stored, _) = store.batch(&batch.id).await.unwrap().unwrap();
+                assert_eq!(stored.provider_batch_id.as_deref(), Some("msgbatch_1"));
                 assert!(!store.take_batch_submit(&batch.id, &lease("b", 9_000), 2_200).await.unwrap());
                 assert!(!store.take_batch_submit(&batch.id, &lease("c", 9_000), 9_999).await.unwrap());
                 assert!(!store.take_batch_submit("bat_unknown", &lease("b", 9_000), 0).await.unwrap());
