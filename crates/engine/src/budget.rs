@@ -122,6 +122,11 @@ impl Budget {
                 });
             }
         }
+        if task.lane == Lane::Flex.as_str() {
+            // Already on the cheapest lane its deadline allows (demoted here, or flex by its
+            // own decision): it runs, at the flex price, rather than wait until midnight.
+            return Ok(Verdict::Go);
+        }
         metrics::counter!(HELD, "workload" => w.name.clone()).increment(1);
         Ok(Verdict::Hold {
             reason: format!("held: {over}, and no cheaper lane meets its deadline"),

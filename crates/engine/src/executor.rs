@@ -1029,12 +1029,23 @@ pub fn completion_for(
 ) -> Completion {
     let w = config.workload(workload);
     let tokens = resp.usage.tokens();
-    let (cost, stream_cost) = match w {
-        Some(w) => {
-            let standard = w.price.standard_cost(tokens);
+    // A workload removed from the config while its batch ran still paid for its lines: priced
+    // by the model that answered, not recorded as free (the caps and the report count it).
+    let price = w.map(|w| w.price.clone()).or_else(|| {
+        use sluice_core::price::{PriceFamily, builtin};
+        let p = builtin(PriceFamily::Anthropic, &resp.model)
+            .or_else(|| builtin(PriceFamily::OpenAi, &resp.model));
+        if p.is_none() {
+            tracing::warn!(workload, model = %resp.model, "no price for a result of a workload no longer in the config; recorded at $0");
+        }
+        p
+    });
+    let (cost, stream_cost) = match price {
+        Some(price) => {
+            let standard = price.standard_cost(tokens);
             let paid = match lane {
-                "flex" => w.price.flex_cost(tokens).unwrap_or(standard),
-                "batch" => w.price.batch_cost(tokens),
+                "flex" => price.flex_cost(tokens).unwrap_or(standard),
+                "batch" => price.batch_cost(tokens),
                 _ => standard,
             };
             (paid, standard)
@@ -1160,6 +1171,26 @@ lane = "stream"
              [providers.spare]\nkind = \"openai\"\n",
         );
         assert_eq!(ExecutorOptions::for_config(&unused).max_in_flight, 564, "no slots for spare");
+    }
+
+    #[test]
+    fn a_result_of_a_workload_gone_from_the_config_is_priced_by_its_model() {
+        let config = crate::test_support::batch_config();
+        let resp = ChatResponse {
+            text: "late line".into(),
+            stop_reason: StopReason::EndTurn,
+            usage: Usage { input_tokens: 1_000_000, output_tokens: 0, ..Usage::default() },
+            model: "gpt-5-mini-2025-08-07".into(),
+            provider_request_id: None,
+            rate_limit: None,
+        };
+        let c = completion_for(&config, "retired", "batch", &resp, now_ms(), None);
+        let price =
+            sluice_core::price::builtin(sluice_core::price::PriceFamily::OpenAi, "gpt-5-mini")
+                .expect("a built-in price");
+        assert!(c.ledger.cost_nanousd > 0);
+        assert_eq!(c.ledger.cost_nanousd, (price.input * 0.5 * 1e9).round() as i64);
+        assert_eq!(c.ledger.stream_cost_nanousd, (price.input * 1e9).round() as i64);
     }
 
     #[test]

@@ -117,3 +117,40 @@ async fn past_the_hard_cap_nothing_is_sent() {
     assert!(w.sim.charges().all().is_empty(), "nothing was paid");
     let _ = w.stop.send(true);
 }
+
+/// Past the soft cap, work whose deadline allows flex but not a batch is demoted to flex, and
+/// then runs there: flex is as cheap as its deadline allows, so it is not held until midnight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_demoted_to_flex_runs_in_flex() {
+    let w = common::world(SimConfig::instant(), Vec::new(), |sim, _| {
+        format!(
+            r#"
+min_daily_savings = 0.0
+[budget]
+daily_usd = 0.0
+[providers.openai]
+kind = "openai"
+base_url = "{sim}/v1"
+batch_turnaround_p50 = "6h"
+batch_turnaround_p95 = "12h"
+
+[[workloads]]
+name = "summary"
+on = "ticket.created"
+provider = "openai"
+model = "gpt-5-mini"
+max_tokens = 100
+prompt = "Summarise {{{{ payload.s }}}}"
+lane = "stream"
+needed_within = "30m"
+"#
+        )
+    })
+    .await;
+    let ids = post(&w).await;
+    let d =
+        settled(&w, &ids[0], |d| d.task.state.is_final() || d.task.state == TaskState::Held).await;
+    assert_eq!((d.task.state, d.task.lane.as_str()), (TaskState::Succeeded, "flex"), "{d:?}");
+    assert!(d.task.reason.contains("demoted to flex"), "{}", d.task.reason);
+    let _ = w.stop.send(true);
+}
