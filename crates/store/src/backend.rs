@@ -2138,6 +2138,30 @@ mod postgres {
         pool: &Pool<Postgres>,
         requests: &[Vec<NewEvent>],
     ) -> Result<Vec<RequestOutcome>, StoreError> {
+        // Two groups inserting the same new keys in opposite orders (two instances, or two
+        // committers) can deadlock; PostgreSQL then aborts one, and every request in it would get
+        // a 503. Its transaction rolled back whole, so it is simply run again.
+        let mut tries = 0;
+        loop {
+            match ingest_once(pool, requests).await {
+                Err(StoreError::Database(sqlx::Error::Database(e)))
+                    if e.code().as_deref() == Some("40P01") && tries < 4 =>
+                {
+                    tries += 1;
+                    tracing::debug!(
+                        tries,
+                        "ingest group deadlocked with another; running it again"
+                    );
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn ingest_once(
+        pool: &Pool<Postgres>,
+        requests: &[Vec<NewEvent>],
+    ) -> Result<Vec<RequestOutcome>, StoreError> {
         let mut tx = begin_write(pool).await?;
         let stored = events_by_key(&mut tx, &settle::keys(requests)).await?;
         let settled = settle::settle(requests, &stored);

@@ -15,6 +15,23 @@ fn id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// A batch as the assembler records it: `submitting`, on Anthropic.
+fn batch_record(item_count: i64, bytes: i64, created_at: i64) -> BatchRecord {
+    BatchRecord {
+        id: id(),
+        provider: "anthropic".into(),
+        model: "claude-sonnet-5-5".into(),
+        state: "submitting".into(),
+        provider_batch_id: None,
+        item_count,
+        bytes,
+        created_at,
+        submitted_at: None,
+        ended_at: None,
+        last_error: None,
+    }
+}
+
 fn lease(owner: &str, expires_at: i64) -> Lease {
     Lease { owner: owner.into(), expires_at }
 }
@@ -223,19 +240,7 @@ macro_rules! suite {
                 let mut other = event(None, "h-other");
                 other.tasks = vec![c.clone()];
                 store.ingest(&[vec![mine.clone()], vec![other.clone()]]).await.unwrap();
-                let batch = |n| BatchRecord {
-                    id: id(),
-                    provider: "anthropic".into(),
-                    model: "claude-sonnet-5-5".into(),
-                    state: "submitting".into(),
-                    provider_batch_id: None,
-                    item_count: n,
-                    bytes: 100,
-                    created_at: 200,
-                    submitted_at: None,
-                    ended_at: None,
-                    last_error: None,
-                };
+                let batch = |n| batch_record(n, 100, 200);
                 // One batch shared with another job's task, one of this job's alone, and a
                 // third holding only the other job's work.
                 let (shared, alone, theirs) = (batch(2), batch(1), batch(1));
@@ -669,6 +674,25 @@ macro_rules! suite {
                 assert_eq!(store.counts().await.unwrap(), (1, 2));
             }
 
+            /// Two groups storing the same new keys in opposite orders at once (two instances
+            /// on PostgreSQL) may deadlock there: neither group's requests may fail for it.
+            #[tokio::test]
+            async fn groups_storing_the_same_keys_in_opposite_orders_both_succeed() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                for round in 0..40 {
+                    let keys: Vec<String> = (0..16).map(|i| format!("dl-{round}-{i}")).collect();
+                    let group = |keys: Vec<&String>| -> Vec<Vec<NewEvent>> {
+                        keys.into_iter().map(|k| vec![event(Some(k), k)]).collect()
+                    };
+                    let forward = group(keys.iter().collect());
+                    let backward = group(keys.iter().rev().collect());
+                    let (a, b) = tokio::join!(store.ingest(&forward), store.ingest(&backward));
+                    for out in a.unwrap().into_iter().chain(b.unwrap()) {
+                        out.unwrap();
+                    }
+                }
+            }
+
             /// A newer instance migrating the shared database (a rolling upgrade on PostgreSQL)
             /// adds columns under a running store, whose connections have their statements
             /// prepared already: its reads go on returning what they did.
@@ -680,19 +704,7 @@ macro_rules! suite {
                 let mut ev = event(Some("cols"), "h-cols");
                 ev.tasks = vec![t.clone()];
                 store.ingest(&[vec![ev.clone()]]).await.unwrap();
-                let batch = BatchRecord {
-                    id: id(),
-                    provider: "anthropic".into(),
-                    model: "claude-sonnet-5-5".into(),
-                    state: "submitting".into(),
-                    provider_batch_id: None,
-                    item_count: 1,
-                    bytes: 100,
-                    created_at: 100,
-                    submitted_at: None,
-                    ended_at: None,
-                    last_error: None,
-                };
+                let batch = batch_record(1, 100, 100);
                 let ids = std::slice::from_ref(&t.id);
                 assert!(store.record_batch(&batch, ids, &lease("a", 1_000)).await.unwrap());
                 store.batch_lines(&batch.id, &[(t.id.clone(), completion(400))]).await.unwrap();
@@ -733,19 +745,7 @@ macro_rules! suite {
                 let (in_batch, batched) = chain("h-in-batch");
                 let (unclaimed, queued) = chain("h-unclaimed");
                 store.ingest(&[vec![in_batch], vec![unclaimed]]).await.unwrap();
-                let batch = BatchRecord {
-                    id: id(),
-                    provider: "anthropic".into(),
-                    model: "claude-sonnet-5-5".into(),
-                    state: "submitting".into(),
-                    provider_batch_id: None,
-                    item_count: 1,
-                    bytes: 100,
-                    created_at: 200,
-                    submitted_at: None,
-                    ended_at: None,
-                    last_error: None,
-                };
+                let batch = batch_record(1, 100, 200);
                 let ids = std::slice::from_ref(&batched[0]);
                 assert!(store.record_batch(&batch, ids, &lease("a", 1_000)).await.unwrap());
                 let refused = AttemptRecord { batch_id: Some(batch.id.clone()), ..attempt("failed", 300) };
@@ -833,19 +833,7 @@ macro_rules! suite {
                 let mut ev = event(None, "h-escalated");
                 ev.tasks = vec![a.clone(), b.clone()];
                 store.ingest(&[vec![ev]]).await.unwrap().remove(0).unwrap();
-                let batch = BatchRecord {
-                    id: id(),
-                    provider: "anthropic".into(),
-                    model: "claude-sonnet-5-5".into(),
-                    state: "submitting".into(),
-                    provider_batch_id: None,
-                    item_count: 2,
-                    bytes: 100,
-                    created_at: 200,
-                    submitted_at: None,
-                    ended_at: None,
-                    last_error: None,
-                };
+                let batch = batch_record(2, 100, 200);
                 let ids = [a.id.clone(), b.id.clone()];
                 assert!(store.record_batch(&batch, &ids, &lease("submitter", 1_000)).await.unwrap());
                 store.batch_submitted(&batch.id, "msgbatch_1", 210).await.unwrap();
@@ -877,19 +865,7 @@ macro_rules! suite {
             #[tokio::test]
             async fn a_batch_being_submitted_is_taken_over_only_once_its_lease_runs_out() {
                 let Some((store, _guard, _)) = super::$backend().await else { return };
-                let batch = BatchRecord {
-                    id: id(),
-                    provider: "anthropic".into(),
-                    model: "claude-sonnet-5-5".into(),
-                    state: "submitting".into(),
-                    provider_batch_id: None,
-                    item_count: 0,
-                    bytes: 0,
-                    created_at: 100,
-                    submitted_at: None,
-                    ended_at: None,
-                    last_error: None,
-                };
+                let batch = batch_record(0, 0, 100);
                 assert!(store.record_batch(&batch, &[], &lease("a", 1_000)).await.unwrap());
                 // While a's lease lasts, b may not reconcile the batch; a renews it.
                 assert!(!store.take_batch_submit(&batch.id, &lease("b", 1_500), 500).await.unwrap());
@@ -941,19 +917,7 @@ macro_rules! suite {
                 assert!(input.event.payload.get().contains("Refund"));
                 assert!(input.upstream.is_none());
 
-                let batch = BatchRecord {
-                    id: id(),
-                    provider: "anthropic".into(),
-                    model: "claude-sonnet-5-5".into(),
-                    state: "submitting".into(),
-                    provider_batch_id: None,
-                    item_count: 2,
-                    bytes: 100,
-                    created_at: 200,
-                    submitted_at: None,
-                    ended_at: None,
-                    last_error: None,
-                };
+                let batch = batch_record(2, 100, 200);
                 assert!(store.record_batch(&batch, &[a.id.clone(), b.id.clone()], &lease("submitter", 1_000)).await.unwrap());
                 store.batch_submitted(&batch.id, "msgbatch_1", 210).await.unwrap();
                 // b is escalated before the batch ends, and its stream call starts: its line is
