@@ -602,10 +602,7 @@ impl Batcher {
             let lines = self.store.batch_lines(&b.id, chunk).await?;
             for ((_, c), line) in chunk.iter().zip(lines) {
                 if line != sluice_store::BatchLine::AlreadyRecorded {
-                    let labels =
-                        [("lane", "batch".to_owned()), ("workload", c.ledger.workload.clone())];
-                    metrics::counter!(crate::metrics::DOLLARS_SPENT, &labels)
-                        .increment(u64::try_from(c.ledger.cost_nanousd / 1000).unwrap_or(0));
+                    crate::metrics::spent("batch", &c.ledger.workload, c.ledger.cost_nanousd);
                 }
             }
         }

@@ -889,8 +889,7 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                     cost_nanousd: stored.cost_nanousd,
                 }));
                 metrics::counter!(m::TASKS_FINISHED, &labels).increment(1);
-                metrics::counter!(m::DOLLARS_SPENT, &labels)
-                    .increment(u64::try_from(cost / 1000).unwrap_or(0));
+                m::spent(&task.lane, &task.workload, cost);
                 if let Some(t) = first_token {
                     metrics::histogram!(m::TIME_TO_FIRST_TOKEN, &labels).record(t as f64 / 1000.0);
                 }

@@ -176,12 +176,10 @@ impl Deliverer {
                 return;
             }
             let free = slots.saturating_sub(running.len());
-            let mut more_due = false;
             if free > 0 {
                 let lease = i64::try_from(CLAIM.as_millis()).unwrap_or(i64::MAX);
                 match self.store.claim_deliveries(now_ms(), lease, free as i64).await {
                     Ok(due) => {
-                        more_due = due.len() == free;
                         for d in due {
                             let me = self.clone();
                             running.spawn(async move { me.deliver(d).await });
@@ -192,9 +190,6 @@ impl Deliverer {
             }
             if stopping && running.is_empty() {
                 return;
-            }
-            if more_due && running.len() < slots {
-                continue;
             }
             let wait = match drain_until {
                 Some(end) => end.saturating_duration_since(tokio::time::Instant::now()),
