@@ -50,6 +50,12 @@ impl Price {
             / 1e6
     }
 
+    /// The most a call of at most `input` prompt tokens (none of them cached) and `max_tokens`
+    /// generated can cost at the standard price: what a hard cap reserves before the call.
+    pub fn most(&self, input: u64, max_tokens: u64) -> f64 {
+        self.standard_cost(Tokens { input, cached_input: 0, output: max_tokens })
+    }
+
     pub fn batch_cost(&self, t: Tokens) -> f64 {
         self.standard_cost(t) * self.batch_multiplier
     }

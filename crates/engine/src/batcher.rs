@@ -107,6 +107,13 @@ impl Batcher {
         })
     }
 
+    /// Counts its batches against `budget` (the executor's, in one process) instead of a
+    /// budget of its own.
+    pub fn with_budget(mut self, budget: crate::budget::Budget) -> Batcher {
+        self.budget = budget;
+        self
+    }
+
     /// What this batcher learns of turnaround, to share with ingest.
     pub fn turnarounds(&self) -> crate::Turnarounds {
         self.turnarounds.clone()
@@ -244,8 +251,11 @@ impl Batcher {
     }
 
     async fn assemble(&mut self) -> Result<(), sluice_store::StoreError> {
-        if self.budget.hard_cap_reached().await? {
-            // Queued batch work waits; it is cut when the caps allow spending again.
+        // Under a hard cap, the most the batches cut here may cost together: queued batch work
+        // beyond it waits for billed results to show what open batches really cost, or for
+        // the next day.
+        let mut room = self.budget.batch_room().await?;
+        if room.is_some_and(|r| r <= 0.0) {
             return Ok(());
         }
         let now = now_ms();
@@ -307,6 +317,7 @@ impl Batcher {
             let mut ids = Vec::new();
             let mut bytes = 0usize;
             let mut cut_by_bytes = false;
+            let mut reserved = 0.0;
             for (t, input) in &tasks {
                 if items.len() >= max_items {
                     break;
@@ -334,6 +345,15 @@ impl Batcher {
                     // Paced: the rest waits for running batches to end, rather than be refused.
                     break;
                 }
+                let worst = self.config.workload(&t.workload).map_or(0.0, |w| {
+                    let most = item.request.most_input_tokens();
+                    w.price.most(most, u64::from(w.max_tokens)) * w.price.batch_multiplier
+                });
+                if room.is_some_and(|r| reserved + worst > r) {
+                    tracing::debug!(room = ?room, "the hard daily cap leaves no room for more batch lines");
+                    break;
+                }
+                reserved += worst;
                 bytes += line;
                 ids.push(t.id.clone());
                 items.push(item);
@@ -355,10 +375,14 @@ impl Batcher {
                 submitted_at: None,
                 ended_at: None,
                 last_error: None,
+                // Rounded up: never less than the worst case.
+                reserved_nanousd: (reserved * 1e9).ceil() as i64,
             };
             if !self.store.record_batch(&record, &ids, &self.submit_lease()).await? {
                 continue;
             }
+            self.budget.batch_recorded(reserved);
+            room = room.map(|r| r - reserved);
             tracing::info!(batch = %record.id, provider = %provider, items = items.len(), bytes, trigger = why, "batch cut");
             self.submit(&client, &record, &items).await?;
         }
@@ -752,6 +776,7 @@ mod tests {
             submitted_at: None,
             ended_at: None,
             last_error: None,
+            reserved_nanousd: 0,
         };
         let lease = Lease { owner: "test".into(), expires_at: 0 };
         assert!(store.record_batch(&open, &[], &lease).await.expect("record"));

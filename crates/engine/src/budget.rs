@@ -4,10 +4,18 @@
 //! cheaper lane its deadline allows (flex, then batch) or held until the caps allow it again;
 //! past the hard cap nothing is sent, critical work included. Spend is read from the ledger since
 //! local midnight (the config's timezone), at most once a second.
+//!
+//! The hard cap is a bound, not a trigger: a call is made only if the most it can cost fits
+//! under the cap beside what is spent and what is already committed — the worst case of the
+//! calls in flight and of the batches still open (their lines are billed only when their results
+//! come back, hours later). A call that does not fit waits for the calls in flight to end, or is
+//! held; a batch is cut only as large as the room left.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use sluice_core::{Config, Lane};
 use sluice_store::{Store, StoreError, TaskRecord};
@@ -27,22 +35,99 @@ pub enum Verdict {
     Hold { reason: String },
 }
 
+/// Whether a call fits under the hard cap now.
+#[derive(Debug)]
+pub enum Room {
+    /// It fits; its worst case counts against the cap until the reservation is dropped, which
+    /// must be after its ledger line is written.
+    Go(Reservation),
+    /// Not now, but calls of this instance are in flight: try again when they end.
+    Wait,
+    /// It does not fit beside what is spent and what open batches may cost.
+    Hold(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct Budget {
     config: Arc<Config>,
     store: Store,
-    cache: Arc<Mutex<Option<(Instant, Spend)>>>,
+    state: Arc<Mutex<State>>,
+    /// Told whenever a reservation is dropped.
+    freed: Arc<Notify>,
 }
 
 #[derive(Debug, Clone, Default)]
 struct Spend {
     total: f64,
     by_workload: HashMap<String, f64>,
+    /// What the open batches may yet cost (read only under a hard cap).
+    batches: f64,
+}
+
+/// The last read of the store, and this instance's share of the committed spend that the store
+/// does not show yet, in nano-dollars; under one lock, so that no check sees a read without
+/// what it already counts, or the other way round.
+#[derive(Debug, Default)]
+struct State {
+    /// When the read began, and what it found.
+    read: Option<(Instant, Spend)>,
+    /// The worst cases of the calls in flight.
+    in_flight: u64,
+    /// Spend that reached the store at an instant (a call's ledger line, a batch's record): it
+    /// counts until a read that began after that instant, which shows it.
+    landed: Vec<(Instant, u64)>,
+    /// The least that a task held for want of room needs: held work is released only once that
+    /// much is free, so that it is not held again at once.
+    held_need: Option<u64>,
+}
+
+impl State {
+    fn spend(&self) -> Spend {
+        self.read.as_ref().map(|(_, s)| s.clone()).unwrap_or_default()
+    }
+
+    /// Spent, committed to open batches, and reserved here, in dollars.
+    fn committed(&self) -> f64 {
+        let s = self.read.as_ref().map_or(0.0, |(_, s)| s.total + s.batches);
+        let mine = self.in_flight + self.landed.iter().map(|(_, n)| n).sum::<u64>();
+        s + mine as f64 / 1e9
+    }
+
+    fn mine(&self) -> bool {
+        self.in_flight > 0 || !self.landed.is_empty()
+    }
+}
+
+/// A call's worst case, counted against the hard cap until dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    held: Option<(Budget, u64)>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some((budget, nanos)) = self.held.take() {
+            let mut state = budget.state();
+            state.in_flight = state.in_flight.saturating_sub(nanos);
+            state.landed.push((Instant::now(), nanos));
+            drop(state);
+            budget.freed.notify_waiters();
+        }
+    }
+}
+
+fn nanos(usd: f64) -> u64 {
+    // Rounded up: a reservation is never less than the worst case.
+    (usd * 1e9).ceil().clamp(0.0, u64::MAX as f64) as u64
 }
 
 impl Budget {
     pub fn new(config: Arc<Config>, store: Store) -> Budget {
-        Budget { config, store, cache: Arc::default() }
+        Budget { config, store, state: Arc::default(), freed: Arc::new(Notify::new()) }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn capped(&self) -> bool {
@@ -50,12 +135,10 @@ impl Budget {
         b.daily_usd.is_some() || b.hard_daily_usd.is_some() || !b.per_workload.is_empty()
     }
 
-    async fn spend(&self) -> Result<Spend, StoreError> {
-        if let Some((at, s)) =
-            self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-            && at.elapsed() < Duration::from_secs(1)
-        {
-            return Ok(s);
+    /// Reads today's spend from the store unless the last read is under a second old.
+    async fn refresh(&self) -> Result<(), StoreError> {
+        if self.state().read.as_ref().is_some_and(|(at, _)| at.elapsed() < Duration::from_secs(1)) {
+            return Ok(());
         }
         let now = chrono::Utc::now().with_timezone(&self.config.timezone);
         let midnight = now
@@ -63,6 +146,7 @@ impl Budget {
             .and_hms_opt(0, 0, 0)
             .and_then(|m| m.and_local_timezone(self.config.timezone).single());
         let since = midnight.map_or(0, |m| m.timestamp_millis());
+        let began = Instant::now();
         let rows = self.store.spend_since(since).await?;
         let mut s = Spend::default();
         for (workload, nano) in rows {
@@ -70,10 +154,23 @@ impl Budget {
             s.total += usd;
             s.by_workload.insert(workload, usd);
         }
+        if self.config.budget.hard_daily_usd.is_some() {
+            s.batches = self.store.reserved_by_open_batches().await? as f64 / 1e9;
+        }
         metrics::gauge!(SPENT_TODAY).set(s.total);
-        *self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((Instant::now(), s.clone()));
-        Ok(s)
+        let mut state = self.state();
+        // Of two reads that overlapped, the later-begun one stands.
+        if state.read.as_ref().is_none_or(|(at, _)| *at < began) {
+            state.read = Some((began, s));
+            // What landed before this read began is in it.
+            state.landed.retain(|(at, _)| *at >= began);
+        }
+        Ok(())
+    }
+
+    async fn spend(&self) -> Result<Spend, StoreError> {
+        self.refresh().await?;
+        Ok(self.state().spend())
     }
 
     /// The verdict for a claimed stream or flex task.
@@ -133,12 +230,57 @@ impl Budget {
         })
     }
 
-    /// True when the hard cap is reached: nothing may be sent, batches included.
-    pub async fn hard_cap_reached(&self) -> Result<bool, StoreError> {
-        match self.config.budget.hard_daily_usd {
-            None => Ok(false),
-            Some(hard) => Ok(self.spend().await?.total >= hard),
+    /// Whether a call that may cost up to `worst` dollars fits under the hard cap; without one,
+    /// always.
+    pub async fn reserve(&self, worst: f64) -> Result<Room, StoreError> {
+        let Some(hard) = self.config.budget.hard_daily_usd else {
+            return Ok(Room::Go(Reservation { held: None }));
+        };
+        self.refresh().await?;
+        let need = nanos(worst);
+        let mut state = self.state();
+        if state.committed() + worst <= hard {
+            state.in_flight += need;
+            drop(state);
+            return Ok(Room::Go(Reservation { held: Some((self.clone(), need)) }));
         }
+        if state.mine() {
+            return Ok(Room::Wait);
+        }
+        state.held_need = Some(state.held_need.map_or(need, |n| n.min(need)));
+        let s = state.spend();
+        Ok(Room::Hold(format!(
+            "held: the hard daily cap of {} leaves no room for this call, which may cost up to {} ({} spent today, {} more committed to batches not yet billed)",
+            fmt_usd(hard),
+            fmt_usd(worst),
+            fmt_usd(s.total),
+            fmt_usd(s.batches)
+        )))
+    }
+
+    /// Until a reservation of this instance is dropped, or `at_most` has passed.
+    pub async fn freed(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.freed.notified()).await;
+    }
+
+    /// The dollars a batch may still commit under the hard cap (`None`: no hard cap).
+    pub async fn batch_room(&self) -> Result<Option<f64>, StoreError> {
+        let Some(hard) = self.config.budget.hard_daily_usd else { return Ok(None) };
+        self.refresh().await?;
+        Ok(Some((hard - self.state().committed()).max(0.0)))
+    }
+
+    /// A batch that reserves `usd` was recorded: it counts from now (the store shows it from
+    /// the next read on).
+    pub fn batch_recorded(&self, usd: f64) {
+        if self.config.budget.hard_daily_usd.is_some() {
+            self.state().landed.push((Instant::now(), nanos(usd)));
+        }
+    }
+
+    /// Held tasks were put back in their queues.
+    pub fn released(&self) {
+        self.state().held_need = None;
     }
 
     /// True when nothing is over a cap: held work may run again.
@@ -147,9 +289,19 @@ impl Budget {
             return Ok(true);
         }
         let b = &self.config.budget;
-        let s = self.spend().await?;
+        self.refresh().await?;
+        let (s, hard_room) = {
+            let state = self.state();
+            let committed = state.committed();
+            let room = match (b.hard_daily_usd, state.held_need) {
+                (None, _) => true,
+                (Some(hard), Some(need)) => committed + need as f64 / 1e9 <= hard,
+                (Some(hard), None) => committed < hard,
+            };
+            (state.spend(), room)
+        };
         let under = |cap: Option<f64>, spent: f64| cap.is_none_or(|c| spent < c);
-        Ok(under(b.hard_daily_usd, s.total)
+        Ok(hard_room
             && under(b.daily_usd, s.total)
             && b.per_workload
                 .iter()

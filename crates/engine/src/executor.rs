@@ -19,6 +19,7 @@ use sluice_store::{
 use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::budget::Room;
 use crate::hub::{Finished, Hub, Update};
 use crate::metrics as m;
 use crate::now_ms;
@@ -319,6 +320,12 @@ impl Executor {
         })
     }
 
+    /// Its budget: the batcher of the same process shares it, so that each counts what the
+    /// other has committed under the hard cap before the store shows it.
+    pub fn budget(&self) -> crate::budget::Budget {
+        self.inner.budget.clone()
+    }
+
     /// Wakes the executor at once (after ingest stored streamed tasks), instead of at its next poll.
     pub fn waker(&self) -> Arc<Notify> {
         self.inner.wake.clone()
@@ -378,11 +385,14 @@ impl Executor {
                 // A new day, or a raised cap: held work runs again.
                 if matches!(inner.budget.allows_all().await, Ok(true)) {
                     match inner.store.release_held(now_ms()).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(
-                            tasks = n,
-                            "budget allows work again: held tasks released"
-                        ),
+                        Ok(0) => inner.budget.released(),
+                        Ok(n) => {
+                            inner.budget.released();
+                            tracing::info!(
+                                tasks = n,
+                                "budget allows work again: held tasks released"
+                            )
+                        }
                         Err(e) => tracing::warn!(error = %e, "cannot release held tasks"),
                     }
                 }
@@ -574,19 +584,66 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
     }
     inner.hub.start(&task.id);
 
+    // Counts against the hard cap until the call's ledger line is written (after `settle`).
+    let mut reservation = None;
     let outcome = match prepare(inner, &task, input).await {
         Err(Unready::Broken(reason)) => Outcome::Broken(reason),
         Err(Unready::Store(reason)) => Outcome::StoreDown(reason),
         Ok((client, req)) => {
-            let call = call(inner, &task, &client, &req, started);
-            let keep = keep_lease(inner, &task.id, fence);
-            tokio::select! {
-                outcome = call => outcome,
-                () = keep => Outcome::LeaseLost,
+            let admitted = tokio::select! {
+                a = admit(inner, &task.workload, &req) => Some(a),
+                () = keep_lease(inner, &task.id, fence) => None,
+            };
+            match admitted {
+                None => Outcome::LeaseLost,
+                Some(Admit::Hold(reason)) => {
+                    let verdict = crate::budget::Verdict::Hold { reason };
+                    return budget_stop(inner, &task, fence, started, verdict).await;
+                }
+                Some(Admit::Store(reason)) => Outcome::StoreDown(reason),
+                Some(Admit::Go(r)) => {
+                    reservation = Some(r);
+                    let call = call(inner, &task, &client, &req, started);
+                    let keep = keep_lease(inner, &task.id, fence);
+                    tokio::select! {
+                        outcome = call => outcome,
+                        () = keep => Outcome::LeaseLost,
+                    }
+                }
             }
         }
     };
     settle(inner, &task, fence, started, outcome).await;
+    drop(reservation);
+}
+
+enum Admit {
+    Go(crate::budget::Reservation),
+    Hold(String),
+    Store(String),
+}
+
+/// Waits until the most the call can cost fits under the hard cap beside what is spent and
+/// committed, while this instance's calls in flight may free room; holds it when none will.
+async fn admit(inner: &Inner, workload: &str, req: &ChatRequest) -> Admit {
+    // Flex calls reserve at the standard price too: a refused one falls back to stream.
+    let worst = inner
+        .config
+        .workload(workload)
+        .map_or(0.0, |w| w.price.most(req.most_input_tokens(), u64::from(req.max_tokens)));
+    loop {
+        match inner.budget.reserve(worst).await {
+            Ok(Room::Go(r)) => return Admit::Go(r),
+            Ok(Room::Wait) => inner.budget.freed(Duration::from_secs(1)).await,
+            Ok(Room::Hold(reason)) => {
+                metrics::counter!(crate::budget::HELD, "workload" => workload.to_owned())
+                    .increment(1);
+                return Admit::Hold(reason);
+            }
+            // Under a hard cap no call is made blind.
+            Err(e) => return Admit::Store(format!("cannot read today's spend: {e}")),
+        }
+    }
 }
 
 /// A budget cap stops a task before its call: to a cheaper lane, or held.

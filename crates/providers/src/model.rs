@@ -88,6 +88,18 @@ impl ChatRequest {
         let input = (bytes as u64 * 2).div_ceil(7) + PER_MESSAGE * messages;
         Estimate { input_tokens: input, output_tokens: u64::from(self.max_tokens) }
     }
+
+    /// The most input tokens the request can be billed for: the byte-level tokenizers of both
+    /// providers never make a token of less than one byte, so one a byte, plus the framing of
+    /// each message (a few tokens; 16 leaves room). Four times the usual count for English:
+    /// this is what a hard spending cap reserves, not a forecast.
+    pub fn most_input_tokens(&self) -> u64 {
+        const PER_MESSAGE: u64 = 16;
+        let bytes: usize = self.system.as_deref().map_or(0, str::len)
+            + self.messages.iter().map(|m| m.text.len()).sum::<usize>();
+        let messages = self.messages.len() as u64 + u64::from(self.system.is_some());
+        bytes as u64 + PER_MESSAGE * (messages + 1)
+    }
 }
 
 /// Why generation stopped, normalized across providers (spec §1.4).

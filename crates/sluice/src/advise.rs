@@ -313,6 +313,7 @@ mod tests {
             submitted_at: Some(0),
             ended_at: Some(hours * H),
             last_error: None,
+            reserved_nanousd: 0,
         }
     }
 

@@ -74,6 +74,7 @@ impl Service {
         )?;
         let wake = executor.waker();
         let handoff = executor.handoff();
+        let budget = executor.budget();
         let (stop, stopping) = watch::channel(false);
         let mut workers = vec![tokio::spawn(executor.run(stopping.clone()))];
         let batcher = Batcher::new(
@@ -82,7 +83,8 @@ impl Service {
             |name| env(name),
             Some(wake.clone()),
             opts.batcher,
-        )?;
+        )?
+        .with_budget(budget);
         let turnarounds = batcher.turnarounds();
         workers.push(tokio::spawn(batcher.run(stopping)));
         let deliverer = Deliverer::new(

@@ -530,6 +530,7 @@ async fn a_batch_left_unsent_whose_tasks_no_longer_render_fails_them_instead_of_
         submitted_at: None,
         ended_at: None,
         last_error: None,
+        reserved_nanousd: 0,
     };
     // Its submitter's lease ran out with it.
     let crashed = sluice_store::Lease { owner: "crashed".into(), expires_at: 0 };

@@ -154,3 +154,131 @@ needed_within = "30m"
     assert!(d.task.reason.contains("demoted to flex"), "{}", d.task.reason);
     let _ = w.stop.send(true);
 }
+
+/// A payload long enough that input is a fair part of each call's cost.
+fn long_text() -> String {
+    "the customer writes about an order that arrived late and damaged; ".repeat(6)
+}
+
+fn capped_config(sim: &str, cap: &str, lane: &str, needed_within: &str) -> String {
+    format!(
+        r#"
+min_daily_savings = 0.0
+[budget]
+hard_daily_usd = {cap}
+[batch]
+max_age = "200ms"
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{sim}"
+batch_turnaround_p50 = "1s"
+batch_turnaround_p95 = "2s"
+
+[[workloads]]
+name = "digest"
+on = "ticket.created"
+provider = "anthropic"
+model = "claude-haiku-5-5"
+max_tokens = 100
+prompt = "Digest {{{{ payload.s }}}}"
+lane = "{lane}"
+needed_within = "{needed_within}"
+"#
+    )
+}
+
+async fn ledger_usd(w: &World) -> f64 {
+    let rows = w.store.spend_since(0).await.unwrap();
+    rows.iter().map(|(_, n)| *n as f64 / 1e9).sum()
+}
+
+/// The hard cap bounds what is spent, not only when spending stops: many calls at once each
+/// reserve the most they can cost, so together they cannot pass it; those that do not fit wait
+/// for the others, and are held once nothing in flight can free room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_together_stay_under_the_hard_cap() {
+    const CAP: f64 = 0.001;
+    let w = common::world(SimConfig::instant(), Vec::new(), |sim, _| {
+        capped_config(sim, &CAP.to_string(), "stream", "1m")
+    })
+    .await;
+    let events: Vec<Value> = (0..60)
+        .map(
+            |i| json!({"type": "ticket.created", "payload": {"s": format!("{i} {}", long_text())}}),
+        )
+        .collect();
+    let r = w.post_events(&events).await;
+    let ids: Vec<String> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["tasks"][0]["id"].as_str().unwrap().to_owned())
+        .collect();
+    let tasks = wait_for(Duration::from_secs(30), async || {
+        let mut all = Vec::new();
+        for id in &ids {
+            let d = w.store.task(id).await.unwrap().unwrap();
+            if !(d.task.state == TaskState::Succeeded || d.task.state == TaskState::Held) {
+                return None;
+            }
+            all.push(d);
+        }
+        Some(all)
+    })
+    .await;
+    let spent = w.sim.charges().summary().total_usd;
+    assert!(spent <= CAP, "the provider billed ${spent}, over the ${CAP} cap");
+    assert!(ledger_usd(&w).await <= CAP);
+    let done = tasks.iter().filter(|d| d.task.state == TaskState::Succeeded).count();
+    let held: Vec<_> = tasks.iter().filter(|d| d.task.state == TaskState::Held).collect();
+    // The worst case of a call is ~$0.000095, so ten fit at once; released reservations let
+    // the cap be used by what calls really cost.
+    assert!(done > 12, "only {done} calls ran under the cap");
+    assert!(!held.is_empty(), "the cap did not bind");
+    for d in held {
+        let why = d.task.last_error.as_deref().unwrap();
+        assert!(why.contains("leaves no room for this call"), "{why}");
+    }
+    let _ = w.stop.send(true);
+}
+
+/// Batches are billed only when their results come back: the hard cap counts the most an open
+/// batch can cost, so batch work is cut no larger than the room left, and more follows as the
+/// bills show what the earlier batches really cost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_batches_count_against_the_hard_cap() {
+    const CAP: f64 = 0.002;
+    let w = common::world(SimConfig::instant(), Vec::new(), |sim, _| {
+        capped_config(sim, &CAP.to_string(), "batch", "24h")
+    })
+    .await;
+    let events: Vec<Value> = (0..300)
+        .map(
+            |i| json!({"type": "ticket.created", "payload": {"s": format!("{i} {}", long_text())}}),
+        )
+        .collect();
+    w.post_events(&events).await;
+    // Settled once no batch is open and none has been cut for two seconds.
+    let mut last = (usize::MAX, std::time::Instant::now());
+    let batches = wait_for(Duration::from_secs(40), async || {
+        let batches = w.store.batches(1000).await.unwrap();
+        let open = batches.iter().any(|b| b.state == "submitting" || b.state == "submitted");
+        if open || batches.len() != last.0 {
+            last = (batches.len(), std::time::Instant::now());
+            return None;
+        }
+        (last.1.elapsed() > Duration::from_secs(2)).then_some(batches)
+    })
+    .await;
+    let spent = w.sim.charges().summary().total_usd;
+    assert!(spent <= CAP, "the provider billed ${spent}, over the ${CAP} cap");
+    assert!(ledger_usd(&w).await <= CAP);
+    assert!(batches.len() >= 2, "{batches:?}");
+    let first = batches.last().unwrap();
+    assert!(first.item_count < 300 && first.reserved_nanousd > 0, "{first:?}");
+    assert!(first.reserved_nanousd as f64 / 1e9 <= CAP);
+    let items: i64 = batches.iter().map(|b| b.item_count).sum();
+    assert!(items > first.item_count, "no batch followed as the first one's bill came in");
+    assert!(items < 300, "every item was sent: the cap did not bind");
+    let _ = w.stop.send(true);
+}

@@ -411,6 +411,7 @@ async fn history(
             submitted_at: None,
             ended_at: None,
             last_error: None,
+            reserved_nanousd: 0,
         };
         let task_ids: Vec<String> = group.iter().map(|(t, _)| t.clone()).collect();
         assert!(

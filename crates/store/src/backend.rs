@@ -478,6 +478,12 @@ impl Store {
         dispatch!(self, spend_since(since))
     }
 
+    /// What the batches still open (`submitting`, `submitted`) may yet cost, in nano-dollars:
+    /// the sum of their reservations.
+    pub async fn reserved_by_open_batches(&self) -> Result<i64, StoreError> {
+        dispatch!(self, reserved_by_open_batches())
+    }
+
     /// Holds a claimed task back (a budget cap), with the reason; [`Store::release_held`] puts it
     /// back in its queue.
     pub async fn hold(
@@ -590,7 +596,7 @@ pub(crate) const TASK_COLUMNS: &str = "id, event_id, workload, lane, state, rule
 const EVENT_COLUMNS: &str =
     "id, event_type, payload, idempotency_key, request_hash, needed_within_ms, source, received_at";
 const BATCH_COLUMNS: &str = "id, provider, model, state, provider_batch_id, item_count, bytes, \
-    created_at, submitted_at, ended_at, last_error";
+    created_at, submitted_at, ended_at, last_error, reserved_nanousd";
 
 /// The statements that store a finished call, shared by the sqlx queries and SQLite's writer
 /// (`$N` placeholders are numbered in order of first use, so positional binding fits both).
@@ -1336,6 +1342,7 @@ macro_rules! queries {
                 submitted_at: r.try_get("submitted_at")?,
                 ended_at: r.try_get("ended_at")?,
                 last_error: r.try_get("last_error")?,
+                reserved_nanousd: r.try_get("reserved_nanousd")?,
             })
         }
 
@@ -1416,8 +1423,8 @@ macro_rules! queries {
         pub(super) async fn record_batch(pool: &Pool<$db>, b: &BatchRecord, task_ids: &[String], lease: &Lease) -> Result<bool, StoreError> {
             let mut tx = begin_write(pool).await?;
             sqlx::query(
-                "INSERT INTO batches (id, provider, model, state, provider_batch_id, item_count, bytes, created_at, submit_owner, submit_expires_at)
-                 VALUES ($1, $2, $3, 'submitting', NULL, $4, $5, $6, $7, $8)",
+                "INSERT INTO batches (id, provider, model, state, provider_batch_id, item_count, bytes, created_at, submit_owner, submit_expires_at, reserved_nanousd)
+                 VALUES ($1, $2, $3, 'submitting', NULL, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&b.id)
             .bind(&b.provider)
@@ -1427,6 +1434,7 @@ macro_rules! queries {
             .bind(b.created_at)
             .bind(&lease.owner)
             .bind(lease.expires_at)
+            .bind(b.reserved_nanousd)
             .execute(&mut *tx)
             .await?;
             let mut moved = 0;
@@ -1755,6 +1763,15 @@ macro_rules! queries {
             .fetch_all(pool)
             .await?;
             rows.iter().map(|r| Ok((r.try_get("workload")?, r.try_get::<Option<i64>, _>("spent")?.unwrap_or(0)))).collect()
+        }
+
+        pub(super) async fn reserved_by_open_batches(pool: &Pool<$db>) -> Result<i64, StoreError> {
+            let row = sqlx::query(
+                "SELECT CAST(COALESCE(SUM(reserved_nanousd), 0) AS BIGINT) AS reserved FROM batches WHERE state IN ('submitting', 'submitted')",
+            )
+            .fetch_one(pool)
+            .await?;
+            Ok(row.try_get::<Option<i64>, _>("reserved")?.unwrap_or(0))
         }
 
         pub(super) async fn hold(pool: &Pool<$db>, task_id: &str, fence: i64, reason: &str, now: i64) -> Result<Result<(), LeaseLost>, StoreError> {

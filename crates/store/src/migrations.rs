@@ -54,6 +54,11 @@ pub static SQLITE: &[Migration] = &[
         name: "batch_submit_lease",
         sql: include_str!("../migrations/sqlite/0009_batch_submit_lease.sql"),
     },
+    Migration {
+        version: 10,
+        name: "batch_reserved_spend",
+        sql: include_str!("../migrations/sqlite/0010_batch_reserved_spend.sql"),
+    },
 ];
 
 pub static POSTGRES: &[Migration] = &[
@@ -101,6 +106,11 @@ pub static POSTGRES: &[Migration] = &[
         version: 9,
         name: "batch_submit_lease",
         sql: include_str!("../migrations/postgres/0009_batch_submit_lease.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "batch_reserved_spend",
+        sql: include_str!("../migrations/postgres/0010_batch_reserved_spend.sql"),
     },
 ];
 

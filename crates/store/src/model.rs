@@ -352,6 +352,8 @@ pub struct BatchRecord {
     pub submitted_at: Option<i64>,
     pub ended_at: Option<i64>,
     pub last_error: Option<String>,
+    /// The most its lines can cost, counted against the hard daily cap while it is open.
+    pub reserved_nanousd: i64,
 }
 
 /// What became of a batch line that came back with a result.

@@ -29,6 +29,7 @@ fn batch_record(item_count: i64, bytes: i64, created_at: i64) -> BatchRecord {
         submitted_at: None,
         ended_at: None,
         last_error: None,
+        reserved_nanousd: 0,
     }
 }
 
@@ -279,6 +280,33 @@ macro_rules! suite {
                 let states: Vec<(&str, i64)> =
                     p.rows.iter().map(|r| (r.state.as_str(), r.count)).collect();
                 assert_eq!(states, [("batched", 1), ("succeeded", 1)]);
+            }
+
+            #[tokio::test]
+            async fn open_batches_reserve_what_they_may_cost_until_they_end() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                assert_eq!(store.reserved_by_open_batches().await.unwrap(), 0);
+                let batch_task = || {
+                    let mut t = task("scoring", TaskState::Queued, 9_000, None);
+                    t.lane = "batch".into();
+                    t
+                };
+                let (a, b) = (batch_task(), batch_task());
+                let mut e = event(None, "h-reserve");
+                e.tasks = vec![a.clone(), b.clone()];
+                store.ingest(&[vec![e]]).await.unwrap();
+                let first = BatchRecord { reserved_nanousd: 7_000_000_000, ..batch_record(1, 100, 200) };
+                let second = BatchRecord { reserved_nanousd: 2_500, ..batch_record(1, 100, 200) };
+                assert!(store.record_batch(&first, std::slice::from_ref(&a.id), &lease("s", 1_000)).await.unwrap());
+                assert!(store.record_batch(&second, std::slice::from_ref(&b.id), &lease("s", 1_000)).await.unwrap());
+                assert_eq!(store.reserved_by_open_batches().await.unwrap(), 7_000_002_500);
+                let read = store.batch(&first.id).await.unwrap().unwrap().0;
+                assert_eq!(read.reserved_nanousd, 7_000_000_000);
+                assert!(store.batch_submitted(&first.id, "msgbatch_1", 300).await.unwrap());
+                assert_eq!(store.reserved_by_open_batches().await.unwrap(), 7_000_002_500, "submitted is still open");
+                store.finish_batch(&first.id, "ended", 400, None).await.unwrap();
+                store.finish_batch(&second.id, "failed", 400, Some("refused")).await.unwrap();
+                assert_eq!(store.reserved_by_open_batches().await.unwrap(), 0);
             }
 
             #[tokio::test]

@@ -95,6 +95,7 @@ pub async fn world_with(
     let wake = executor.waker();
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let handoff = executor.handoff();
+    let budget = executor.budget();
     tokio::spawn(executor.run(stopping.clone()));
     let batch_opts = BatcherOptions {
         tick: Duration::from_millis(100),
@@ -102,8 +103,9 @@ pub async fn world_with(
         poll_max: Duration::from_millis(400),
         ..BatcherOptions::default()
     };
-    let batcher =
-        Batcher::new(store.clone(), config.clone(), env, Some(wake.clone()), batch_opts).unwrap();
+    let batcher = Batcher::new(store.clone(), config.clone(), env, Some(wake.clone()), batch_opts)
+        .unwrap()
+        .with_budget(budget);
     let turnarounds = batcher.turnarounds();
     tokio::spawn(batcher.run(stopping.clone()));
     tokio::spawn(
