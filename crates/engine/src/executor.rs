@@ -1065,7 +1065,7 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
         Ok(Ok(())) => {}
         Ok(Err(lost)) => {
             metrics::counter!(m::LEASES_LOST).increment(1);
-            tracing::warn!(task = %task.id, fence = lost.fence, "another worker took this task over; its result was not stored");
+            tracing::warn!(task = %task.id, fence = lost.fence, "another worker took this task over; its result was not stored, its cost is in the ledger");
         }
         Err(e) => {
             tracing::error!(task = %task.id, error = %e, "cannot store the outcome of a task; it runs again when its lease expires")

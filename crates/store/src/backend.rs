@@ -609,6 +609,16 @@ pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO attempts (id, task_id, lane
 pub(crate) const INSERT_LEDGER: &str = "INSERT INTO ledger (id, task_id, attempt_id, workload, provider, model, lane, input_tokens,
                      cached_input_tokens, output_tokens, cost_nanousd, stream_cost_nanousd, created_at)
  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+/// A call whose task another worker took over meanwhile was paid for all the same: its attempt
+/// and ledger line are kept (once: a write tried again after an unanswered commit finds them
+/// there), though not its result.
+pub(crate) const INSERT_SUPERSEDED_ATTEMPT: &str = "INSERT INTO attempts (id, task_id, lane, batch_id, fence, started_at, ended_at, outcome, error, provider_request_id)
+ VALUES ($1, $2, $3, NULL, $4, $5, $6, 'superseded', $7, $8) ON CONFLICT (id) DO NOTHING";
+pub(crate) const INSERT_LEDGER_ONCE: &str = "INSERT INTO ledger (id, task_id, attempt_id, workload, provider, model, lane, input_tokens,
+                     cached_input_tokens, output_tokens, cost_nanousd, stream_cost_nanousd, created_at)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING";
+pub(crate) const SUPERSEDED: &str =
+    "another worker took the task over during the call; this result was paid for but not kept";
 pub(crate) const INSERT_RESULT: &str = "INSERT INTO results (task_id, attempt_id, output, stop_reason, input_tokens, cached_input_tokens,
                       output_tokens, first_token_ms, created_at)
  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
@@ -2127,6 +2137,7 @@ mod postgres {
     ) -> Result<Result<Completed, LeaseLost>, StoreError> {
         let now = d.finished_at;
         if !settle(&mut *tx, task_id, fence, TaskState::Succeeded, 0, None, now).await? {
+            superseded(tx, task_id, fence, d).await?;
             return Ok(Err(LeaseLost { fence }));
         }
         let l = &d.ledger;
@@ -2146,6 +2157,43 @@ mod postgres {
         let cost: Option<i64> =
             sqlx::query_scalar(TASK_COST).bind(task_id).fetch_one(&mut *tx).await?;
         Ok(Ok(Completed { cost_nanousd: cost.unwrap_or(0) }))
+    }
+
+    async fn superseded(
+        tx: &mut Conn,
+        task_id: &str,
+        fence: i64,
+        d: &Completion,
+    ) -> Result<(), StoreError> {
+        let l = &d.ledger;
+        sqlx::query(INSERT_SUPERSEDED_ATTEMPT)
+            .bind(&d.attempt_id)
+            .bind(task_id)
+            .bind(&l.lane)
+            .bind(fence)
+            .bind(d.started_at)
+            .bind(d.finished_at)
+            .bind(SUPERSEDED)
+            .bind(&d.provider_request_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(INSERT_LEDGER_ONCE)
+            .bind(&l.id)
+            .bind(task_id)
+            .bind(&d.attempt_id)
+            .bind(&l.workload)
+            .bind(&l.provider)
+            .bind(&l.model)
+            .bind(&l.lane)
+            .bind(l.input_tokens)
+            .bind(l.cached_input_tokens)
+            .bind(l.output_tokens)
+            .bind(l.cost_nanousd)
+            .bind(l.stream_cost_nanousd)
+            .bind(l.created_at)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
     }
 
     /// The usual path: a few statements for the whole group. Idempotency keys are looked up

@@ -16,8 +16,9 @@ use std::time::Duration;
 use rusqlite::{Connection, Row, TransactionBehavior, params};
 
 use crate::backend::{
-    INSERT_ATTEMPT, INSERT_DELIVERY, INSERT_LEDGER, INSERT_RESULT, RELEASE_AFTER, RequestOutcome,
-    SETTLE_TASK, TASK_COLUMNS, TASK_COST, corrupt, json,
+    INSERT_ATTEMPT, INSERT_DELIVERY, INSERT_LEDGER, INSERT_LEDGER_ONCE, INSERT_RESULT,
+    INSERT_SUPERSEDED_ATTEMPT, RELEASE_AFTER, RequestOutcome, SETTLE_TASK, SUPERSEDED,
+    TASK_COLUMNS, TASK_COST, corrupt, json,
 };
 use crate::settle;
 use crate::{
@@ -210,12 +211,38 @@ impl SqliteWriter {
                     task_id,
                     fence
                 ])?;
-                // The lease was lost: the settle changed nothing, and nothing else is written.
+                let l = &d.ledger;
+                // The lease was lost: the settle changed nothing, and only what was paid is
+                // written.
                 if settled != 1 {
+                    tx.prepare_cached(INSERT_SUPERSEDED_ATTEMPT)?.execute(params![
+                        d.attempt_id,
+                        task_id,
+                        l.lane,
+                        fence,
+                        d.started_at,
+                        d.finished_at,
+                        SUPERSEDED,
+                        d.provider_request_id,
+                    ])?;
+                    tx.prepare_cached(INSERT_LEDGER_ONCE)?.execute(params![
+                        l.id,
+                        task_id,
+                        d.attempt_id,
+                        l.workload,
+                        l.provider,
+                        l.model,
+                        l.lane,
+                        l.input_tokens,
+                        l.cached_input_tokens,
+                        l.output_tokens,
+                        l.cost_nanousd,
+                        l.stream_cost_nanousd,
+                        l.created_at,
+                    ])?;
                     out.push(Err(LeaseLost { fence: *fence }));
                     continue;
                 }
-                let l = &d.ledger;
                 attempt.execute(params![
                     d.attempt_id,
                     task_id,

@@ -451,16 +451,27 @@ macro_rules! suite {
                 assert!(b[0].fence > fence_a);
                 assert_eq!(b[0].task.attempts, 2);
                 assert!(store.heartbeat(&task_id, fence_a, 1_210, 100).await.unwrap().is_err());
-                assert!(
-                    store.complete(&task_id, fence_a, &completion(1_210)).await.unwrap().is_err()
-                );
+                // worker-a's call was paid for: its cost is kept, not its result; written again
+                // (an unanswered commit tried once more), it is kept once.
+                let mut late = completion(1_210);
+                late.output = "worker-a's".into();
+                late.ledger.cost_nanousd = 7_000;
+                assert!(store.complete(&task_id, fence_a, &late).await.unwrap().is_err());
+                assert!(store.complete(&task_id, fence_a, &late).await.unwrap().is_err());
+                let detail = store.task(&task_id).await.unwrap().unwrap();
+                assert_eq!(detail.task.state, TaskState::Running);
+                assert!(detail.result.is_none());
+                assert_eq!(detail.cost_nanousd, 7_000);
 
                 store.complete(&task_id, b[0].fence, &completion(1_220)).await.unwrap().unwrap();
                 let detail = store.task(&task_id).await.unwrap().unwrap();
                 assert_eq!(detail.task.state, TaskState::Succeeded);
                 assert_eq!(detail.result.unwrap().output, "billing");
-                assert_eq!(detail.cost_nanousd, 20_000);
-                assert_eq!(detail.attempt_log.len(), 1);
+                assert_eq!(detail.cost_nanousd, 27_000, "both calls were paid for");
+                let outcomes: Vec<&str> =
+                    detail.attempt_log.iter().map(|a| a.outcome.as_str()).collect();
+                assert_eq!(outcomes, ["superseded", "succeeded"]);
+                assert_eq!(store.spend_since(0).await.unwrap(), [("triage".to_owned(), 27_000)]);
 
                 // The task that runs after it is released.
                 let next = store.claim(&lanes, "worker-b", 1_300, 100, 10).await.unwrap();
