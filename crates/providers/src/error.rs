@@ -35,6 +35,8 @@ pub enum PermanentCause {
     QuotaExhausted,
     /// The request asks for something the provider does not offer (e.g. flex on Anthropic).
     Unsupported,
+    /// The provider said so (`x-should-retry: false`) of an error its status would retry.
+    NotRetryable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,6 +76,7 @@ impl ErrorClass {
                 PermanentCause::TooLarge => "too_large",
                 PermanentCause::QuotaExhausted => "quota_exhausted",
                 PermanentCause::Unsupported => "unsupported",
+                PermanentCause::NotRetryable => "not_retryable",
             },
             ErrorClass::FlexUnavailable => "flex_unavailable",
         }
@@ -130,6 +133,9 @@ pub struct ErrorDetails {
     pub code: Option<String>,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// `x-should-retry: true|false`: the provider's own word on retrying, which both official
+    /// SDKs put before the status.
+    pub should_retry: Option<bool>,
     pub request_id: Option<String>,
     pub rate_limit: Option<RateLimitSnapshot>,
 }
@@ -191,6 +197,7 @@ impl ProviderError {
             code: None,
             message: message.into(),
             retry_after: None,
+            should_retry: None,
             request_id: None,
             rate_limit: None,
         }))
@@ -236,7 +243,17 @@ impl ProviderError {
             ErrorKind::Unsupported => perm(PermanentCause::Unsupported),
             ErrorKind::InvalidRequest => perm(PermanentCause::BadRequest),
             ErrorKind::StreamError => self.class_by_type(),
-            ErrorKind::Status => self.class_by_status(),
+            ErrorKind::Status => {
+                let by_status = self.class_by_status();
+                match (self.should_retry, by_status) {
+                    // Flex refusals keep their class: whether to wait for flex is sluice's
+                    // choice against the deadline, not a plain retry.
+                    (_, ErrorClass::FlexUnavailable) | (None, _) => by_status,
+                    (Some(false), Retryable { .. }) => perm(PermanentCause::NotRetryable),
+                    (Some(true), Permanent { .. }) => retry(RetryCause::ServerError),
+                    (Some(_), _) => by_status,
+                }
+            }
         }
     }
 

@@ -208,6 +208,11 @@ impl<D: Dialect> Transport<D> {
         e.error_type = error_type;
         e.code = code;
         e.retry_after = crate::retry_after::from_headers(headers, Utc::now());
+        e.should_retry = match headers.get("x-should-retry").map(|v| v.as_bytes()) {
+            Some(b"true") => Some(true),
+            Some(b"false") => Some(false),
+            _ => None,
+        };
         e.request_id = self.dialect.request_id(headers);
         e.rate_limit = self.dialect.rate_limit(headers);
         e

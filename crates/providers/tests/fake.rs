@@ -185,6 +185,24 @@ async fn handle(
             .header("content-type", "text/html")
             .body(Body::from("<html><body>Bad gateway</body></html>"))
             .unwrap(),
+        // A status the SDKs retry, and the provider's word against it.
+        "no-retry-503" => json(
+            503,
+            &[("x-should-retry", "false")],
+            r#"{"error":{"message":"down for good","type":"server_error","param":null,"code":null}}"#,
+        ),
+        // A status nobody retries, and the provider's word for it: the second try succeeds
+        // (the test calls it second, after one call to `no-retry-503`).
+        "retry-400-then-ok" if hit == 1 => json(
+            400,
+            &[("x-should-retry", "true")],
+            r#"{"error":{"message":"try again","type":"invalid_request_error","param":null,"code":null}}"#,
+        ),
+        "retry-400-then-ok" => json(
+            200,
+            &[],
+            r#"{"id":"c","object":"chat.completion","created":1,"model":"gpt-x","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
+        ),
         // The first call gets a 429 with retry-after 1 s; every later one succeeds.
         "shared-429" if hit == 0 => json(
             429,
@@ -477,6 +495,29 @@ async fn a_refusal_is_a_refusal_with_its_words() {
         assert_eq!(r.stop_reason, sluice_providers::StopReason::Refusal);
         assert_eq!(r.text, "I can't help with that.");
         assert_eq!(r.usage.output_tokens, 6);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_providers_word_on_retrying_comes_before_the_status() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (base, fake) = start().await;
+        let c = client(ProviderKind::Openai, &base, "no-retry-503");
+        let e = c.call(&req(), &quick()).await.unwrap_err();
+        assert_eq!(e.class(), ErrorClass::Permanent { cause: PermanentCause::NotRetryable });
+        assert_eq!(fake.hits.load(Ordering::SeqCst), 1, "a 503 marked x-should-retry: false");
+
+        let before = fake.hits.load(Ordering::SeqCst);
+        let c = client(ProviderKind::Openai, &base, "retry-400-then-ok");
+        let r = c.call(&req(), &quick()).await.unwrap();
+        assert_eq!(r.text, "ok");
+        assert_eq!(
+            fake.hits.load(Ordering::SeqCst) - before,
+            2,
+            "a 400 marked x-should-retry: true"
+        );
     })
     .await
     .unwrap();
