@@ -73,11 +73,13 @@ struct Failure {
     error: String,
     /// The receiver's `retry-after`, in seconds.
     retry_after: Option<Duration>,
+    /// No retry would deliver it.
+    for_good: bool,
 }
 
 impl Failure {
     fn new(error: String) -> Failure {
-        Failure { status: None, error, retry_after: None }
+        Failure { status: None, error, retry_after: None, for_good: false }
     }
 }
 
@@ -227,7 +229,8 @@ impl Deliverer {
             Err(f) => {
                 // `attempts` counts this one: the first failure waits the first delay.
                 let nth = usize::try_from(d.attempts.saturating_sub(1)).unwrap_or(0);
-                match self.opts.retry_delays.get(nth) {
+                let next = if f.for_good { None } else { self.opts.retry_delays.get(nth) };
+                match next {
                     Some(delay) => {
                         let drawn = delay.mul_f64(rand::rng().random_range(0.8..=1.2));
                         let wait =
@@ -327,7 +330,15 @@ impl Deliverer {
         }
         match req.body(body.to_vec()).send().await {
             Ok(r) if r.status().is_success() => Ok(Some(i64::from(r.status().as_u16()))),
+            // 410 Gone: the endpoint was removed, and says so (Standard Webhooks: stop sending).
+            Ok(r) if r.status() == reqwest::StatusCode::GONE => Err(Failure {
+                status: Some(410),
+                error: "the receiver answered 410 Gone: the endpoint no longer takes deliveries; not retried".to_owned(),
+                retry_after: None,
+                for_good: true,
+            }),
             Ok(r) => Err(Failure {
+                for_good: false,
                 status: Some(i64::from(r.status().as_u16())),
                 error: format!("the receiver answered {}", r.status()),
                 retry_after: r

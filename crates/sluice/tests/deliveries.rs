@@ -213,6 +213,30 @@ async fn a_delivery_is_given_up_after_its_last_retry() {
     let _ = stop.send(true);
 }
 
+/// 410 Gone says the endpoint was removed: the delivery fails at once, not after hours of
+/// retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_is_gone_is_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, seen) = receiver(vec![(StatusCode::GONE, vec![])]).await;
+    let config = config(&format!(r#"{{ webhook = "{base}/hook" }}"#), r#""none""#);
+    let store = store(&dir).await;
+    let task = finished(&store, &config, "a", 0).await;
+    let deliverer =
+        Deliverer::new(store.clone(), Arc::new(config), |_| None, quick(&[20, 20])).unwrap();
+    let stop = run(deliverer);
+
+    let (_, attempts, status) = wait_for(Duration::from_secs(10), async || {
+        let d = delivery(&store, &task).await;
+        (d.0 == "failed").then_some(d)
+    })
+    .await;
+    assert_eq!((attempts, status), (1, Some(410)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    let _ = stop.send(true);
+}
+
 /// A redirect is not a delivery: followed, it would re-send as a bodiless GET and count that
 /// GET's 200 as delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
