@@ -2,7 +2,7 @@
 //! deadlines missed, latencies, batch turnaround, tokens, dollars spent, and what the same work
 //! would have cost streamed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use comfy_table::{Attribute, Cell, CellAlignment, ColumnConstraint};
 use serde::Serialize;
@@ -107,8 +107,8 @@ pub struct Report {
     pub workloads: Vec<WorkloadReport>,
     pub total: Totals,
     pub cost_over_time: Vec<CostPoint>,
-    /// Every ledger entry's dollars summed exactly, in nano-dollars: what a provider's invoice
-    /// should say for the same period.
+    /// The dollars of every ledger entry of the report's tasks summed exactly, in nano-dollars:
+    /// without `--since`, what the providers' invoices should say.
     pub ledger_nanousd: i64,
     /// Raw samples behind the charts (not in the JSON: the percentiles summarize them).
     #[serde(skip)]
@@ -162,7 +162,12 @@ impl Report {
             total.lanes.escalated += w.lanes.escalated;
         }
         // Money from the ledger itself, so that the total is exactly what was paid, including
-        // the late batch results of escalated tasks.
+        // the late batch results of escalated tasks; only the lines of the tasks reported on,
+        // since under `--since` a line of an older task would count in what was spent but not
+        // in what streaming it would have cost.
+        let reported: HashSet<&str> = rows.iter().map(|r| r.task_id.as_str()).collect();
+        let ledger: Vec<&LedgerPoint> =
+            ledger.iter().filter(|l| reported.contains(l.task_id.as_str())).collect();
         let ledger_nanousd: i64 = ledger.iter().map(|l| l.cost_nanousd).sum();
         total.spent_usd = usd(ledger_nanousd);
         total.all_streamed_usd = workloads.iter().map(|w| w.all_streamed_usd).sum();
@@ -177,7 +182,7 @@ impl Report {
             since,
             workloads,
             total,
-            cost_over_time: cost_over_time(ledger, 120),
+            cost_over_time: cost_over_time(&ledger, 120),
             ledger_nanousd,
             samples,
         }
@@ -244,8 +249,10 @@ fn workload(
     w
 }
 
-/// Cumulative spend against the all-streamed cost, in at most `points` steps.
-fn cost_over_time(ledger: &[LedgerPoint], points: usize) -> Vec<CostPoint> {
+/// Cumulative spend against the all-streamed cost, in at most `points` steps. A task's
+/// all-streamed cost counts once (the largest of its lines, as in the table), however many
+/// calls it paid for.
+fn cost_over_time(ledger: &[&LedgerPoint], points: usize) -> Vec<CostPoint> {
     let (Some(first), Some(last)) = (ledger.first(), ledger.last()) else {
         return Vec::new();
     };
@@ -253,6 +260,7 @@ fn cost_over_time(ledger: &[LedgerPoint], points: usize) -> Vec<CostPoint> {
     let step = (span / points.max(1) as i64).max(1);
     let mut out = vec![CostPoint { at: first.created_at, spent_usd: 0.0, all_streamed_usd: 0.0 }];
     let (mut spent, mut streamed) = (0i64, 0i64);
+    let mut counted: HashMap<&str, i64> = HashMap::new();
     let mut bucket_end = first.created_at + step;
     for l in ledger {
         while l.created_at > bucket_end {
@@ -264,7 +272,11 @@ fn cost_over_time(ledger: &[LedgerPoint], points: usize) -> Vec<CostPoint> {
             bucket_end += step;
         }
         spent += l.cost_nanousd;
-        streamed += l.stream_cost_nanousd;
+        let seen = counted.entry(l.task_id.as_str()).or_insert(0);
+        if l.stream_cost_nanousd > *seen {
+            streamed += l.stream_cost_nanousd - *seen;
+            *seen = l.stream_cost_nanousd;
+        }
     }
     out.push(CostPoint {
         at: last.created_at,
@@ -444,18 +456,19 @@ mod tests {
             row("scoring", "batch", "succeeded"),
             row("scoring", "batch", "failed"),
         ];
-        let ledger: Vec<LedgerPoint> = [1_000, 1_000, 500]
-            .iter()
-            .enumerate()
-            .map(|(i, c)| LedgerPoint {
-                created_at: 2_000 + i as i64,
-                task_id: format!("t{i}"),
-                workload: "w".into(),
-                lane: "stream".into(),
-                cost_nanousd: *c,
-                stream_cost_nanousd: 1_000,
-            })
-            .collect();
+        let ledger: Vec<LedgerPoint> =
+            [("tsk_triage_stream", 1_000), ("late", 1_000), ("tsk_scoring_batch", 500)]
+                .iter()
+                .enumerate()
+                .map(|(i, (task, c))| LedgerPoint {
+                    created_at: 2_000 + i as i64,
+                    task_id: (*task).to_owned(),
+                    workload: "w".into(),
+                    lane: "stream".into(),
+                    cost_nanousd: *c,
+                    stream_cost_nanousd: 1_000,
+                })
+                .collect();
         let r = Report::build(&rows, &ledger, &["scoring".into()], 0, 5_000);
         assert_eq!(r.workloads[0].workload, "scoring", "config order first");
         assert_eq!(r.workloads[1].deadline_misses, 1);
@@ -471,5 +484,34 @@ mod tests {
         let table = render_table(&r, false, 200);
         assert!(table.contains("total"), "{table}");
         assert!(table.contains("2 item(s) missed their deadline"), "{table}");
+    }
+
+    /// Under `--since`, a line of an older task that fell in the window is not counted: what was
+    /// spent and what streaming would have cost cover the same tasks, and the chart ends where
+    /// the table does though a task paid for two calls.
+    #[test]
+    fn money_covers_the_reported_tasks_once() {
+        let rows = vec![row("triage", "stream", "succeeded"), row("scoring", "batch", "succeeded")];
+        let line = |task: &str, at: i64, cost: i64, stream: i64| LedgerPoint {
+            created_at: at,
+            task_id: task.to_owned(),
+            workload: "w".into(),
+            lane: "batch".into(),
+            cost_nanousd: cost,
+            stream_cost_nanousd: stream,
+        };
+        let ledger = vec![
+            line("tsk_older", 1_500, 9_000, 9_000),
+            line("tsk_triage_stream", 2_000, 1_000, 1_000),
+            // An escalated batch task: its late batch line, then the stream call that ran.
+            line("tsk_scoring_batch", 2_100, 500, 1_000),
+            line("tsk_scoring_batch", 2_200, 1_000, 1_000),
+        ];
+        let r = Report::build(&rows, &ledger, &[], 1_000, 5_000);
+        assert_eq!(r.ledger_nanousd, 2_500);
+        assert!((r.total.spent_usd - 2.5e-6).abs() < 1e-12);
+        let last = r.cost_over_time.last().unwrap();
+        assert!((last.spent_usd - r.total.spent_usd).abs() < 1e-12);
+        assert!((last.all_streamed_usd - 2e-6).abs() < 1e-12, "{last:?}");
     }
 }

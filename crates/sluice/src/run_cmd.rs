@@ -153,9 +153,8 @@ pub async fn run(mut config: Config, args: RunArgs) -> anyhow::Result<Outcome> {
         .map(|r| job::result_line(line_of.get(r.event_id.as_str()).copied(), r))
         .collect();
     job::write_jsonl(&args.output, &out)?;
-    let mut ledger = store.ledger_since(since).await?;
-    let tasks: std::collections::HashSet<&str> = rows.iter().map(|r| r.task_id.as_str()).collect();
-    ledger.retain(|l| tasks.contains(l.task_id.as_str()));
+    // The report counts only the ledger lines of these rows' tasks.
+    let ledger = store.ledger_since(since).await?;
     let report =
         crate::report::Report::build(&rows, &ledger, &order, since, sluice_engine::now_ms());
     output::print(&crate::report::render_table(&report, output::use_color(), output::width()))?;
