@@ -25,8 +25,20 @@ pub struct Price {
     pub batch_multiplier: f64,
     /// Multiplier of the flex tier, where the model offers one.
     pub flex_multiplier: Option<f64>,
+    /// Higher rates for the whole request once its prompt is long, where the model has them.
+    pub long_context: Option<LongContext>,
     /// Where the figures come from and when they were read, e.g. "built-in, genai-prices 2026-10-14".
     pub source: String,
+}
+
+/// A long-context surcharge: a request of more than `above` prompt tokens bills all its tokens
+/// at these multiples of the usual rates (Claude Haiku 5.5 above 100K, 5×; GPT-5.4 and newer
+/// above 272K, 2× input and 1.5× output; providers.md §6).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct LongContext {
+    pub above: u64,
+    pub input_multiplier: f64,
+    pub output_multiplier: f64,
 }
 
 /// Token counts of one call (or the estimate of a typical one).
@@ -44,9 +56,13 @@ impl Price {
     pub fn standard_cost(&self, t: Tokens) -> f64 {
         let cached = t.cached_input.min(t.input);
         let uncached = t.input - cached;
-        (uncached as f64 * self.input
-            + cached as f64 * self.cached_input
-            + t.output as f64 * self.output)
+        let (inp, out) = match self.long_context {
+            Some(l) if t.input > l.above => (l.input_multiplier, l.output_multiplier),
+            _ => (1.0, 1.0),
+        };
+        (uncached as f64 * self.input * inp
+            + cached as f64 * self.cached_input * inp
+            + t.output as f64 * self.output * out)
             / 1e6
     }
 
@@ -68,6 +84,7 @@ impl Price {
 
 struct Row {
     family: PriceFamily,
+    long_context: Option<LongContext>,
     model: &'static str,
     input: f64,
     output: f64,
@@ -86,6 +103,7 @@ const fn a(
 ) -> Row {
     Row {
         family: PriceFamily::Anthropic,
+        long_context: None,
         model,
         input,
         output,
@@ -103,7 +121,21 @@ const fn o(
     flex: bool,
     source: &'static str,
 ) -> Row {
-    Row { family: PriceFamily::OpenAi, model, input, output, cached_input: cached, flex, source }
+    Row {
+        family: PriceFamily::OpenAi,
+        long_context: None,
+        model,
+        input,
+        output,
+        cached_input: cached,
+        flex,
+        source,
+    }
+}
+
+/// A row whose long prompts bill at higher rates.
+const fn long(row: Row, above: u64, input_multiplier: f64, output_multiplier: f64) -> Row {
+    Row { long_context: Some(LongContext { above, input_multiplier, output_multiplier }), ..row }
 }
 
 const A_PRICE: &str =
@@ -133,24 +165,25 @@ static TABLE: &[Row] = &[
     a("claude-sonnet-5-5", 2.0, 10.0, 0.05, A_PRICE),
     a("claude-sonnet-5", 2.0, 10.0, 0.1, GP),
     a("claude-sonnet-4-6", 3.0, 15.0, 0.1, A_PRICE),
-    a("claude-sonnet-4-5", 3.0, 15.0, 0.1, A_PRICE),
-    // Prompts up to 100K tokens; longer prompts cost 5x (not modelled in estimates).
-    a("claude-haiku-5-5", 0.10, 0.50, 0.1, A_PRICE),
+    // Above 200K prompt tokens $6 / $22.50 (genai-prices, as providers.md §6.1 quotes it).
+    long(a("claude-sonnet-4-5", 3.0, 15.0, 0.1, A_PRICE), 200_000, 2.0, 1.5),
+    // $0.50 / $2.50 above 100K prompt tokens.
+    long(a("claude-haiku-5-5", 0.10, 0.50, 0.1, A_PRICE), 100_000, 5.0, 5.0),
     a("claude-haiku-4-5", 1.0, 5.0, 0.1, A_PRICE),
 
-    o("gpt-6.2-astra", 8.0, None, 40.0, true, NOTICE_GPT62),
-    o("gpt-6.2-sol", 2.0, None, 10.0, true, NOTICE_GPT62),
-    o("gpt-6-astra", 10.0, Some(1.0), 50.0, true, GP),
-    o("gpt-6.1-sol", 2.0, Some(0.10), 10.0, true, GP),
-    o("gpt-6-sol", 2.0, Some(0.20), 10.0, true, GP),
-    o("gpt-6.1-terra", 1.0, Some(0.05), 5.0, true, GP),
-    o("gpt-6-luna", 0.10, Some(0.01), 0.50, true, GP),
-    o("gpt-5.6-sol", 4.0, Some(0.40), 20.0, true, GP_2026_10_12),
-    o("gpt-5.6-terra", 2.0, Some(0.20), 12.0, true, GP_2026_10_12),
-    o("gpt-5.6-luna", 0.20, Some(0.02), 1.20, true, GP_2026_10_12),
-    o("gpt-5.5", 5.0, Some(0.50), 30.0, true, GP),
-    o("gpt-5.4", 2.50, Some(0.25), 15.0, true, GP),
-    o("gpt-5.4-mini", 0.75, Some(0.075), 4.50, true, GP),
+    long(o("gpt-6.2-astra", 8.0, None, 40.0, true, NOTICE_GPT62), 272_000, 2.0, 1.5),
+    long(o("gpt-6.2-sol", 2.0, None, 10.0, true, NOTICE_GPT62), 272_000, 2.0, 1.5),
+    long(o("gpt-6-astra", 10.0, Some(1.0), 50.0, true, GP), 272_000, 2.0, 1.5),
+    long(o("gpt-6.1-sol", 2.0, Some(0.10), 10.0, true, GP), 272_000, 2.0, 1.5),
+    long(o("gpt-6-sol", 2.0, Some(0.20), 10.0, true, GP), 272_000, 2.0, 1.5),
+    long(o("gpt-6.1-terra", 1.0, Some(0.05), 5.0, true, GP), 272_000, 2.0, 1.5),
+    long(o("gpt-6-luna", 0.10, Some(0.01), 0.50, true, GP), 272_000, 2.0, 1.5),
+    long(o("gpt-5.6-sol", 4.0, Some(0.40), 20.0, true, GP_2026_10_12), 272_000, 2.0, 1.5),
+    long(o("gpt-5.6-terra", 2.0, Some(0.20), 12.0, true, GP_2026_10_12), 272_000, 2.0, 1.5),
+    long(o("gpt-5.6-luna", 0.20, Some(0.02), 1.20, true, GP_2026_10_12), 272_000, 2.0, 1.5),
+    long(o("gpt-5.5", 5.0, Some(0.50), 30.0, true, GP), 272_000, 2.0, 1.5),
+    long(o("gpt-5.4", 2.50, Some(0.25), 15.0, true, GP), 272_000, 2.0, 1.5),
+    long(o("gpt-5.4-mini", 0.75, Some(0.075), 4.50, true, GP), 272_000, 2.0, 1.5),
     o("gpt-5", 1.25, Some(0.125), 10.0, true, GP),
     o("gpt-5-mini", 0.25, Some(0.025), 2.0, true, GP),
     o("gpt-5-nano", 0.05, Some(0.005), 0.40, true, GP),
@@ -176,6 +209,7 @@ pub fn builtin(family: PriceFamily, model: &str) -> Option<Price> {
         cached_input: row.cached_input.unwrap_or(row.input),
         batch_multiplier: 0.5,
         flex_multiplier: row.flex.then_some(0.5),
+        long_context: row.long_context,
         source: format!("built-in: {}", row.source),
     })
 }
@@ -218,6 +252,22 @@ mod tests {
         assert_eq!(p.flex_cost(t), None);
         let cached = Tokens { input: 1_000_000, cached_input: 1_000_000, output: 0 };
         assert!((p.standard_cost(cached) - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn long_prompts_bill_the_whole_request_at_the_long_context_rates() {
+        let haiku = builtin(PriceFamily::Anthropic, "claude-haiku-5-5").unwrap();
+        let short = Tokens { input: 100_000, cached_input: 0, output: 1_000 };
+        let long = Tokens { input: 100_001, ..short };
+        assert!((haiku.standard_cost(short) - (0.01 + 0.0005)).abs() < 1e-12);
+        assert!((haiku.standard_cost(long) - (0.0500005 + 0.0025)).abs() < 1e-12);
+        assert!((haiku.batch_cost(long) - haiku.standard_cost(long) / 2.0).abs() < 1e-12);
+        let gpt = builtin(PriceFamily::OpenAi, "gpt-5.4").unwrap();
+        let t = Tokens { input: 300_000, cached_input: 100_000, output: 10_000 };
+        let expected =
+            (200_000.0 * 2.5 * 2.0 + 100_000.0 * 0.25 * 2.0 + 10_000.0 * 15.0 * 1.5) / 1e6;
+        assert!((gpt.standard_cost(t) - expected).abs() < 1e-12);
+        assert!(builtin(PriceFamily::OpenAi, "gpt-5").unwrap().long_context.is_none());
     }
 
     #[test]

@@ -137,11 +137,15 @@ fn pico_per_token(dollars_per_mtok: f64) -> u64 {
 }
 
 /// Prices a call. Long prompts cost more where the spec says so: Claude Haiku 5.5 above 100K input
-/// tokens ($0.50 / $2.50); GPT-5.4 and newer above 272K input tokens (2x input, 1.5x output).
+/// tokens ($0.50 / $2.50); Claude Sonnet 4.5 above 200K ($6 / $22.50); GPT-5.4 and newer above
+/// 272K input tokens (2x input, 1.5x output).
 pub fn cost(model: &Model, tier: Tier, input_tokens: u64, output_tokens: u64) -> Cost {
     let (mut inp, mut out) = (pico_per_token(model.input), pico_per_token(model.output));
     if model.id == "claude-haiku-5-5" && input_tokens > 100_000 {
         (inp, out) = (pico_per_token(0.50), pico_per_token(2.50));
+    }
+    if model.id == "claude-sonnet-4-5" && input_tokens > 200_000 {
+        (inp, out) = (pico_per_token(6.0), pico_per_token(22.50));
     }
     let long_openai = model.provider == Provider::Openai
         && input_tokens > 272_000

@@ -1126,6 +1126,7 @@ fn resolve_price(builtin: Option<Price>, over: Option<&RawPrice>) -> Option<Pric
                 Some(_) => None,
                 None => b.flex_multiplier,
             },
+            long_context: b.long_context,
             source: "config override of the built-in price".to_owned(),
         }),
         (None, Some(o)) => {
@@ -1136,6 +1137,7 @@ fn resolve_price(builtin: Option<Price>, over: Option<&RawPrice>) -> Option<Pric
                 cached_input: o.cached_input.unwrap_or(input),
                 batch_multiplier: o.batch_multiplier.unwrap_or(0.5),
                 flex_multiplier: o.flex_multiplier.filter(|m| *m > 0.0),
+                long_context: None,
                 source: "config".to_owned(),
             })
         }
