@@ -63,6 +63,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/tasks/{id}/stream", get(crate::stream::stream_task))
         .route("/v1/batches", get(list_batches))
         .route("/v1/batches/{id}", get(get_batch))
+        .route("/v1/deliveries", get(list_deliveries))
+        .route("/v1/deliveries/{id}/retry", post(retry_delivery))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(api)
@@ -270,6 +272,101 @@ async fn list_tasks(
         "next_cursor": next_cursor,
     }))
     .into_response())
+}
+
+fn delivery_json(d: &sluice_store::DeliveryRecord) -> serde_json::Value {
+    // A webhook URL's query string may carry the receiver's token: not shown.
+    let sink = match d.sink.split_once('?') {
+        Some((before, _)) => format!("{before}?…"),
+        None => d.sink.clone(),
+    };
+    json!({
+        "id": d.id,
+        "task_id": d.task_id,
+        "sink": sink,
+        "state": d.state,
+        "attempts": d.attempts,
+        "next_attempt_at": (d.state == "pending" || d.state == "sending").then(|| rfc3339(d.next_attempt_at)),
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+        "created_at": rfc3339(d.created_at),
+        "updated_at": rfc3339(d.updated_at),
+    })
+}
+
+const DELIVERY_STATES: [&str; 4] = ["pending", "sending", "delivered", "failed"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryParams {
+    state: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/deliveries?state=&limit=&cursor=`: deliveries in the order they were created; with
+/// `state=failed`, the results that never reached their sink.
+async fn list_deliveries(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<DeliveryParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    if let Some(s) = p.state.as_deref().filter(|s| !DELIVERY_STATES.contains(s)) {
+        return Err(ApiError::unprocessable(
+            "invalid_query",
+            format!("state {s:?} is not one of {}", DELIVERY_STATES.join(", ")),
+        ));
+    }
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::unprocessable(
+            "invalid_query",
+            format!("limit must be 1 to {MAX_PAGE}, not {limit}"),
+        ));
+    }
+    if p.cursor.as_deref().is_some_and(|v| v.contains('\0')) {
+        return Err(ApiError::unprocessable(
+            "invalid_query",
+            "cursor must not contain the NUL character (%00)",
+        ));
+    }
+    let query = sluice_store::DeliveryQuery { state: p.state, after_id: p.cursor, limit };
+    let deliveries = state.store.deliveries(&query).await.map_err(|e| ApiError::unavailable(&e))?;
+    let next_cursor = (deliveries.len() as i64 == limit)
+        .then(|| deliveries.last().map(|d| d.id.clone()))
+        .flatten();
+    Ok(Json(json!({
+        "deliveries": deliveries.iter().map(delivery_json).collect::<Vec<_>>(),
+        "next_cursor": next_cursor,
+    }))
+    .into_response())
+}
+
+/// `POST /v1/deliveries/{id}/retry`: sends a failed delivery again (the receiver was down for
+/// longer than the retry schedule, or was fixed after answering 410), with the same
+/// `webhook-id`, so that a receiver that did get it after all drops the copy.
+async fn retry_delivery(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let outcome = state
+        .store
+        .redeliver(stored_id(&id, "delivery")?, now)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?;
+    match outcome {
+        sluice_store::Redelivery::Queued(d) => {
+            tracing::info!(delivery = %d.id, task = %d.task_id, "a failed delivery is sent again");
+            Ok((StatusCode::ACCEPTED, Json(delivery_json(&d))).into_response())
+        }
+        sluice_store::Redelivery::NotFailed(d) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "delivery_not_failed",
+            format!("delivery {} is {}: only a failed delivery is sent again", d.id, d.state),
+        )),
+        sluice_store::Redelivery::NotFound => Err(ApiError::not_found("delivery", &id)),
+    }
 }
 
 /// The webhook keys of the config's sources, read from their environment variables. Sources whose

@@ -351,3 +351,79 @@ async fn a_receiver_that_never_answers_holds_up_only_its_own_deliveries() {
     }
     let _ = stop.send(true);
 }
+
+/// A failed delivery is listed and can be sent again over the API: the receiver was gone (410),
+/// is back, and gets the result with the same `webhook-id`; only a failed delivery is resent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_is_listed_and_sent_again_on_request() {
+    let (receiver, seen) = receiver(vec![(StatusCode::GONE, vec![])]).await;
+    let w = common::world(sluice_sim::SimConfig::instant(), Vec::new(), |sim, _| {
+        format!(
+            r#"
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{sim}"
+
+[[workloads]]
+name = "triage"
+on = "ticket.created"
+provider = "anthropic"
+model = "claude-haiku-5-5"
+max_tokens = 50
+prompt = "Triage {{{{ payload.subject }}}}"
+lane = "stream"
+deliver = {{ webhook = "{receiver}/hook?token=receivers-secret" }}
+"#
+        )
+    })
+    .await;
+    w.post_events(&json!({"type": "ticket.created", "payload": {"subject": "refund"}})).await;
+    let get = |path: String| {
+        let http = w.http.clone();
+        async move {
+            let r = http.get(path).send().await.unwrap();
+            (r.status(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let failed = wait_for(Duration::from_secs(15), async || {
+        let (status, body) = get(format!("{}/v1/deliveries?state=failed", w.base)).await;
+        assert_eq!(status, StatusCode::OK);
+        body["deliveries"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(failed["last_status"], 410);
+    assert_eq!(failed["attempts"], 1);
+    let sink = failed["sink"].as_str().unwrap();
+    assert!(sink.ends_with("/hook?…") && !sink.contains("receivers-secret"), "{sink}");
+    let id = failed["id"].as_str().unwrap();
+
+    let retry = |id: String| {
+        let http = w.http.clone();
+        let url = format!("{}/v1/deliveries/{id}/retry", w.base);
+        async move {
+            let r = http.post(url).send().await.unwrap();
+            (r.status(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, body) = retry(id.to_owned()).await;
+    assert_eq!((status, body["state"].as_str()), (StatusCode::ACCEPTED, Some("pending")), "{body}");
+    let delivered = wait_for(Duration::from_secs(15), async || {
+        let (_, body) = get(format!("{}/v1/deliveries?state=delivered", w.base)).await;
+        body["deliveries"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!((delivered["id"].as_str(), delivered["attempts"].as_i64()), (Some(id), Some(1)));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].0["webhook-id"], seen[1].0["webhook-id"], "the same message, resent");
+
+    let (status, body) = retry(id.to_owned()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("is delivered"), "{body}");
+    let (status, _) = retry("dlv_unknown".to_owned()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = get(format!("{}/v1/deliveries?state=lost", w.base)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["error"]["message"].as_str().unwrap().contains("pending, sending"), "{body}");
+    let _ = w.stop.send(true);
+}

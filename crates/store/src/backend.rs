@@ -24,9 +24,10 @@ use crate::settle;
 use crate::writer::SqliteWriter;
 use crate::{
     AttemptRecord, BatchLine, BatchMember, BatchRecord, Claimed, Completed, Completion,
-    DeliveryOutcome, DueDelivery, EventRecord, HistoryRow, Ingested, JobProgress, KeyConflict,
-    Lease, LeaseLost, LedgerPoint, NewEvent, ProgressRow, QueueSummary, ResultRecord,
-    SqliteDurability, StoreError, TaskDetail, TaskInput, TaskQuery, TaskRecord, TaskState,
+    DeliveryOutcome, DeliveryQuery, DeliveryRecord, DueDelivery, EventRecord, HistoryRow, Ingested,
+    JobProgress, KeyConflict, Lease, LeaseLost, LedgerPoint, NewEvent, ProgressRow, QueueSummary,
+    Redelivery, ResultRecord, SqliteDurability, StoreError, TaskDetail, TaskInput, TaskQuery,
+    TaskRecord, TaskState,
 };
 
 /// The store: SQLite or PostgreSQL. Cheap to clone (it is a connection pool).
@@ -325,6 +326,17 @@ impl Store {
         dispatch!(self, claim_deliveries(now, lease_ms, limit))
     }
 
+    /// Deliveries in id order (the order they were created in), filtered by state.
+    pub async fn deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRecord>, StoreError> {
+        dispatch!(self, deliveries(q))
+    }
+
+    /// Puts a failed delivery back in the queue, due at `now`, its retry schedule started over
+    /// (its attempts so far stay in its attempt log).
+    pub async fn redeliver(&self, id: &str, now: i64) -> Result<Redelivery, StoreError> {
+        dispatch!(self, redeliver(id, now))
+    }
+
     /// Records a delivery attempt and its outcome. The outcome stands only while the claim it
     /// was made under does (the delivery still `sending`, its attempts unchanged): false when
     /// the claim ran out and another took the delivery over, whose outcome then stands; except
@@ -595,6 +607,8 @@ pub(crate) const TASK_COLUMNS: &str = "id, event_id, workload, lane, state, rule
 // than sqlx planned for, which kills sqlx's worker thread.
 const EVENT_COLUMNS: &str =
     "id, event_type, payload, idempotency_key, request_hash, needed_within_ms, source, received_at";
+const DELIVERY_COLUMNS: &str = "id, task_id, sink, state, attempts, next_attempt_at, last_status, \
+    last_error, created_at, updated_at";
 const BATCH_COLUMNS: &str = "id, provider, model, state, provider_batch_id, item_count, bytes, \
     created_at, submitted_at, ended_at, last_error, reserved_nanousd";
 
@@ -1259,6 +1273,58 @@ macro_rules! queries {
                 }
             }
             Ok(inputs)
+        }
+
+        pub(super) async fn deliveries(pool: &Pool<$db>, q: &DeliveryQuery) -> Result<Vec<DeliveryRecord>, StoreError> {
+            let mut b = sqlx::QueryBuilder::<$db>::new(format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE 1 = 1"));
+            if let Some(state) = &q.state {
+                b.push(" AND state = ").push_bind(state.clone());
+            }
+            if let Some(after) = &q.after_id {
+                b.push(" AND id > ").push_bind(after.clone());
+            }
+            b.push(" ORDER BY id LIMIT +").push_bind(q.limit);
+            let rows = b.build().fetch_all(pool).await?;
+            rows.iter().map(delivery_from_row).collect()
+        }
+
+        pub(super) async fn redeliver(pool: &Pool<$db>, id: &str, now: i64) -> Result<Redelivery, StoreError> {
+            // The attempts count is also the fence of a sender's claim: starting it over is safe
+            // because a failed delivery has no sender left (its last attempt was recorded).
+            let queued = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $1
+                  WHERE id = $2 AND state = 'failed' RETURNING {DELIVERY_COLUMNS}"
+            )))
+            .bind(now)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            if let Some(row) = queued {
+                return Ok(Redelivery::Queued(delivery_from_row(&row)?));
+            }
+            let found = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1")))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(match found {
+                Some(row) => Redelivery::NotFailed(delivery_from_row(&row)?),
+                None => Redelivery::NotFound,
+            })
+        }
+
+        fn delivery_from_row(r: &DbRow) -> Result<DeliveryRecord, StoreError> {
+            Ok(DeliveryRecord {
+                id: r.try_get("id")?,
+                task_id: r.try_get("task_id")?,
+                sink: r.try_get("sink")?,
+                state: r.try_get("state")?,
+                attempts: r.try_get("attempts")?,
+                next_attempt_at: r.try_get("next_attempt_at")?,
+                last_status: r.try_get("last_status")?,
+                last_error: r.try_get("last_error")?,
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+            })
         }
 
         pub(super) async fn claim_deliveries(

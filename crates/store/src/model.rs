@@ -278,6 +278,41 @@ pub struct TaskQuery {
     pub limit: i64,
 }
 
+/// A delivery as `GET /v1/deliveries` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub task_id: String,
+    pub sink: String,
+    /// `pending`, `sending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Filters and position of a delivery listing, in id order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeliveryQuery {
+    pub state: Option<String>,
+    /// Only deliveries with an id greater than this.
+    pub after_id: Option<String>,
+    pub limit: i64,
+}
+
+/// What asking for a delivery to be sent again came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Redelivery {
+    /// Back in the queue, due now.
+    Queued(DeliveryRecord),
+    /// Only a failed delivery is sent again; this one is in this state.
+    NotFailed(DeliveryRecord),
+    NotFound,
+}
+
 /// A result waiting to reach a sink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DueDelivery {
