@@ -194,7 +194,11 @@ impl Client {
         let mut attempt = 0u32;
         loop {
             let permit = self.limiter().acquire(&req.model, estimate).await;
-            let mut stream = self.stream(req);
+            let limiter = Some(Arc::clone(self.limiter()));
+            let mut stream = match self {
+                Client::Anthropic(c) => c.transport.stream_observed(req, limiter),
+                Client::OpenAi(c) => c.transport.stream_observed(req, limiter),
+            };
             let mut produced = false;
             let mut outcome = None;
             // Polled to its end (it ends right after `Done` or an error), which lets the

@@ -248,7 +248,20 @@ impl<D: Dialect> Transport<D> {
 
     /// A streamed call. Nothing is sent until the stream is first polled.
     pub fn stream(&self, req: &ChatRequest) -> EventStream {
+        self.stream_observed(req, None)
+    }
+
+    /// [`Transport::stream`] that hands the answer's rate-limit headers to `limiter` as soon as
+    /// they arrive, rather than with the response at the end of the stream: a long generation
+    /// would otherwise let every other caller spend what the headers already said was gone,
+    /// and hold the bucket from a reset measured when the stream began.
+    pub(crate) fn stream_observed(
+        &self,
+        req: &ChatRequest,
+        limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
+    ) -> EventStream {
         let state = StreamState {
+            limiter,
             transport: self.clone(),
             timeouts: self.timeouts(req.tier),
             request: Some(req.clone()),
@@ -273,6 +286,8 @@ impl<D: Dialect> Transport<D> {
 type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
 struct StreamState<D: Dialect> {
+    /// Told the rate-limit headers when the answer opens.
+    limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
     transport: Transport<D>,
     timeouts: Timeouts,
     request: Option<ChatRequest>,
@@ -366,7 +381,13 @@ impl<D: Dialect> StreamState<D> {
             if is_json(resp.headers()) {
                 return self.whole_answer(resp, end).await;
             }
-            self.acc = Some(d.accumulator(self.request_id.clone(), d.rate_limit(resp.headers())));
+            let rate_limit = d.rate_limit(resp.headers());
+            if let (Some(limiter), Some(snapshot)) = (&self.limiter, &rate_limit) {
+                limiter.observe(&req.model, snapshot);
+            }
+            // Kept in the response too: settling the call's tokens at its end gives back what
+            // was over-reserved, and the headers then cap that again.
+            self.acc = Some(d.accumulator(self.request_id.clone(), rate_limit));
             self.body = Some(Box::pin(resp.bytes_stream()));
             self.deadline = Some(deadline);
             return Ok(());

@@ -156,6 +156,20 @@ async fn handle(
             let cut = ANTHROPIC_STREAM.find("event: message_stop").unwrap();
             sse(&ANTHROPIC_STREAM[..cut], 64, Duration::ZERO)
         }
+        // A stream whose headers say the key has no request left for a minute, sent slowly.
+        "anthropic-limited-slow" => {
+            let mut r = sse(ANTHROPIC_STREAM, 64, Duration::from_millis(30));
+            for (k, v) in [
+                ("anthropic-ratelimit-requests-limit", "50"),
+                ("anthropic-ratelimit-requests-remaining", "0"),
+            ] {
+                r.headers_mut().insert(k, v.parse().unwrap());
+            }
+            let reset = (chrono::Utc::now() + chrono::Duration::seconds(60))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            r.headers_mut().insert("anthropic-ratelimit-requests-reset", reset.parse().unwrap());
+            r
+        }
         "openai-no-done" => sse(OPENAI_STREAM_NO_DONE, 16, Duration::ZERO),
         "openai-no-usage" => sse(OPENAI_STREAM_NO_USAGE, 64, Duration::ZERO),
         "openai-refusal-stream" => sse(OPENAI_STREAM_REFUSAL, 64, Duration::ZERO),
@@ -518,6 +532,32 @@ async fn the_providers_word_on_retrying_comes_before_the_status() {
             2,
             "a 400 marked x-should-retry: true"
         );
+    })
+    .await
+    .unwrap();
+}
+
+/// A stream's rate-limit headers tighten the key as soon as the answer opens, not when the
+/// stream ends: every other caller of the key sees them during a long generation.
+#[tokio::test]
+async fn a_streams_rate_limit_headers_count_from_its_first_token() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let (base, _) = start().await;
+        let c = client(ProviderKind::Anthropic, &base, "anthropic-limited-slow");
+        let mut at_first_delta = None;
+        let limiter = Arc::clone(c.limiter());
+        let r = c
+            .call_streaming(&req(), &quick(), |_| {
+                if at_first_delta.is_none() {
+                    at_first_delta = Some(limiter.headroom("m").requests);
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(r.text, "Grüße, 日本 ✓");
+        let level =
+            at_first_delta.unwrap().expect("the headers' limit is known by the first token");
+        assert!(level < 1.0, "{level} requests left by the headers' account");
     })
     .await
     .unwrap();
