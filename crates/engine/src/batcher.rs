@@ -350,8 +350,10 @@ impl Batcher {
                     w.price.most(most, u64::from(w.max_tokens)) * w.price.batch_multiplier
                 });
                 if room.is_some_and(|r| reserved + worst > r) {
-                    tracing::debug!(room = ?room, "the hard daily cap leaves no room for more batch lines");
-                    break;
+                    // Smaller lines after it may still fit; it waits for room (or, near its
+                    // deadline, goes to the stream lane, which holds or fails it).
+                    tracing::debug!(room = ?room, task = %t.id, "the hard daily cap leaves no room for this batch line");
+                    continue;
                 }
                 reserved += worst;
                 bytes += line;
@@ -378,10 +380,14 @@ impl Batcher {
                 // Rounded up: never less than the worst case.
                 reserved_nanousd: (reserved * 1e9).ceil() as i64,
             };
+            // Checked again with the executor's calls of this moment, under the same lock.
+            let Some(hold) = self.budget.reserve_batch(reserved) else { continue };
             if !self.store.record_batch(&record, &ids, &self.submit_lease()).await? {
+                hold.release();
                 continue;
             }
-            self.budget.batch_recorded(reserved);
+            // Counted until a read of the store shows the batch.
+            drop(hold);
             room = room.map(|r| r - reserved);
             tracing::info!(batch = %record.id, provider = %provider, items = items.len(), bytes, trigger = why, "batch cut");
             self.submit(&client, &record, &items).await?;

@@ -45,6 +45,8 @@ pub enum Room {
     Wait,
     /// It does not fit beside what is spent and what open batches may cost.
     Hold(String),
+    /// It would not fit under the cap even on a day with nothing spent.
+    Never(String),
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +106,18 @@ pub struct Reservation {
     held: Option<(Budget, u64)>,
 }
 
+impl Reservation {
+    /// Not spent after all (a batch not recorded): the room is free again at once.
+    pub fn release(mut self) {
+        if let Some((budget, nanos)) = self.held.take() {
+            let mut state = budget.state();
+            state.in_flight = state.in_flight.saturating_sub(nanos);
+            drop(state);
+            budget.freed.notify_waiters();
+        }
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some((budget, nanos)) = self.held.take() {
@@ -147,15 +161,17 @@ impl Budget {
             .and_then(|m| m.and_local_timezone(self.config.timezone).single());
         let since = midnight.map_or(0, |m| m.timestamp_millis());
         let began = Instant::now();
-        let rows = self.store.spend_since(since).await?;
         let mut s = Spend::default();
+        // Open batches before the ledger: a batch whose lines land and which ends between the
+        // two reads is then counted twice (safe), not missed.
+        if self.config.budget.hard_daily_usd.is_some() {
+            s.batches = self.store.reserved_by_open_batches().await? as f64 / 1e9;
+        }
+        let rows = self.store.spend_since(since).await?;
         for (workload, nano) in rows {
             let usd = nano as f64 / 1e9;
             s.total += usd;
             s.by_workload.insert(workload, usd);
-        }
-        if self.config.budget.hard_daily_usd.is_some() {
-            s.batches = self.store.reserved_by_open_batches().await? as f64 / 1e9;
         }
         metrics::gauge!(SPENT_TODAY).set(s.total);
         let mut state = self.state();
@@ -236,6 +252,13 @@ impl Budget {
         let Some(hard) = self.config.budget.hard_daily_usd else {
             return Ok(Room::Go(Reservation { held: None }));
         };
+        if worst > hard {
+            return Ok(Room::Never(format!(
+                "this call may cost up to {}, more than the whole hard daily cap of {}: raise the cap or lower the workload's max_tokens",
+                fmt_usd(worst),
+                fmt_usd(hard)
+            )));
+        }
         self.refresh().await?;
         let need = nanos(worst);
         let mut state = self.state();
@@ -270,12 +293,21 @@ impl Budget {
         Ok(Some((hard - self.state().committed()).max(0.0)))
     }
 
-    /// A batch that reserves `usd` was recorded: it counts from now (the store shows it from
-    /// the next read on).
-    pub fn batch_recorded(&self, usd: f64) {
-        if self.config.budget.hard_daily_usd.is_some() {
-            self.state().landed.push((Instant::now(), nanos(usd)));
+    /// Takes `usd` of the room for a batch about to be recorded, checked and counted under one
+    /// lock with the calls' reservations, so that the two cannot both spend the same room; `None`
+    /// when it no longer fits. Call [`Reservation::landed`] once the batch is recorded (the
+    /// store then shows it), or drop the reservation to give the room back.
+    pub fn reserve_batch(&self, usd: f64) -> Option<Reservation> {
+        let Some(hard) = self.config.budget.hard_daily_usd else {
+            return Some(Reservation { held: None });
+        };
+        let mut state = self.state();
+        if state.committed() + usd > hard {
+            return None;
         }
+        let need = nanos(usd);
+        state.in_flight += need;
+        Some(Reservation { held: Some((self.clone(), need)) })
     }
 
     /// Held tasks were put back in their queues.

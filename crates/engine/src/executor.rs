@@ -601,6 +601,7 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
                     return budget_stop(inner, &task, fence, started, verdict).await;
                 }
                 Some(Admit::Store(reason)) => Outcome::StoreDown(reason),
+                Some(Admit::Never(reason)) => Outcome::Broken(reason),
                 Some(Admit::Go(r)) => {
                     reservation = Some(r);
                     let call = call(inner, &task, &client, &req, started);
@@ -620,6 +621,7 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
 enum Admit {
     Go(crate::budget::Reservation),
     Hold(String),
+    Never(String),
     Store(String),
 }
 
@@ -635,6 +637,7 @@ async fn admit(inner: &Inner, workload: &str, req: &ChatRequest) -> Admit {
         match inner.budget.reserve(worst).await {
             Ok(Room::Go(r)) => return Admit::Go(r),
             Ok(Room::Wait) => inner.budget.freed(Duration::from_secs(1)).await,
+            Ok(Room::Never(reason)) => return Admit::Never(reason),
             Ok(Room::Hold(reason)) => {
                 metrics::counter!(crate::budget::HELD, "workload" => workload.to_owned())
                     .increment(1);

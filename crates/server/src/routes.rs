@@ -275,9 +275,14 @@ async fn list_tasks(
 }
 
 fn delivery_json(d: &sluice_store::DeliveryRecord) -> serde_json::Value {
-    // A webhook URL's query string may carry the receiver's token: not shown.
-    let sink = match d.sink.split_once('?') {
-        Some((before, _)) => format!("{before}?…"),
+    // A webhook URL may carry the receiver's token (in its path, as Slack's do, its query or
+    // its user info): only its scheme and host are shown.
+    let sink = match d.sink.strip_prefix("webhook:").and_then(|u| u.split_once("://")) {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("webhook:{scheme}://{host}/…")
+        }
         None => d.sink.clone(),
     };
     json!({

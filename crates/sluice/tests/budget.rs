@@ -282,3 +282,20 @@ async fn open_batches_count_against_the_hard_cap() {
     assert!(items < 300, "every item was sent: the cap did not bind");
     let _ = w.stop.send(true);
 }
+
+/// A call whose worst case is more than the whole hard cap could never run: it fails, saying
+/// why, rather than stay held and keep the cap's other held work from being released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_could_never_fit_under_the_hard_cap_fails_saying_why() {
+    let w = common::world(SimConfig::instant(), Vec::new(), |sim, _| {
+        capped_config(sim, "0.00001", "stream", "1m")
+    })
+    .await;
+    let ids = post(&w).await;
+    let d = settled(&w, &ids[0], |d| d.task.state.is_final()).await;
+    assert_eq!(d.task.state, TaskState::Failed);
+    let why = d.task.last_error.as_deref().unwrap();
+    assert!(why.contains("more than the whole hard daily cap"), "{why}");
+    assert!(w.sim.charges().all().is_empty(), "nothing was paid");
+    let _ = w.stop.send(true);
+}
