@@ -1608,7 +1608,9 @@ macro_rules! queries {
         }
 
         pub(super) async fn finish_batch(pool: &Pool<$db>, id: &str, state: &str, at: i64, error: Option<&str>) -> Result<(), StoreError> {
-            sqlx::query("UPDATE batches SET state = $1, ended_at = $2, last_error = $3 WHERE id = $4")
+            // Only an open batch ends: of two instances ending one batch (one stored its lines,
+            // the other could not fetch them), the first outcome stands.
+            sqlx::query("UPDATE batches SET state = $1, ended_at = $2, last_error = $3 WHERE id = $4 AND state IN ('submitting', 'submitted')")
                 .bind(state)
                 .bind(at)
                 .bind(error)

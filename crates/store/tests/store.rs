@@ -307,6 +307,10 @@ macro_rules! suite {
                 store.finish_batch(&first.id, "ended", 400, None).await.unwrap();
                 store.finish_batch(&second.id, "failed", 400, Some("refused")).await.unwrap();
                 assert_eq!(store.reserved_by_open_batches().await.unwrap(), 0);
+                // An ended batch stays as it ended.
+                store.finish_batch(&first.id, "failed", 500, Some("late")).await.unwrap();
+                let read = store.batch(&first.id).await.unwrap().unwrap().0;
+                assert_eq!((read.state.as_str(), read.ended_at, read.last_error), ("ended", Some(400), None));
             }
 
             #[tokio::test]
