@@ -620,17 +620,16 @@ pub(crate) const SETTLE_TASK: &str =
  WHERE id = $5 AND fence = $6 AND state = 'running'";
 pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO attempts (id, task_id, lane, batch_id, fence, started_at, ended_at, outcome, error, provider_request_id)
  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+/// A ledger line is written once: a completion written again after an unanswered commit finds
+/// it there.
 pub(crate) const INSERT_LEDGER: &str = "INSERT INTO ledger (id, task_id, attempt_id, workload, provider, model, lane, input_tokens,
                      cached_input_tokens, output_tokens, cost_nanousd, stream_cost_nanousd, created_at)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
-/// A call whose task another worker took over meanwhile was paid for all the same: its attempt
-/// and ledger line are kept (once: a write tried again after an unanswered commit finds them
-/// there), though not its result.
-pub(crate) const INSERT_SUPERSEDED_ATTEMPT: &str = "INSERT INTO attempts (id, task_id, lane, batch_id, fence, started_at, ended_at, outcome, error, provider_request_id)
- VALUES ($1, $2, $3, NULL, $4, $5, $6, 'superseded', $7, $8) ON CONFLICT (id) DO NOTHING";
-pub(crate) const INSERT_LEDGER_ONCE: &str = "INSERT INTO ledger (id, task_id, attempt_id, workload, provider, model, lane, input_tokens,
-                     cached_input_tokens, output_tokens, cost_nanousd, stream_cost_nanousd, created_at)
  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING";
+/// The attempt of a finished call, written once, like its ledger line. A call whose task
+/// another worker took over meanwhile was paid for all the same: its attempt (`superseded`)
+/// and ledger line are kept, though not its result.
+pub(crate) const INSERT_CALL_ATTEMPT: &str = "INSERT INTO attempts (id, task_id, lane, batch_id, fence, started_at, ended_at, outcome, error, provider_request_id)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING";
 pub(crate) const SUPERSEDED: &str =
     "another worker took the task over during the call; this result was paid for but not kept";
 pub(crate) const INSERT_RESULT: &str = "INSERT INTO results (task_id, attempt_id, output, stop_reason, input_tokens, cached_input_tokens,
@@ -1131,7 +1130,18 @@ macro_rules! queries {
             fence: i64,
             a: &AttemptRecord,
         ) -> Result<(), StoreError> {
-            sqlx::query(INSERT_ATTEMPT)
+            insert_attempt(conn, INSERT_ATTEMPT, task_id, fence, a).await
+        }
+
+        /// `sql` is [`INSERT_ATTEMPT`] or [`INSERT_CALL_ATTEMPT`].
+        async fn insert_attempt(
+            conn: &mut Conn,
+            sql: &'static str,
+            task_id: &str,
+            fence: i64,
+            a: &AttemptRecord,
+        ) -> Result<(), StoreError> {
+            sqlx::query(sql)
             .bind(&a.id)
             .bind(task_id)
             .bind(&a.lane)
@@ -2204,64 +2214,26 @@ mod postgres {
         d: &Completion,
     ) -> Result<Result<Completed, LeaseLost>, StoreError> {
         let now = d.finished_at;
-        if !settle(&mut *tx, task_id, fence, TaskState::Succeeded, 0, None, now).await? {
-            superseded(tx, task_id, fence, d).await?;
-            return Ok(Err(LeaseLost { fence }));
-        }
-        let l = &d.ledger;
+        let kept = settle(&mut *tx, task_id, fence, TaskState::Succeeded, 0, None, now).await?;
         let attempt = AttemptRecord {
             id: d.attempt_id.clone(),
-            lane: l.lane.clone(),
+            lane: d.ledger.lane.clone(),
             batch_id: None,
             started_at: d.started_at,
             ended_at: Some(d.finished_at),
-            outcome: "succeeded".to_owned(),
-            error: None,
+            outcome: if kept { "succeeded" } else { "superseded" }.to_owned(),
+            error: (!kept).then(|| SUPERSEDED.to_owned()),
             provider_request_id: d.provider_request_id.clone(),
         };
-        record_attempt(&mut *tx, task_id, fence, &attempt).await?;
+        insert_attempt(&mut *tx, INSERT_CALL_ATTEMPT, task_id, fence, &attempt).await?;
         insert_ledger(&mut *tx, task_id, d).await?;
+        if !kept {
+            return Ok(Err(LeaseLost { fence }));
+        }
         insert_result_and_release(&mut *tx, task_id, d).await?;
         let cost: Option<i64> =
             sqlx::query_scalar(TASK_COST).bind(task_id).fetch_one(&mut *tx).await?;
         Ok(Ok(Completed { cost_nanousd: cost.unwrap_or(0) }))
-    }
-
-    async fn superseded(
-        tx: &mut Conn,
-        task_id: &str,
-        fence: i64,
-        d: &Completion,
-    ) -> Result<(), StoreError> {
-        let l = &d.ledger;
-        sqlx::query(INSERT_SUPERSEDED_ATTEMPT)
-            .bind(&d.attempt_id)
-            .bind(task_id)
-            .bind(&l.lane)
-            .bind(fence)
-            .bind(d.started_at)
-            .bind(d.finished_at)
-            .bind(SUPERSEDED)
-            .bind(&d.provider_request_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(INSERT_LEDGER_ONCE)
-            .bind(&l.id)
-            .bind(task_id)
-            .bind(&d.attempt_id)
-            .bind(&l.workload)
-            .bind(&l.provider)
-            .bind(&l.model)
-            .bind(&l.lane)
-            .bind(l.input_tokens)
-            .bind(l.cached_input_tokens)
-            .bind(l.output_tokens)
-            .bind(l.cost_nanousd)
-            .bind(l.stream_cost_nanousd)
-            .bind(l.created_at)
-            .execute(&mut *tx)
-            .await?;
-        Ok(())
     }
 
     /// The usual path: a few statements for the whole group. Idempotency keys are looked up

@@ -16,9 +16,8 @@ use std::time::Duration;
 use rusqlite::{Connection, Row, TransactionBehavior, params};
 
 use crate::backend::{
-    INSERT_ATTEMPT, INSERT_DELIVERY, INSERT_LEDGER, INSERT_LEDGER_ONCE, INSERT_RESULT,
-    INSERT_SUPERSEDED_ATTEMPT, RELEASE_AFTER, RequestOutcome, SETTLE_TASK, SUPERSEDED,
-    TASK_COLUMNS, TASK_COST, corrupt, json,
+    INSERT_CALL_ATTEMPT, INSERT_DELIVERY, INSERT_LEDGER, INSERT_RESULT, RELEASE_AFTER,
+    RequestOutcome, SETTLE_TASK, SUPERSEDED, TASK_COLUMNS, TASK_COST, corrupt, json,
 };
 use crate::settle;
 use crate::{
@@ -195,7 +194,7 @@ impl SqliteWriter {
         let mut out = Vec::with_capacity(done.len());
         {
             let mut settle = tx.prepare_cached(SETTLE_TASK)?;
-            let mut attempt = tx.prepare_cached(INSERT_ATTEMPT)?;
+            let mut attempt = tx.prepare_cached(INSERT_CALL_ATTEMPT)?;
             let mut ledger = tx.prepare_cached(INSERT_LEDGER)?;
             let mut result = tx.prepare_cached(INSERT_RESULT)?;
             let mut delivery = tx.prepare_cached(INSERT_DELIVERY)?;
@@ -212,37 +211,9 @@ impl SqliteWriter {
                     fence
                 ])?;
                 let l = &d.ledger;
-                // The lease was lost: the settle changed nothing, and only what was paid is
-                // written.
-                if settled != 1 {
-                    tx.prepare_cached(INSERT_SUPERSEDED_ATTEMPT)?.execute(params![
-                        d.attempt_id,
-                        task_id,
-                        l.lane,
-                        fence,
-                        d.started_at,
-                        d.finished_at,
-                        SUPERSEDED,
-                        d.provider_request_id,
-                    ])?;
-                    tx.prepare_cached(INSERT_LEDGER_ONCE)?.execute(params![
-                        l.id,
-                        task_id,
-                        d.attempt_id,
-                        l.workload,
-                        l.provider,
-                        l.model,
-                        l.lane,
-                        l.input_tokens,
-                        l.cached_input_tokens,
-                        l.output_tokens,
-                        l.cost_nanousd,
-                        l.stream_cost_nanousd,
-                        l.created_at,
-                    ])?;
-                    out.push(Err(LeaseLost { fence: *fence }));
-                    continue;
-                }
+                // The lease was lost when the settle changed nothing: then only what was paid
+                // is written.
+                let kept = settled == 1;
                 attempt.execute(params![
                     d.attempt_id,
                     task_id,
@@ -251,8 +222,8 @@ impl SqliteWriter {
                     fence,
                     d.started_at,
                     d.finished_at,
-                    "succeeded",
-                    None::<&str>,
+                    if kept { "succeeded" } else { "superseded" },
+                    (!kept).then_some(SUPERSEDED),
                     d.provider_request_id,
                 ])?;
                 ledger.execute(params![
@@ -270,6 +241,10 @@ impl SqliteWriter {
                     l.stream_cost_nanousd,
                     l.created_at,
                 ])?;
+                if !kept {
+                    out.push(Err(LeaseLost { fence: *fence }));
+                    continue;
+                }
                 result.execute(params![
                     task_id,
                     d.attempt_id,
