@@ -235,7 +235,7 @@ impl Deliverer {
                         let drawn = delay.mul_f64(rand::rng().random_range(0.8..=1.2));
                         let wait =
                             drawn.max(f.retry_after.unwrap_or_default().min(MAX_RETRY_AFTER));
-                        tracing::warn!(delivery = %d.id, sink = %d.sink, attempt = d.attempts, error = %f.error, retry_in = ?wait, "a delivery failed; it is retried");
+                        tracing::warn!(delivery = %d.id, sink = %sluice_store::shown_sink(&d.sink), attempt = d.attempts, error = %f.error, retry_in = ?wait, "a delivery failed; it is retried");
                         DeliveryOutcome::Retry {
                             status: f.status,
                             error: f.error,
@@ -245,7 +245,7 @@ impl Deliverer {
                         }
                     }
                     None => {
-                        tracing::error!(delivery = %d.id, task = %d.task_id, sink = %d.sink, attempts = d.attempts, error = %f.error, "a delivery failed for good");
+                        tracing::error!(delivery = %d.id, task = %d.task_id, sink = %sluice_store::shown_sink(&d.sink), attempts = d.attempts, error = %f.error, "a delivery failed for good");
                         DeliveryOutcome::Failed { status: f.status, error: f.error }
                     }
                 }

@@ -275,20 +275,10 @@ async fn list_tasks(
 }
 
 fn delivery_json(d: &sluice_store::DeliveryRecord) -> serde_json::Value {
-    // A webhook URL may carry the receiver's token (in its path, as Slack's do, its query or
-    // its user info): only its scheme and host are shown.
-    let sink = match d.sink.strip_prefix("webhook:").and_then(|u| u.split_once("://")) {
-        Some((scheme, rest)) => {
-            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("webhook:{scheme}://{host}/…")
-        }
-        None => d.sink.clone(),
-    };
     json!({
         "id": d.id,
         "task_id": d.task_id,
-        "sink": sink,
+        "sink": sluice_store::shown_sink(&d.sink),
         "state": d.state,
         "attempts": d.attempts,
         "next_attempt_at": (d.state == "pending" || d.state == "sending").then(|| rfc3339(d.next_attempt_at)),

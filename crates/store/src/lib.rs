@@ -105,6 +105,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn webhook_tokens_never_reach_answers_or_logs() {
+        for (sink, shown) in [
+            (
+                "webhook:https://hooks.slack.com/services/T0/B0/XyZ",
+                "webhook:https://hooks.slack.com/…",
+            ),
+            ("webhook:http://127.0.0.1:9/hook?token=s3cret", "webhook:http://127.0.0.1:9/…"),
+            ("webhook:https://user:s3cret@crm.example.com/in", "webhook:https://crm.example.com/…"),
+            ("webhook:https://crm.example.com#s3cret", "webhook:https://crm.example.com/…"),
+            ("file:results/triage.jsonl", "file:results/triage.jsonl"),
+            ("stdout", "stdout"),
+        ] {
+            assert_eq!(super::shown_sink(sink), shown);
+        }
+    }
+
     #[tokio::test]
     async fn a_mistyped_store_url_is_refused_without_its_password() {
         let err = super::Store::open("postgress://app:s3cret@db/x", super::SqliteDurability::Full)

@@ -278,6 +278,19 @@ pub struct TaskQuery {
     pub limit: i64,
 }
 
+/// A delivery's sink as shown in answers and logs. A webhook URL may carry the receiver's token
+/// (in its path, as Slack's do, its query or its user info): only its scheme and host are shown.
+pub fn shown_sink(sink: &str) -> String {
+    match sink.strip_prefix("webhook:").and_then(|u| u.split_once("://")) {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("webhook:{scheme}://{host}/…")
+        }
+        None => sink.to_owned(),
+    }
+}
+
 /// A delivery as `GET /v1/deliveries` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeliveryRecord {
