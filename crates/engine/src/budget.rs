@@ -81,6 +81,12 @@ struct State {
     /// The least that a task held for want of room needs: held work is released only once that
     /// much is free, so that it is not held again at once.
     held_need: Option<u64>,
+    /// The start of the day (ms) of the last read.
+    day: i64,
+    /// Worst cases of calls the provider may have billed though the ledger does not show them
+    /// (a call cut off after it began, a result that could not be stored), with the day they
+    /// fell on: they count until that day ends.
+    unrecorded: Vec<(i64, u64)>,
 }
 
 impl State {
@@ -91,10 +97,15 @@ impl State {
     /// Spent, committed to open batches, and reserved here, in dollars.
     fn committed(&self) -> f64 {
         let s = self.read.as_ref().map_or(0.0, |(_, s)| s.total + s.batches);
-        let mine = self.in_flight + self.landed.iter().map(|(_, n)| n).sum::<u64>();
+        let unrecorded = self.unrecorded.iter().filter(|(d, _)| *d == self.day).map(|(_, n)| n);
+        let mine = self.in_flight
+            + self.landed.iter().map(|(_, n)| n).sum::<u64>()
+            + unrecorded.sum::<u64>();
         s + mine as f64 / 1e9
     }
 
+    /// Whether a call of this instance is in flight or about to show in the store: room will
+    /// change without a new day.
     fn mine(&self) -> bool {
         self.in_flight > 0 || !self.landed.is_empty()
     }
@@ -107,7 +118,19 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// Not spent after all (a batch not recorded): the room is free again at once.
+    /// Perhaps spent, and never to show in the ledger (a call the provider may bill that failed,
+    /// a result that could not be stored): it counts until the day ends.
+    pub fn unrecorded(mut self) {
+        if let Some((budget, nanos)) = self.held.take() {
+            let mut state = budget.state();
+            state.in_flight = state.in_flight.saturating_sub(nanos);
+            let day = state.day;
+            state.unrecorded.push((day, nanos));
+        }
+    }
+
+    /// Not spent after all (a call refused, a batch not recorded): the room is free again at
+    /// once.
     pub fn release(mut self) {
         if let Some((budget, nanos)) = self.held.take() {
             let mut state = budget.state();
@@ -178,6 +201,8 @@ impl Budget {
         // Of two reads that overlapped, the later-begun one stands.
         if state.read.as_ref().is_none_or(|(at, _)| *at < began) {
             state.read = Some((began, s));
+            state.day = since;
+            state.unrecorded.retain(|(d, _)| *d == since);
             // What landed before this read began is in it.
             state.landed.retain(|(at, _)| *at >= began);
         }

@@ -292,9 +292,15 @@ impl Executor {
         config: Arc<Config>,
         hub: Hub,
         env: impl Fn(&str) -> Option<String>,
-        opts: ExecutorOptions,
+        mut opts: ExecutorOptions,
     ) -> Result<Executor, SetupError> {
         let clients = build_clients(&config, env)?;
+        // Under a hard cap each call the provider may bill is reserved on its own: one that
+        // fails after the provider took it goes back to the queue, and its next run reserves
+        // again, rather than being retried inside the first one's reservation.
+        if config.budget.hard_daily_usd.is_some() {
+            opts.retry.retry_billed = false;
+        }
         m::describe();
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
         let (handed_tx, handed_rx) = mpsc::unbounded_channel();
@@ -566,7 +572,22 @@ enum Outcome {
     /// The store could not be read to prepare the call: nothing was called, and the task runs
     /// again when its lease expires, not failed for a passing outage.
     StoreDown(String),
+    /// The lease was lost before the call was made.
     LeaseLost,
+    /// The lease was lost during the call: its watchers were told at once, and the call ran to
+    /// its end, since the provider bills it all the same; its answer (to be recorded as paid
+    /// for, not kept), or whether its failure may be billed.
+    Superseded(Result<Box<ChatResponse>, bool>),
+}
+
+/// What became of the most a call could cost, reserved under the hard cap before it was made.
+enum Spent {
+    /// The ledger shows it now.
+    Recorded,
+    /// The provider may bill it but the ledger will not show it: it counts until the day ends.
+    Unrecorded,
+    /// No call was billed.
+    Nothing,
 }
 
 /// `input` is the task's event when ingest handed it over or its claim read it; otherwise it
@@ -604,18 +625,39 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
                 Some(Admit::Never(reason)) => Outcome::Broken(reason),
                 Some(Admit::Go(r)) => {
                     reservation = Some(r);
-                    let call = call(inner, &task, &client, &req, started);
-                    let keep = keep_lease(inner, &task.id, fence);
+                    let lost = AtomicBool::new(false);
+                    let call = call(inner, &task, &client, &req, started, &lost);
+                    tokio::pin!(call);
                     tokio::select! {
-                        outcome = call => outcome,
-                        () = keep => Outcome::LeaseLost,
+                        outcome = &mut call => outcome,
+                        () = keep_lease(inner, &task.id, fence) => {
+                            // Another worker runs the task now: its watchers follow that run.
+                            // This call is not dropped: it is paid for, so it runs to its end
+                            // and its ledger line is written.
+                            lost.store(true, Ordering::Relaxed);
+                            inner.hub.end(
+                                &task.id,
+                                Update::Stopped("another worker took the task over".into()),
+                            );
+                            Outcome::Superseded(match call.await {
+                                Outcome::Done(resp, _) => Ok(resp),
+                                Outcome::Failed(e) => Err(e.may_be_billed()),
+                                _ => Err(false),
+                            })
+                        }
                     }
                 }
             }
         }
     };
-    settle(inner, &task, fence, started, outcome).await;
-    drop(reservation);
+    let spent = settle(inner, &task, fence, started, outcome).await;
+    if let Some(r) = reservation {
+        match spent {
+            Spent::Recorded => drop(r),
+            Spent::Unrecorded => r.unrecorded(),
+            Spent::Nothing => r.release(),
+        }
+    }
 }
 
 enum Admit {
@@ -812,6 +854,7 @@ async fn call(
     client: &Client,
     req: &ChatRequest,
     started: i64,
+    lost: &AtomicBool,
 ) -> Outcome {
     let mut first_token: Option<i64> = None;
     let hub = &inner.hub;
@@ -821,7 +864,10 @@ async fn call(
             if first_token.is_none() {
                 first_token = Some(now_ms() - started);
             }
-            hub.delta(id, delta);
+            // Once the lease is lost, the task's watchers are another run's.
+            if !lost.load(Ordering::Relaxed) {
+                hub.delta(id, delta);
+            }
         })
         .await;
     match result {
@@ -852,7 +898,8 @@ async fn complete(
 /// [`complete`] for a call that was made and paid for: a store error is not the end of it. The
 /// write is tried again with backoff while the lease is kept alive, for up to twice the lease
 /// (so a passing outage does not hand the task to another worker, which would pay for it
-/// again); the fence makes a repeated write harmless.
+/// again); the fence makes a repeated write harmless. A lease lost meanwhile does not stop the
+/// write: it then records the call as paid for and superseded.
 async fn complete_durably(
     inner: &Inner,
     task_id: &str,
@@ -873,10 +920,12 @@ async fn complete_durably(
             }
         }
     };
+    tokio::pin!(retries);
     tokio::select! {
-        written = retries => written,
-        () = keep_lease(inner, task_id, fence) => Ok(Err(LeaseLost { fence })),
+        written = &mut retries => return written,
+        () = keep_lease(inner, task_id, fence) => {}
     }
+    retries.await
 }
 
 /// The wait before a task's next attempt, back in the queue: longer than the in-call retries,
@@ -907,7 +956,15 @@ async fn keep_lease(inner: &Inner, task_id: &str, fence: i64) {
     }
 }
 
-async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outcome: Outcome) {
+/// Stores what became of a task's run and ends its live stream; says whether its call is in the
+/// ledger now.
+async fn settle(
+    inner: &Inner,
+    task: &TaskRecord,
+    fence: i64,
+    started: i64,
+    outcome: Outcome,
+) -> Spent {
     let labels = [("lane", task.lane.clone()), ("workload", task.workload.clone())];
     let attempt =
         |outcome: &str, error: Option<String>, request_id: Option<String>| AttemptRecord {
@@ -921,11 +978,37 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
             provider_request_id: request_id,
         };
     let store = &inner.store;
-    let (written, update) = match outcome {
+    let (written, update, spent) = match outcome {
         Outcome::LeaseLost => {
             metrics::counter!(m::LEASES_LOST).increment(1);
             inner.hub.end(&task.id, Update::Stopped("another worker took the task over".into()));
-            return;
+            return Spent::Nothing;
+        }
+        // Its watchers were told when the lease was lost; the hub may hold another run of the
+        // task by now, so it is left alone.
+        Outcome::Superseded(ended) => {
+            metrics::counter!(m::LEASES_LOST).increment(1);
+            let resp = match ended {
+                Ok(resp) => resp,
+                Err(billed) => {
+                    tracing::warn!(task = %task.id, "another worker took this task over during its call, which then failed");
+                    return if billed { Spent::Unrecorded } else { Spent::Nothing };
+                }
+            };
+            let completion =
+                completion_for(&inner.config, &task.workload, &task.lane, &resp, started, None);
+            let cost = completion.ledger.cost_nanousd;
+            return match complete_durably(inner, &task.id, fence, completion).await {
+                Ok(_) => {
+                    m::spent(&task.lane, &task.workload, cost);
+                    tracing::warn!(task = %task.id, cost_usd = cost as f64 / 1e9, "another worker took this task over during its call; the call was paid for and is in the ledger, its result is not kept");
+                    Spent::Recorded
+                }
+                Err(e) => {
+                    tracing::error!(task = %task.id, error = %e, cost_usd = cost as f64 / 1e9, "cannot record a paid call of a task another worker took over: its cost is not in the ledger");
+                    Spent::Unrecorded
+                }
+            };
         }
         Outcome::Done(resp, first_token) => {
             let completion = completion_for(
@@ -961,12 +1044,17 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                     inner.wake.notify_one();
                 }
             }
-            (r.map(|stored| stored.map(drop)), update)
+            // A paid result that cannot be stored is not in the ledger either.
+            let spent = if r.is_ok() { Spent::Recorded } else { Spent::Unrecorded };
+            if r.is_ok() && !matches!(&r, Ok(Ok(_))) {
+                m::spent(&task.lane, &task.workload, cost);
+            }
+            (r.map(|stored| stored.map(drop)), update, spent)
         }
         Outcome::StoreDown(reason) => {
             metrics::counter!(m::TASK_RETRIES, "cause" => "store").increment(1);
             tracing::warn!(task = %task.id, error = %reason, "cannot prepare a task's call; it runs again when its lease expires");
-            (Ok(Ok(())), Update::Stopped(format!("{reason}; it runs again")))
+            (Ok(Ok(())), Update::Stopped(format!("{reason}; it runs again")), Spent::Nothing)
         }
         Outcome::Broken(reason) => {
             metrics::counter!(
@@ -976,15 +1064,16 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
             .increment(1);
             let r =
                 store.fail(&task.id, fence, &attempt("failed", Some(reason.clone()), None)).await;
-            (r, Update::Stopped(reason))
+            (r, Update::Stopped(reason), Spent::Nothing)
         }
         Outcome::Failed(e) => {
+            let spent = if e.may_be_billed() { Spent::Unrecorded } else { Spent::Nothing };
             let request_id = e.request_id.clone();
             let class = e.class();
             let message = e.to_string();
             let now = now_ms();
             inner.hub.reset(&task.id);
-            match class {
+            let (r, update) = match class {
                 ErrorClass::FlexUnavailable => {
                     let w = inner.config.workload(&task.workload);
                     let room = w.map_or(Duration::ZERO, |w| {
@@ -1052,7 +1141,8 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
                         .await;
                     (r, Update::Stopped(message))
                 }
-            }
+            };
+            (r, update, spent)
         }
     };
     // Every outcome ends the task's live stream, after its write, so that a watcher that then
@@ -1068,12 +1158,13 @@ async fn settle(inner: &Inner, task: &TaskRecord, fence: i64, started: i64, outc
         Ok(Ok(())) => {}
         Ok(Err(lost)) => {
             metrics::counter!(m::LEASES_LOST).increment(1);
-            tracing::warn!(task = %task.id, fence = lost.fence, "another worker took this task over; its result was not stored, its cost is in the ledger");
+            tracing::warn!(task = %task.id, fence = lost.fence, "another worker took this task over; this run's outcome was not kept (a paid call is in the ledger)");
         }
         Err(e) => {
             tracing::error!(task = %task.id, error = %e, "cannot store the outcome of a task; it runs again when its lease expires")
         }
     }
+    spent
 }
 
 /// A task's result, its ledger line at its lane's price (flex and batch at theirs), and its

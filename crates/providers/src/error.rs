@@ -229,6 +229,20 @@ impl ProviderError {
     }
 
     /// Retryable or not, and why.
+    /// Whether the provider may bill this failed call: it took the request and began to answer
+    /// (or may have, when no first byte came back in time) before the call failed. A refusal
+    /// (a non-2xx status) or a connection that never carried the request is not billed.
+    pub fn may_be_billed(&self) -> bool {
+        match &self.kind {
+            ErrorKind::StreamError | ErrorKind::StreamCut | ErrorKind::Malformed => true,
+            ErrorKind::Timeout(phase) => *phase != TimeoutPhase::Connect,
+            ErrorKind::Status
+            | ErrorKind::Connection
+            | ErrorKind::Unsupported
+            | ErrorKind::InvalidRequest => false,
+        }
+    }
+
     pub fn class(&self) -> ErrorClass {
         use ErrorClass::{Permanent, Retryable};
         let retry = |cause| Retryable { cause };

@@ -24,6 +24,9 @@ pub struct RetryPolicy {
     /// Retry OpenAI flex refusals too (the engine decides, from the deadline, whether to wait
     /// for flex capacity or fall back to the standard tier).
     pub retry_flex_unavailable: bool,
+    /// Retry a call the provider may already bill ([`ProviderError::may_be_billed`]). A caller
+    /// that bounds its spend turns this off and counts each attempt itself.
+    pub retry_billed: bool,
 }
 
 impl Default for RetryPolicy {
@@ -35,6 +38,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(8),
             max_retry_after: Duration::from_secs(60),
             retry_flex_unavailable: false,
+            retry_billed: true,
         }
     }
 }
@@ -59,7 +63,10 @@ impl RetryPolicy {
             ErrorClass::FlexUnavailable => self.retry_flex_unavailable,
             ErrorClass::Permanent { .. } => false,
         };
-        if !retryable || attempt.saturating_add(1) >= self.max_attempts {
+        if !retryable
+            || (!self.retry_billed && error.may_be_billed())
+            || attempt.saturating_add(1) >= self.max_attempts
+        {
             return None;
         }
         if let Some(ra) = error.retry_after
@@ -181,6 +188,29 @@ mod tests {
         assert_eq!(RetryPolicy::default().next_delay(0, &e), None);
         let p = RetryPolicy { retry_flex_unavailable: true, ..Default::default() };
         assert!(p.next_delay(0, &e).is_some());
+    }
+
+    #[test]
+    fn a_call_the_provider_may_bill_is_retried_only_when_asked() {
+        use crate::error::TimeoutPhase;
+        let bounded = RetryPolicy { retry_billed: false, ..Default::default() };
+        for kind in [
+            ErrorKind::StreamCut,
+            ErrorKind::Malformed,
+            ErrorKind::Timeout(TimeoutPhase::FirstByte),
+            ErrorKind::Timeout(TimeoutPhase::Idle),
+        ] {
+            let e = ProviderError::new(ProviderKind::Anthropic, kind.clone(), "x");
+            assert!(e.may_be_billed(), "{kind:?}");
+            assert!(RetryPolicy::default().next_delay(0, &e).is_some(), "{kind:?}");
+            assert_eq!(bounded.next_delay(0, &e), None, "{kind:?}");
+        }
+        // Refused or never sent: not billed, retried as before.
+        let reset = ProviderError::new(ProviderKind::Anthropic, ErrorKind::Connection, "x");
+        for e in [err(529, None), err(500, None), reset] {
+            assert!(!e.may_be_billed());
+            assert!(bounded.next_delay(0, &e).is_some());
+        }
     }
 
     #[test]

@@ -299,3 +299,51 @@ async fn a_call_that_could_never_fit_under_the_hard_cap_fails_saying_why() {
     assert!(w.sim.charges().all().is_empty(), "nothing was paid");
     let _ = w.stop.send(true);
 }
+
+/// A call cut off after the provider took it is billed, yet never shows in the ledger: its worst
+/// case stays counted under the hard cap for the rest of the day, and it is not retried inside
+/// its own reservation. Every call here is cut, so the cap fills with what may have been billed
+/// and the rest of the work is held; the provider's bill stays under the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_cut_off_after_they_were_billed_stay_counted_under_the_hard_cap() {
+    const CAP: f64 = 0.001;
+    let mut sim = SimConfig::instant();
+    sim.faults.rate_cut = 1.0;
+    let w = common::world(sim, Vec::new(), |sim, _| {
+        capped_config(sim, &CAP.to_string(), "stream", "1m")
+    })
+    .await;
+    let events: Vec<Value> = (0..40)
+        .map(
+            |i| json!({"type": "ticket.created", "payload": {"s": format!("{i} {}", long_text())}}),
+        )
+        .collect();
+    let r = w.post_events(&events).await;
+    let ids: Vec<String> = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["tasks"][0]["id"].as_str().unwrap().to_owned())
+        .collect();
+    let tasks = wait_for(Duration::from_secs(40), async || {
+        let mut all = Vec::new();
+        for id in &ids {
+            let d = w.store.task(id).await.unwrap().unwrap();
+            if !(d.task.state == TaskState::Failed || d.task.state == TaskState::Held) {
+                return None;
+            }
+            all.push(d);
+        }
+        Some(all)
+    })
+    .await;
+    let billed = w.sim.charges().all().len();
+    let spent = w.sim.charges().summary().total_usd;
+    assert!(spent <= CAP, "the provider billed ${spent} over {billed} calls, over the ${CAP} cap");
+    // The worst case of a call is ~$0.000095: about ten fit.
+    assert!((5..=11).contains(&billed), "{billed} calls billed");
+    assert_eq!(ledger_usd(&w).await, 0.0, "nothing was answered, so nothing is in the ledger");
+    let held = tasks.iter().filter(|d| d.task.state == TaskState::Held).count();
+    assert!(held > 20, "only {held} of 40 tasks were held by the cap");
+    let _ = w.stop.send(true);
+}

@@ -265,6 +265,59 @@ async fn a_watcher_hears_when_the_result_cannot_be_stored_instead_of_waiting_for
     w.sim.shutdown().await;
 }
 
+/// A worker that loses its lease during a call (its heartbeats found another worker owns the
+/// task) does not drop the call: the provider bills it all the same. Its watchers are told at
+/// once, the call runs to its end, and it is recorded as paid for and superseded, so that the
+/// ledger still shows everything the provider billed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_loses_its_lease_midway_is_still_in_the_ledger() {
+    let opts = sluice_engine::ExecutorOptions {
+        lease: Duration::from_millis(1500),
+        ..common::quick_options(Vec::new())
+    };
+    let w = common::world_with(slow_sim(1500, 15), opts, config).await;
+    let ticket = json!({"type": "ticket.created", "payload": {"subject": "Refund"}});
+    let r: Value = w.post_events(&ticket).await;
+    let id = r["tasks"][0]["id"].as_str().unwrap().to_owned();
+    let url = format!("{}/v1/tasks/{id}/stream", w.base);
+    let watcher = tokio::spawn({
+        let request = w.http.get(&url).send();
+        async move { sse(request.await.unwrap(), Duration::from_secs(10)).await }
+    });
+    wait_for(Duration::from_secs(5), async || {
+        let d = w.store.task(&id).await.unwrap().unwrap();
+        (d.task.state == sluice_store::TaskState::Running).then_some(())
+    })
+    .await;
+    let later = sluice_engine::now_ms() + 120_000;
+    let taken = w.store.claim(&["stream"], "another-worker", later, 60_000, 10).await.unwrap();
+    assert!(taken.iter().any(|c| c.task.id == id), "the task is taken over");
+
+    let events = watcher.await.unwrap();
+    let told = events.iter().any(|(name, d)| {
+        name == "status" && d["message"].as_str().is_some_and(|m| m.contains("another worker"))
+    });
+    assert!(told, "{events:?}");
+    let d = wait_for(Duration::from_secs(15), async || {
+        let d = w.store.task(&id).await.unwrap().unwrap();
+        d.attempt_log.iter().any(|a| a.outcome == "superseded").then_some(d)
+    })
+    .await;
+    assert_eq!(d.task.lease_owner.as_deref(), Some("another-worker"), "its new owner is kept");
+    assert!(d.result.is_none(), "a superseded answer is not kept");
+    let charges = w.sim.charges().all();
+    let paid: Vec<_> = charges.iter().filter(|c| c.user_id.as_deref() == Some(&*id)).collect();
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    let billed_nano = paid[0].total_pico_usd as f64 / 1000.0;
+    assert!(
+        (d.cost_nanousd as f64 - billed_nano).abs() <= 1.0,
+        "ledger {} vs billed {billed_nano} nano-dollars",
+        d.cost_nanousd
+    );
+    let _ = w.stop.send(true);
+    w.sim.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_result_is_stored_once_the_store_is_back_not_paid_for_again() {
     let w = slow_world(600, 5).await;
