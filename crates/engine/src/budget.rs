@@ -109,6 +109,13 @@ impl State {
     fn mine(&self) -> bool {
         self.in_flight > 0 || !self.landed.is_empty()
     }
+
+    /// What batches may commit: the room left, less what held stream work waits for. Held work
+    /// is urgent (no batch meets its deadline), so the room that frees up goes to it first.
+    fn batch_room(&self, hard: f64) -> f64 {
+        let held = self.held_need.unwrap_or(0) as f64 / 1e9;
+        (hard - self.committed() - held).max(0.0)
+    }
 }
 
 /// A call's worst case, counted against the hard cap until dropped.
@@ -315,7 +322,7 @@ impl Budget {
     pub async fn batch_room(&self) -> Result<Option<f64>, StoreError> {
         let Some(hard) = self.config.budget.hard_daily_usd else { return Ok(None) };
         self.refresh().await?;
-        Ok(Some((hard - self.state().committed()).max(0.0)))
+        Ok(Some(self.state().batch_room(hard)))
     }
 
     /// Takes `usd` of the room for a batch about to be recorded, checked and counted under one
@@ -327,7 +334,7 @@ impl Budget {
             return Some(Reservation { held: None });
         };
         let mut state = self.state();
-        if state.committed() + usd > hard {
+        if usd > state.batch_room(hard) {
             return None;
         }
         let need = nanos(usd);
@@ -363,5 +370,76 @@ impl Budget {
             && b.per_workload
                 .iter()
                 .all(|(w, cap)| s.by_workload.get(w).copied().unwrap_or(0.0) < *cap))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_store::{BatchRecord, Lease};
+
+    fn capped(hard: f64) -> Config {
+        let toml = format!(
+            r#"
+[budget]
+hard_daily_usd = {hard}
+[providers.openai]
+kind = "openai"
+
+[[workloads]]
+name = "alert"
+on = "thing.happened"
+provider = "openai"
+model = "gpt-5-mini"
+max_tokens = 60
+prompt = "{{{{ payload.x }}}}"
+lane = "stream"
+needed_within = "1m"
+"#
+        );
+        Config::parse(&toml, "unit.toml").expect("config")
+    }
+
+    /// Stream work held for want of room has the first claim on the room that frees up: batches,
+    /// which can wait, are cut only from what is left beyond it.
+    #[tokio::test]
+    async fn held_stream_work_comes_before_new_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url, sluice_store::SqliteDurability::Normal).await.expect("store");
+        let budget = Budget::new(Arc::new(capped(0.001)), store.clone());
+        // An open batch that may cost $0.0009 of the $0.001.
+        let open = BatchRecord {
+            id: "bat_open".into(),
+            provider: "openai".into(),
+            model: "gpt-5-mini".into(),
+            state: "submitting".into(),
+            provider_batch_id: None,
+            item_count: 0,
+            bytes: 0,
+            created_at: now_ms(),
+            submitted_at: None,
+            ended_at: None,
+            last_error: None,
+            reserved_nanousd: 900_000,
+        };
+        let lease = Lease { owner: "test".into(), expires_at: 0 };
+        assert!(store.record_batch(&open, &[], &lease).await.expect("record"));
+
+        // A call that may cost $0.0005 does not fit, and nothing in flight here will free room.
+        let room = budget.reserve(0.0005).await.expect("reserve");
+        assert!(matches!(room, Room::Hold(_)), "{room:?}");
+        assert_eq!(budget.batch_room().await.expect("room"), Some(0.0));
+        assert!(budget.reserve_batch(0.00005).is_none(), "a batch took the held call's room");
+
+        // The batch ends: its room goes to the held call first.
+        store.finish_batch("bat_open", "ended", now_ms(), None).await.expect("finish");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let left = budget.batch_room().await.expect("room").expect("capped");
+        assert!((left - 0.0005).abs() < 1e-9, "{left}");
+        assert!(budget.allows_all().await.expect("allows"), "the held call may run now");
+        budget.released();
+        let left = budget.batch_room().await.expect("room").expect("capped");
+        assert!((left - 0.001).abs() < 1e-9, "{left}");
     }
 }
