@@ -102,8 +102,11 @@ pub enum ErrorKind {
     /// An `error` event (Anthropic) or error chunk (OpenAI) inside a 200 stream.
     StreamError,
     Timeout(TimeoutPhase),
-    /// Could not connect, or the connection broke before an answer.
+    /// Could not connect: the request never went out.
     Connection,
+    /// The connection broke after the request went out, before an answer began: the provider
+    /// may have run it.
+    Dropped,
     /// The stream ended (EOF or broken connection) before its final event.
     StreamCut,
     /// A 2xx answer that is not what the spec says (bad JSON, missing fields).
@@ -214,8 +217,10 @@ impl ProviderError {
             })
         } else if mid_stream {
             ErrorKind::StreamCut
-        } else {
+        } else if e.is_connect() {
             ErrorKind::Connection
+        } else {
+            ErrorKind::Dropped
         };
         let e = e.without_url();
         let mut msg = e.to_string();
@@ -228,13 +233,16 @@ impl ProviderError {
         ProviderError::new(provider, kind, msg)
     }
 
-    /// Retryable or not, and why.
     /// Whether the provider may bill this failed call: it took the request and began to answer
-    /// (or may have, when no first byte came back in time) before the call failed. A refusal
-    /// (a non-2xx status) or a connection that never carried the request is not billed.
+    /// (or may have: no first byte came back in time, the connection broke once the request was
+    /// out) before the call failed. A refusal (a non-2xx status) or a connection that never
+    /// carried the request is not billed.
     pub fn may_be_billed(&self) -> bool {
         match &self.kind {
-            ErrorKind::StreamError | ErrorKind::StreamCut | ErrorKind::Malformed => true,
+            ErrorKind::StreamError
+            | ErrorKind::StreamCut
+            | ErrorKind::Malformed
+            | ErrorKind::Dropped => true,
             ErrorKind::Timeout(phase) => *phase != TimeoutPhase::Connect,
             ErrorKind::Status
             | ErrorKind::Connection
@@ -243,13 +251,14 @@ impl ProviderError {
         }
     }
 
+    /// Retryable or not, and why.
     pub fn class(&self) -> ErrorClass {
         use ErrorClass::{Permanent, Retryable};
         let retry = |cause| Retryable { cause };
         let perm = |cause| Permanent { cause };
         match &self.kind {
             ErrorKind::Timeout(_) => retry(RetryCause::Timeout),
-            ErrorKind::Connection => retry(RetryCause::ConnectionReset),
+            ErrorKind::Connection | ErrorKind::Dropped => retry(RetryCause::ConnectionReset),
             ErrorKind::StreamCut => retry(RetryCause::StreamCut),
             // The server sent garbage: most likely a glitch (a proxy, a truncated body) that a
             // second try does not repeat; attempts are bounded anyway.
@@ -444,6 +453,7 @@ mod tests {
         let k = |kind| ProviderError::new(ProviderKind::Openai, kind, "m").class();
         assert_eq!(k(ErrorKind::StreamCut), r(RetryCause::StreamCut));
         assert_eq!(k(ErrorKind::Connection), r(RetryCause::ConnectionReset));
+        assert_eq!(k(ErrorKind::Dropped), r(RetryCause::ConnectionReset));
         assert_eq!(k(ErrorKind::Timeout(TimeoutPhase::Idle)), r(RetryCause::Timeout));
         assert_eq!(k(ErrorKind::Unsupported), p(PermanentCause::Unsupported));
     }

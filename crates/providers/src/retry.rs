@@ -199,13 +199,14 @@ mod tests {
             ErrorKind::Malformed,
             ErrorKind::Timeout(TimeoutPhase::FirstByte),
             ErrorKind::Timeout(TimeoutPhase::Idle),
+            ErrorKind::Dropped,
         ] {
             let e = ProviderError::new(ProviderKind::Anthropic, kind.clone(), "x");
             assert!(e.may_be_billed(), "{kind:?}");
             assert!(RetryPolicy::default().next_delay(0, &e).is_some(), "{kind:?}");
             assert_eq!(bounded.next_delay(0, &e), None, "{kind:?}");
         }
-        // Refused or never sent: not billed, retried as before.
+        // Refused, or never sent: not billed, retried as before.
         let reset = ProviderError::new(ProviderKind::Anthropic, ErrorKind::Connection, "x");
         for e in [err(529, None), err(500, None), reset] {
             assert!(!e.may_be_billed());
