@@ -227,8 +227,8 @@ impl Deliverer {
         let outcome = match result {
             Ok(status) => DeliveryOutcome::Delivered { status },
             Err(f) => {
-                // `attempts` counts this one: the first failure waits the first delay.
-                let nth = usize::try_from(d.attempts.saturating_sub(1)).unwrap_or(0);
+                // `round` counts this one: the first failure waits the first delay.
+                let nth = usize::try_from(d.round.saturating_sub(1)).unwrap_or(0);
                 let next = if f.for_good { None } else { self.opts.retry_delays.get(nth) };
                 match next {
                     Some(delay) => {

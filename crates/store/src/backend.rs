@@ -1299,10 +1299,10 @@ macro_rules! queries {
         }
 
         pub(super) async fn redeliver(pool: &Pool<$db>, id: &str, now: i64) -> Result<Redelivery, StoreError> {
-            // The attempts count is also the fence of a sender's claim: starting it over is safe
-            // because a failed delivery has no sender left (its last attempt was recorded).
+            // The attempts count is also the fence of a sender's claim, so it goes on growing (a
+            // sender whose claim was taken over may still answer late); the schedule starts over.
             let queued = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $1
+                "UPDATE deliveries SET state = 'pending', round_start = attempts, next_attempt_at = $1, updated_at = $1
                   WHERE id = $2 AND state = 'failed' RETURNING {DELIVERY_COLUMNS}"
             )))
             .bind(now)
@@ -1355,7 +1355,7 @@ macro_rules! queries {
                 "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, next_attempt_at = $1, updated_at = $2
                  WHERE id IN (SELECT id FROM deliveries WHERE state IN ('pending', 'sending') AND next_attempt_at <= $2
                               ORDER BY next_attempt_at LIMIT +$3 {})
-                 RETURNING id, task_id, sink, attempts",
+                 RETURNING id, task_id, sink, attempts, round_start",
                 $skip_locked
             )))
             .bind(now + lease_ms)
@@ -1365,11 +1365,14 @@ macro_rules! queries {
             .await?;
             rows.iter()
                 .map(|r| {
+                    let attempts: i64 = r.try_get("attempts")?;
+                    let round_start: i64 = r.try_get("round_start")?;
                     Ok(DueDelivery {
                         id: r.try_get("id")?,
                         task_id: r.try_get("task_id")?,
                         sink: r.try_get("sink")?,
-                        attempts: r.try_get("attempts")?,
+                        attempts,
+                        round: attempts - round_start,
                     })
                 })
                 .collect()

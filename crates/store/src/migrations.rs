@@ -59,6 +59,11 @@ pub static SQLITE: &[Migration] = &[
         name: "batch_reserved_spend",
         sql: include_str!("../migrations/sqlite/0010_batch_reserved_spend.sql"),
     },
+    Migration {
+        version: 11,
+        name: "delivery_rounds",
+        sql: include_str!("../migrations/sqlite/0011_delivery_rounds.sql"),
+    },
 ];
 
 pub static POSTGRES: &[Migration] = &[
@@ -111,6 +116,11 @@ pub static POSTGRES: &[Migration] = &[
         version: 10,
         name: "batch_reserved_spend",
         sql: include_str!("../migrations/postgres/0010_batch_reserved_spend.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "delivery_rounds",
+        sql: include_str!("../migrations/postgres/0011_delivery_rounds.sql"),
     },
 ];
 

@@ -332,8 +332,11 @@ pub struct DueDelivery {
     pub id: String,
     pub task_id: String,
     pub sink: String,
-    /// Attempts so far, this one included.
+    /// Attempts so far, this one included; also the fence of this claim.
     pub attempts: i64,
+    /// Attempts since the delivery was last sent again by hand, this one included: its place
+    /// in the retry schedule.
+    pub round: i64,
 }
 
 /// How a delivery attempt went.

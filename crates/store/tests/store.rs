@@ -863,32 +863,45 @@ macro_rules! suite {
             }
 
             /// A failed delivery is listed, and put back in the queue on request with its
-            /// schedule started over; one that is not failed is left as it is.
+            /// schedule started over; one that is not failed is left as it is. Its attempts go on
+            /// counting, since they fence its senders: a sender whose claim was taken over and
+            /// answers only after the redelivery's claim does not overwrite it.
             #[tokio::test]
             async fn a_failed_delivery_can_be_queued_again() {
                 let Some((store, _guard, _)) = super::$backend().await else { return };
                 store.ingest(&[vec![event(None, "h-redeliver")]]).await.unwrap();
                 let c = store.claim(&["stream"], "w", 1_000, 60_000, 1).await.unwrap();
                 store.complete(&c[0].task.id, c[0].fence, &completion(1_000)).await.unwrap().unwrap();
-                let due = store.claim_deliveries(2_000, 100, 10).await.unwrap();
+                // A sender claims it and hangs past its lease; another claims it and is told 410.
+                let stale = store.claim_deliveries(2_000, 100, 10).await.unwrap();
+                let due = store.claim_deliveries(2_200, 100, 10).await.unwrap();
+                assert_eq!((stale[0].attempts, due[0].attempts, due[0].round), (1, 2, 2));
                 let gone = DeliveryOutcome::Failed { status: Some(410), error: "gone".into() };
-                assert!(store.finish_delivery(&due[0], &id(), 2_000, &gone).await.unwrap());
+                assert!(store.finish_delivery(&due[0], &id(), 2_200, &gone).await.unwrap());
                 let failed = DeliveryQuery { state: Some("failed".into()), after_id: None, limit: 10 };
                 let listed = store.deliveries(&failed).await.unwrap();
                 assert_eq!(listed.len(), 1);
-                assert_eq!((listed[0].last_status, listed[0].attempts), (Some(410), 1));
+                assert_eq!((listed[0].last_status, listed[0].attempts), (Some(410), 2));
                 let all = DeliveryQuery { limit: 10, ..DeliveryQuery::default() };
                 assert_eq!(store.deliveries(&all).await.unwrap().len(), 1);
-                let past = DeliveryQuery { after_id: Some(listed[0].id.clone()), ..all };
+                let past = DeliveryQuery { after_id: Some(listed[0].id.clone()), ..all.clone() };
                 assert!(store.deliveries(&past).await.unwrap().is_empty());
 
                 let Redelivery::Queued(d) = store.redeliver(&listed[0].id, 3_000).await.unwrap() else { panic!() };
-                assert_eq!((d.state.as_str(), d.attempts, d.next_attempt_at), ("pending", 0, 3_000));
+                assert_eq!((d.state.as_str(), d.attempts, d.next_attempt_at), ("pending", 2, 3_000));
                 assert!(store.deliveries(&failed).await.unwrap().is_empty());
                 assert!(matches!(store.redeliver(&d.id, 3_000).await.unwrap(), Redelivery::NotFailed(r) if r.state == "pending"));
                 assert_eq!(store.redeliver("dlv_none", 3_000).await.unwrap(), Redelivery::NotFound);
-                let again = store.claim_deliveries(3_000, 100, 10).await.unwrap();
-                assert_eq!((again.len(), again[0].attempts), (1, 1), "due at once, its schedule started over");
+                let again = store.claim_deliveries(3_000, 60_000, 10).await.unwrap();
+                assert_eq!(again.len(), 1, "due at once");
+                assert_eq!((again[0].attempts, again[0].round), (3, 1), "its schedule started over");
+
+                // The hung sender answers at last: its outcome does not stand over the new claim's.
+                assert!(!store.finish_delivery(&stale[0], &id(), 2_000, &gone).await.unwrap());
+                let now = store.deliveries(&all).await.unwrap();
+                assert_eq!(now[0].state, "sending", "the new claim's send is still under way");
+                let ok = DeliveryOutcome::Delivered { status: Some(200) };
+                assert!(store.finish_delivery(&again[0], &id(), 3_000, &ok).await.unwrap());
             }
 
             /// The deadline guard moved a task to stream, but its batch's line came back before
