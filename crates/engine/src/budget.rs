@@ -64,6 +64,9 @@ struct Spend {
     by_workload: HashMap<String, f64>,
     /// What the open batches may yet cost (read only under a hard cap).
     batches: f64,
+    /// The most that today's calls which failed after the provider took them may cost (read
+    /// only under a hard cap).
+    maybe: f64,
 }
 
 /// The last read of the store, and this instance's share of the committed spend that the store
@@ -78,15 +81,14 @@ struct State {
     /// Spend that reached the store at an instant (a call's ledger line, a batch's record): it
     /// counts until a read that began after that instant, which shows it.
     landed: Vec<(Instant, u64)>,
-    /// The least that a task held for want of room needs: held work is released only once that
-    /// much is free, so that it is not held again at once.
-    held_need: Option<u64>,
-    /// The start of the day (ms) of the last read.
-    day: i64,
-    /// Worst cases of calls the provider may have billed though the ledger does not show them
-    /// (a call cut off after it began, a result that could not be stored), with the day they
-    /// fell on: they count until that day ends.
+    /// Worst cases of calls the provider may have billed that neither the ledger nor the store's
+    /// `maybe_spent` shows (a paid result, or such a record, that could not be stored), with the
+    /// start of the day they fell on: they count until that day ends.
     unrecorded: Vec<(i64, u64)>,
+    /// Held work's claim on the room: the least a held task needs, and when held work was last
+    /// put back in its queues (the claim lapses a while after, if no such call took the room).
+    held_need: Option<u64>,
+    released_at: Option<Instant>,
 }
 
 impl State {
@@ -96,11 +98,10 @@ impl State {
 
     /// Spent, committed to open batches, and reserved here, in dollars.
     fn committed(&self) -> f64 {
-        let s = self.read.as_ref().map_or(0.0, |(_, s)| s.total + s.batches);
-        let unrecorded = self.unrecorded.iter().filter(|(d, _)| *d == self.day).map(|(_, n)| n);
+        let s = self.read.as_ref().map_or(0.0, |(_, s)| s.total + s.batches + s.maybe);
         let mine = self.in_flight
             + self.landed.iter().map(|(_, n)| n).sum::<u64>()
-            + unrecorded.sum::<u64>();
+            + self.unrecorded.iter().map(|(_, n)| n).sum::<u64>();
         s + mine as f64 / 1e9
     }
 
@@ -111,12 +112,24 @@ impl State {
     }
 
     /// What batches may commit: the room left, less what held stream work waits for. Held work
-    /// is urgent (no batch meets its deadline), so the room that frees up goes to it first.
+    /// is urgent (no batch meets its deadline), so the room that frees up goes to it first;
+    /// unless it could not fit today whatever frees up (spend does not go down), or it was put
+    /// back in its queues a while ago and no call of its size has taken the room since.
     fn batch_room(&self, hard: f64) -> f64 {
-        let held = self.held_need.unwrap_or(0) as f64 / 1e9;
+        let settled = self.read.as_ref().map_or(0.0, |(_, s)| s.total + s.maybe)
+            + self.unrecorded.iter().map(|(_, n)| n).sum::<u64>() as f64 / 1e9;
+        let held = match (self.held_need, self.released_at) {
+            (Some(_), Some(at)) if at.elapsed() > HELD_CLAIM => 0.0,
+            (Some(need), _) if settled + need as f64 / 1e9 <= hard => need as f64 / 1e9,
+            _ => 0.0,
+        };
         (hard - self.committed() - held).max(0.0)
     }
 }
+
+/// How long held work put back in its queues keeps its claim on the room (see
+/// [`State::batch_room`]): enough for the executor to claim it and reserve.
+const HELD_CLAIM: Duration = Duration::from_secs(10);
 
 /// A call's worst case, counted against the hard cap until dropped.
 #[derive(Debug)]
@@ -125,13 +138,19 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// Perhaps spent, and never to show in the ledger (a call the provider may bill that failed,
-    /// a result that could not be stored): it counts until the day ends.
+    /// The worst case reserved, in nano-dollars (0 without a hard cap).
+    pub fn nanos(&self) -> u64 {
+        self.held.as_ref().map_or(0, |(_, n)| *n)
+    }
+
+    /// Perhaps spent, and shown neither in the ledger nor in the store's `maybe_spent` (a
+    /// result, or such a record, that could not be stored): it counts in this process until the
+    /// day ends. Once either is stored, drop the reservation instead.
     pub fn unrecorded(mut self) {
         if let Some((budget, nanos)) = self.held.take() {
+            let day = budget.day_start();
             let mut state = budget.state();
             state.in_flight = state.in_flight.saturating_sub(nanos);
-            let day = state.day;
             state.unrecorded.push((day, nanos));
         }
     }
@@ -179,23 +198,29 @@ impl Budget {
         b.daily_usd.is_some() || b.hard_daily_usd.is_some() || !b.per_workload.is_empty()
     }
 
-    /// Reads today's spend from the store unless the last read is under a second old.
-    async fn refresh(&self) -> Result<(), StoreError> {
-        if self.state().read.as_ref().is_some_and(|(at, _)| at.elapsed() < Duration::from_secs(1)) {
-            return Ok(());
-        }
+    /// The start of today (local midnight in the config's timezone), in ms.
+    fn day_start(&self) -> i64 {
         let now = chrono::Utc::now().with_timezone(&self.config.timezone);
         let midnight = now
             .date_naive()
             .and_hms_opt(0, 0, 0)
             .and_then(|m| m.and_local_timezone(self.config.timezone).single());
-        let since = midnight.map_or(0, |m| m.timestamp_millis());
+        midnight.map_or(0, |m| m.timestamp_millis())
+    }
+
+    /// Reads today's spend from the store unless the last read is under a second old.
+    async fn refresh(&self) -> Result<(), StoreError> {
+        if self.state().read.as_ref().is_some_and(|(at, _)| at.elapsed() < Duration::from_secs(1)) {
+            return Ok(());
+        }
+        let since = self.day_start();
         let began = Instant::now();
         let mut s = Spend::default();
         // Open batches before the ledger: a batch whose lines land and which ends between the
         // two reads is then counted twice (safe), not missed.
         if self.config.budget.hard_daily_usd.is_some() {
             s.batches = self.store.reserved_by_open_batches().await? as f64 / 1e9;
+            s.maybe = self.store.maybe_spent_since(since).await? as f64 / 1e9;
         }
         let rows = self.store.spend_since(since).await?;
         for (workload, nano) in rows {
@@ -208,7 +233,6 @@ impl Budget {
         // Of two reads that overlapped, the later-begun one stands.
         if state.read.as_ref().is_none_or(|(at, _)| *at < began) {
             state.read = Some((began, s));
-            state.day = since;
             state.unrecorded.retain(|(d, _)| *d == since);
             // What landed before this read began is in it.
             state.landed.retain(|(at, _)| *at >= began);
@@ -296,6 +320,11 @@ impl Budget {
         let mut state = self.state();
         if state.committed() + worst <= hard {
             state.in_flight += need;
+            // Held work of this size has its room now.
+            if state.held_need.is_some_and(|n| need >= n) {
+                state.held_need = None;
+                state.released_at = None;
+            }
             drop(state);
             return Ok(Room::Go(Reservation { held: Some((self.clone(), need)) }));
         }
@@ -303,9 +332,18 @@ impl Budget {
             return Ok(Room::Wait);
         }
         state.held_need = Some(state.held_need.map_or(need, |n| n.min(need)));
+        state.released_at = None;
         let s = state.spend();
+        let maybe = if s.maybe > 0.0 {
+            format!(
+                ", up to {} in calls that failed after the provider took them",
+                fmt_usd(s.maybe)
+            )
+        } else {
+            String::new()
+        };
         Ok(Room::Hold(format!(
-            "held: the hard daily cap of {} leaves no room for this call, which may cost up to {} ({} spent today, {} more committed to batches not yet billed)",
+            "held: the hard daily cap of {} leaves no room for this call, which may cost up to {} ({} spent today, {} more committed to batches not yet billed{maybe})",
             fmt_usd(hard),
             fmt_usd(worst),
             fmt_usd(s.total),
@@ -342,9 +380,13 @@ impl Budget {
         Some(Reservation { held: Some((self.clone(), need)) })
     }
 
-    /// Held tasks were put back in their queues.
+    /// Held tasks were put back in their queues: their claim on the room lasts until one of
+    /// them reserves, or for [`HELD_CLAIM`].
     pub fn released(&self) {
-        self.state().held_need = None;
+        let mut state = self.state();
+        if state.held_need.is_some() {
+            state.released_at = Some(Instant::now());
+        }
     }
 
     /// True when nothing is over a cap: held work may run again.
@@ -432,14 +474,30 @@ needed_within = "1m"
         assert_eq!(budget.batch_room().await.expect("room"), Some(0.0));
         assert!(budget.reserve_batch(0.00005).is_none(), "a batch took the held call's room");
 
-        // The batch ends: its room goes to the held call first.
+        // The batch ends: its room goes to the held call first, while it is put back in its
+        // queue and until it reserves.
         store.finish_batch("bat_open", "ended", now_ms(), None).await.expect("finish");
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        let left = budget.batch_room().await.expect("room").expect("capped");
-        assert!((left - 0.0005).abs() < 1e-9, "{left}");
+        let room = || async { budget.batch_room().await.expect("room").expect("capped") };
+        assert!((room().await - 0.0005).abs() < 1e-9, "{}", room().await);
         assert!(budget.allows_all().await.expect("allows"), "the held call may run now");
         budget.released();
-        let left = budget.batch_room().await.expect("room").expect("capped");
-        assert!((left - 0.001).abs() < 1e-9, "{left}");
+        assert!((room().await - 0.0005).abs() < 1e-9, "{}", room().await);
+        let Room::Go(call) = budget.reserve(0.0005).await.expect("reserve") else { panic!() };
+        assert!((room().await - 0.0005).abs() < 1e-9, "the call's own reservation, not the claim");
+        call.release();
+        assert!((room().await - 0.001).abs() < 1e-9, "{}", room().await);
+
+        // Calls that failed after the provider took them count all day, on every instance: a
+        // held call that cannot fit today whatever frees up keeps no room from batches.
+        store.record_maybe_spent("tsk_cut", now_ms(), 800_000).await.expect("record");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let room = budget.batch_room().await.expect("room").expect("capped");
+        assert!((room - 0.0002).abs() < 1e-9, "{room}");
+        let held = budget.reserve(0.0005).await.expect("reserve");
+        let Room::Hold(why) = held else { panic!("{held:?}") };
+        assert!(why.contains("up to $0.0008 in calls that failed"), "{why}");
+        let room = budget.batch_room().await.expect("room").expect("capped");
+        assert!((room - 0.0002).abs() < 1e-9, "{room}");
     }
 }

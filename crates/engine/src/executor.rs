@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::budget::Room;
-use crate::hub::{Finished, Hub, Update};
+use crate::hub::{Finished, Hub, Run, Update};
 use crate::metrics as m;
 use crate::now_ms;
 
@@ -600,10 +600,12 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
     let started = now_ms();
     match inner.budget.check(&task).await {
         Ok(crate::budget::Verdict::Go) => {}
-        Ok(verdict) => return budget_stop(inner, &task, fence, started, verdict).await,
+        Ok(verdict) => {
+            return budget_stop(inner, &task, fence, started, Run::NONE, verdict).await;
+        }
         Err(e) => tracing::warn!(error = %e, "cannot read today's spend; running the task"),
     }
-    inner.hub.start(&task.id);
+    let run = inner.hub.start(&task.id);
 
     // Counts against the hard cap until the call's ledger line is written (after `settle`).
     let mut reservation = None;
@@ -619,14 +621,14 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
                 None => Outcome::LeaseLost,
                 Some(Admit::Hold(reason)) => {
                     let verdict = crate::budget::Verdict::Hold { reason };
-                    return budget_stop(inner, &task, fence, started, verdict).await;
+                    return budget_stop(inner, &task, fence, started, run, verdict).await;
                 }
                 Some(Admit::Store(reason)) => Outcome::StoreDown(reason),
                 Some(Admit::Never(reason)) => Outcome::Broken(reason),
                 Some(Admit::Go(r)) => {
                     reservation = Some(r);
                     let lost = AtomicBool::new(false);
-                    let call = call(inner, &task, &client, &req, started, &lost);
+                    let call = call(inner, &task, run, &client, &req, started, &lost);
                     tokio::pin!(call);
                     tokio::select! {
                         outcome = &mut call => outcome,
@@ -637,6 +639,7 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
                             lost.store(true, Ordering::Relaxed);
                             inner.hub.end(
                                 &task.id,
+                                run,
                                 Update::Stopped("another worker took the task over".into()),
                             );
                             Outcome::Superseded(match call.await {
@@ -650,12 +653,22 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
             }
         }
     };
-    let spent = settle(inner, &task, fence, started, outcome).await;
-    if let Some(r) = reservation {
-        match spent {
-            Spent::Recorded => drop(r),
-            Spent::Unrecorded => r.unrecorded(),
-            Spent::Nothing => r.release(),
+    let spent = settle(inner, &task, fence, started, run, outcome).await;
+    let Some(r) = reservation else { return };
+    match spent {
+        Spent::Recorded => drop(r),
+        Spent::Nothing => r.release(),
+        // Stored, it counts on every instance and after a restart; otherwise here, until the
+        // day ends.
+        Spent::Unrecorded => {
+            let nanos = i64::try_from(r.nanos()).unwrap_or(i64::MAX);
+            match inner.store.record_maybe_spent(&task.id, now_ms(), nanos).await {
+                Ok(()) => drop(r),
+                Err(e) => {
+                    tracing::warn!(task = %task.id, error = %e, "cannot record what a failed call may cost; this process counts it until the day ends");
+                    r.unrecorded();
+                }
+            }
         }
     }
 }
@@ -697,6 +710,7 @@ async fn budget_stop(
     task: &TaskRecord,
     fence: i64,
     started: i64,
+    run: Run,
     verdict: crate::budget::Verdict,
 ) {
     let reason = match &verdict {
@@ -723,7 +737,7 @@ async fn budget_stop(
         _ => inner.store.hold(&task.id, fence, &reason, now_ms()).await,
     };
     // Its watchers wait for a start that will not come here: they read the store now.
-    inner.hub.end(&task.id, Update::Stopped(reason));
+    inner.hub.end(&task.id, run, Update::Stopped(reason));
     if let Err(e) = r {
         tracing::error!(task = %task.id, error = %e, "cannot store a budget decision; the task runs again when its lease expires");
     }
@@ -851,6 +865,7 @@ fn request(
 async fn call(
     inner: &Inner,
     task: &TaskRecord,
+    run: Run,
     client: &Client,
     req: &ChatRequest,
     started: i64,
@@ -859,17 +874,15 @@ async fn call(
     let mut first_token: Option<i64> = None;
     let hub = &inner.hub;
     let id = task.id.as_str();
-    let result = client
-        .call_streaming(req, &inner.opts.retry, |delta| {
-            if first_token.is_none() {
-                first_token = Some(now_ms() - started);
-            }
-            // Once the lease is lost, the task's watchers are another run's.
-            if !lost.load(Ordering::Relaxed) {
-                hub.delta(id, delta);
-            }
-        })
-        .await;
+    let relay = |delta: &str| {
+        if first_token.is_none() {
+            first_token = Some(now_ms() - started);
+        }
+        hub.delta(id, run, delta);
+    };
+    // Once the lease is lost, no new attempt goes out: the task is another worker's.
+    let go_on = || !lost.load(Ordering::Relaxed);
+    let result = client.call_streaming_while(req, &inner.opts.retry, relay, go_on).await;
     match result {
         Ok(r) => Outcome::Done(Box::new(r), first_token),
         Err(e) => Outcome::Failed(e),
@@ -963,6 +976,7 @@ async fn settle(
     task: &TaskRecord,
     fence: i64,
     started: i64,
+    run: Run,
     outcome: Outcome,
 ) -> Spent {
     let labels = [("lane", task.lane.clone()), ("workload", task.workload.clone())];
@@ -981,7 +995,11 @@ async fn settle(
     let (written, update, spent) = match outcome {
         Outcome::LeaseLost => {
             metrics::counter!(m::LEASES_LOST).increment(1);
-            inner.hub.end(&task.id, Update::Stopped("another worker took the task over".into()));
+            inner.hub.end(
+                &task.id,
+                run,
+                Update::Stopped("another worker took the task over".into()),
+            );
             return Spent::Nothing;
         }
         // Its watchers were told when the lease was lost; the hub may hold another run of the
@@ -1072,7 +1090,7 @@ async fn settle(
             let class = e.class();
             let message = e.to_string();
             let now = now_ms();
-            inner.hub.reset(&task.id);
+            inner.hub.reset(&task.id, run);
             let (r, update) = match class {
                 ErrorClass::FlexUnavailable => {
                     let w = inner.config.workload(&task.workload);
@@ -1153,7 +1171,7 @@ async fn settle(
         Ok(Err(_)) => Update::Stopped("another worker took the task over".into()),
         Err(_) => Update::Stopped("its outcome could not be stored yet; it runs again".into()),
     };
-    inner.hub.end(&task.id, update);
+    inner.hub.end(&task.id, run, update);
     match written {
         Ok(Ok(())) => {}
         Ok(Err(lost)) => {

@@ -39,8 +39,20 @@ pub struct Finished {
 /// Updates a watcher may fall behind by before it is sent a `reset` and the text so far.
 const WATCHER_LAG: usize = 1024;
 
+/// One run of a task in this process, from [`Hub::start`]. A run that lost its lease may go on
+/// a while before it notices, and this process may have claimed the task again meanwhile: what a
+/// run publishes counts only while it is the task's latest run here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run(u64);
+
+impl Run {
+    /// A task that ends here without starting (a budget cap stopped it first).
+    pub const NONE: Run = Run(0);
+}
+
 #[derive(Debug)]
 struct Live {
+    run: Run,
     text: String,
     /// Made for the first watcher: a channel is a ring of `WATCHER_LAG` slots (~64 KiB, each
     /// initialised), which a task that no one follows (its result goes to a sink) need not pay for.
@@ -61,6 +73,7 @@ struct State {
     /// task's start only, so a thousand waiting watchers do not all wake at every start.
     waiting: HashMap<String, Vec<(u64, oneshot::Sender<()>)>>,
     next_wait: u64,
+    next_run: u64,
 }
 
 /// Shared by the executor (which publishes) and the HTTP API (which subscribes).
@@ -114,16 +127,30 @@ impl Hub {
         f(&mut guard)
     }
 
-    pub fn start(&self, task_id: &str) {
-        let waiting = self.with(|s| {
-            s.live
-                .entry(task_id.to_owned())
-                .or_insert_with(|| Live { text: String::new(), tx: None });
-            s.waiting.remove(task_id)
+    pub fn start(&self, task_id: &str) -> Run {
+        let (run, waiting) = self.with(|s| {
+            s.next_run += 1;
+            let run = Run(s.next_run);
+            match s.live.get_mut(task_id) {
+                // An earlier run here lost the task and has not noticed yet: its watchers
+                // follow this run from the start.
+                Some(l) => {
+                    l.run = run;
+                    l.text.clear();
+                    if let Some(tx) = &l.tx {
+                        let _ = tx.send(Update::Reset);
+                    }
+                }
+                None => {
+                    s.live.insert(task_id.to_owned(), Live { run, text: String::new(), tx: None });
+                }
+            }
+            (run, s.waiting.remove(task_id))
         });
         for (_, tx) in waiting.into_iter().flatten() {
             let _ = tx.send(());
         }
+        run
     }
 
     /// Whether the task ended here a moment ago (among the last few thousand to end): its
@@ -153,9 +180,9 @@ impl Hub {
         })
     }
 
-    pub fn delta(&self, task_id: &str, text: &str) {
+    pub fn delta(&self, task_id: &str, run: Run, text: &str) {
         self.with(|s| {
-            if let Some(l) = s.live.get_mut(task_id) {
+            if let Some(l) = s.live.get_mut(task_id).filter(|l| l.run == run) {
                 l.text.push_str(text);
                 if let Some(tx) = &l.tx {
                     let _ = tx.send(Update::Delta(text.to_owned()));
@@ -164,9 +191,9 @@ impl Hub {
         });
     }
 
-    pub fn reset(&self, task_id: &str) {
+    pub fn reset(&self, task_id: &str, run: Run) {
         self.with(|s| {
-            if let Some(l) = s.live.get_mut(task_id) {
+            if let Some(l) = s.live.get_mut(task_id).filter(|l| l.run == run) {
                 l.text.clear();
                 if let Some(tx) = &l.tx {
                     let _ = tx.send(Update::Reset);
@@ -178,8 +205,12 @@ impl Hub {
     /// Ends a task's stream; its watchers get `update` and then the channel closes. Watchers
     /// waiting for it to start are woken too: a task can end here without starting (a budget
     /// cap held it), and they learn its new state at once, not at their next read of the store.
-    pub fn end(&self, task_id: &str, update: Update) {
+    /// The end of a run that is no longer the task's latest here changes nothing.
+    pub fn end(&self, task_id: &str, run: Run, update: Update) {
         let (live, waiting) = self.with(|s| {
+            if s.live.get(task_id).is_some_and(|l| l.run != run) {
+                return (None, None);
+            }
             if !s.ended_set.contains(task_id) {
                 let id: Arc<str> = task_id.into();
                 s.ended_set.insert(id.clone());
@@ -208,10 +239,10 @@ mod tests {
     #[tokio::test]
     async fn late_watchers_get_what_was_produced_then_the_rest() {
         let hub = Hub::default();
-        hub.start("t");
-        hub.delta("t", "Hel");
+        let run = hub.start("t");
+        hub.delta("t", run, "Hel");
         let mut early = hub.watch_or_wait("t").unwrap();
-        hub.delta("t", "lo");
+        hub.delta("t", run, "lo");
         let late = hub.watch_or_wait("t").unwrap();
         assert_eq!(early.so_far, "Hel");
         assert_eq!(late.so_far, "Hello");
@@ -229,7 +260,7 @@ mod tests {
             },
             cost_nanousd: 5,
         });
-        hub.end("t", Update::Finished(finished.clone()));
+        hub.end("t", run, Update::Finished(finished.clone()));
         assert_eq!(early.updates.recv().await.unwrap(), Update::Delta("lo".into()));
         assert_eq!(early.updates.recv().await.unwrap(), Update::Finished(finished));
         assert!(early.updates.recv().await.is_err(), "closed after the end");
@@ -239,12 +270,12 @@ mod tests {
     #[tokio::test]
     async fn a_task_no_one_follows_has_no_channel_until_someone_does() {
         let hub = Hub::default();
-        hub.start("t");
-        hub.delta("t", "unwatched ");
+        let run = hub.start("t");
+        hub.delta("t", run, "unwatched ");
         assert!(hub.with(|s| s.live["t"].tx.is_none()), "no channel for no watcher");
         let mut watch = hub.watch_or_wait("t").unwrap();
         assert_eq!(watch.so_far, "unwatched ");
-        hub.delta("t", "then watched");
+        hub.delta("t", run, "then watched");
         assert_eq!(watch.updates.recv().await.unwrap(), Update::Delta("then watched".into()));
     }
 
@@ -269,22 +300,45 @@ mod tests {
     async fn a_task_that_ends_without_starting_wakes_its_waiting_watchers() {
         let hub = Hub::default();
         let Err(wait) = hub.watch_or_wait("held") else { panic!("not running") };
-        hub.end("held", Update::Stopped("held by the budget".into()));
+        hub.end("held", Run::NONE, Update::Stopped("held by the budget".into()));
         tokio::time::timeout(std::time::Duration::from_secs(5), wait)
             .await
             .expect("woken by the end, not left to its next read of the store");
         assert!(hub.with(|s| s.waiting.is_empty() && s.live.is_empty()));
     }
 
+    /// This process claims a task again while its earlier run, which lost the lease, has not
+    /// noticed yet: the watchers follow the new run, and nothing the old one does reaches them.
+    #[tokio::test]
+    async fn a_run_that_lost_its_task_cannot_touch_the_next_run_here() {
+        let hub = Hub::default();
+        let old = hub.start("t");
+        hub.delta("t", old, "old text");
+        let mut watch = hub.watch_or_wait("t").unwrap();
+        let new = hub.start("t");
+        assert_eq!(watch.updates.recv().await.unwrap(), Update::Reset, "drop the old run's text");
+        hub.delta("t", old, " more old text");
+        hub.delta("t", new, "new");
+        hub.reset("t", old);
+        hub.end("t", old, Update::Stopped("another worker took the task over".into()));
+        hub.end("t", Run::NONE, Update::Stopped("held".into()));
+        assert!(!hub.ended_recently("t"));
+        assert_eq!(hub.watch_or_wait("t").unwrap().so_far, "new");
+        assert_eq!(watch.updates.recv().await.unwrap(), Update::Delta("new".into()));
+        hub.end("t", new, Update::Stopped("done".into()));
+        assert_eq!(watch.updates.recv().await.unwrap(), Update::Stopped("done".into()));
+        assert!(hub.ended_recently("t"));
+    }
+
     #[test]
     fn ends_are_remembered_for_a_while() {
         let hub = Hub::default();
-        hub.start("first");
-        hub.end("first", Update::Stopped("done".into()));
+        let run = hub.start("first");
+        hub.end("first", run, Update::Stopped("done".into()));
         assert!(hub.ended_recently("first"), "a watcher arriving now reads the store at once");
         assert!(!hub.ended_recently("never-ran"));
         for i in 0..RECENT_ENDS {
-            hub.end(&format!("t{i}"), Update::Stopped("done".into()));
+            hub.end(&format!("t{i}"), Run::NONE, Update::Stopped("done".into()));
         }
         assert!(!hub.ended_recently("first"), "forgotten after {RECENT_ENDS} later ends");
         assert!(hub.ended_recently(&format!("t{}", RECENT_ENDS - 1)));

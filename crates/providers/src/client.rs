@@ -187,13 +187,36 @@ impl Client {
         &self,
         req: &ChatRequest,
         policy: &RetryPolicy,
+        on_delta: impl FnMut(&str) + Send,
+    ) -> Result<ChatResponse, ProviderError> {
+        self.call_streaming_while(req, policy, on_delta, || true).await
+    }
+
+    /// [`Client::call_streaming`] that sends no new attempt once `go_on` says no (its task went
+    /// to another worker while it waited for the rate limiter or for a retry): it then fails
+    /// with the last attempt's error, or, before the first, with [`ErrorKind::GivenUp`].
+    pub async fn call_streaming_while(
+        &self,
+        req: &ChatRequest,
+        policy: &RetryPolicy,
         mut on_delta: impl FnMut(&str) + Send,
+        go_on: impl Fn() -> bool + Send,
     ) -> Result<ChatResponse, ProviderError> {
         use futures::StreamExt;
         let estimate = req.estimate();
         let mut attempt = 0u32;
+        let mut last: Option<ProviderError> = None;
         loop {
             let permit = self.limiter().acquire(&req.model, estimate).await;
+            if !go_on() {
+                return Err(last.unwrap_or_else(|| {
+                    ProviderError::new(
+                        self.kind(),
+                        ErrorKind::GivenUp,
+                        "not sent: the call was given up before it went out",
+                    )
+                }));
+            }
             let limiter = Some(Arc::clone(self.limiter()));
             let mut stream = match self {
                 Client::Anthropic(c) => c.transport.stream_observed(req, limiter),
@@ -231,6 +254,7 @@ impl Client {
                     tracing::debug!(attempt, class = e.class().label(), "stream failed; retrying");
                     tokio::time::sleep(d).await;
                     attempt += 1;
+                    last = Some(e);
                 }
             }
         }

@@ -115,6 +115,8 @@ pub enum ErrorKind {
     Unsupported,
     /// The request could not be built (e.g. an invalid extra header).
     InvalidRequest,
+    /// Not sent: its caller gave it up first (its task went to another worker).
+    GivenUp,
 }
 
 /// A failed call. Never carries the API key: messages come from the provider's answer or from
@@ -247,7 +249,8 @@ impl ProviderError {
             ErrorKind::Status
             | ErrorKind::Connection
             | ErrorKind::Unsupported
-            | ErrorKind::InvalidRequest => false,
+            | ErrorKind::InvalidRequest
+            | ErrorKind::GivenUp => false,
         }
     }
 
@@ -265,6 +268,7 @@ impl ProviderError {
             ErrorKind::Malformed => retry(RetryCause::ServerError),
             ErrorKind::Unsupported => perm(PermanentCause::Unsupported),
             ErrorKind::InvalidRequest => perm(PermanentCause::BadRequest),
+            ErrorKind::GivenUp => perm(PermanentCause::NotRetryable),
             ErrorKind::StreamError => self.class_by_type(),
             ErrorKind::Status => {
                 let by_status = self.class_by_status();

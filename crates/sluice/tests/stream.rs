@@ -280,9 +280,22 @@ async fn a_call_that_loses_its_lease_midway_is_still_in_the_ledger() {
     let r: Value = w.post_events(&ticket).await;
     let id = r["tasks"][0]["id"].as_str().unwrap().to_owned();
     let url = format!("{}/v1/tasks/{id}/stream", w.base);
+    // When the watcher hears of it: read as it comes, not at the stream's end.
     let watcher = tokio::spawn({
         let request = w.http.get(&url).send();
-        async move { sse(request.await.unwrap(), Duration::from_secs(10)).await }
+        async move {
+            use futures::StreamExt;
+            let mut body = request.await.unwrap().bytes_stream();
+            let mut text = String::new();
+            let limit = tokio::time::Instant::now() + Duration::from_secs(10);
+            while let Ok(Some(chunk)) = tokio::time::timeout_at(limit, body.next()).await {
+                text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+                if text.contains("another worker") {
+                    return Some(sluice_engine::now_ms());
+                }
+            }
+            None
+        }
     });
     wait_for(Duration::from_secs(5), async || {
         let d = w.store.task(&id).await.unwrap().unwrap();
@@ -293,17 +306,15 @@ async fn a_call_that_loses_its_lease_midway_is_still_in_the_ledger() {
     let taken = w.store.claim(&["stream"], "another-worker", later, 60_000, 10).await.unwrap();
     assert!(taken.iter().any(|c| c.task.id == id), "the task is taken over");
 
-    let events = watcher.await.unwrap();
-    let told = events.iter().any(|(name, d)| {
-        name == "status" && d["message"].as_str().is_some_and(|m| m.contains("another worker"))
-    });
-    assert!(told, "{events:?}");
+    let told_at = watcher.await.unwrap().expect("the watcher is told another worker took over");
     let d = wait_for(Duration::from_secs(15), async || {
         let d = w.store.task(&id).await.unwrap().unwrap();
         d.attempt_log.iter().any(|a| a.outcome == "superseded").then_some(d)
     })
     .await;
     assert_eq!(d.task.lease_owner.as_deref(), Some("another-worker"), "its new owner is kept");
+    let call = d.attempt_log.iter().find(|a| a.outcome == "superseded").unwrap();
+    assert!(told_at < call.ended_at.unwrap(), "the watcher was told only when the call ended");
     assert!(d.result.is_none(), "a superseded answer is not kept");
     let charges = w.sim.charges().all();
     let paid: Vec<_> = charges.iter().filter(|c| c.user_id.as_deref() == Some(&*id)).collect();

@@ -496,6 +496,22 @@ impl Store {
         dispatch!(self, reserved_by_open_batches())
     }
 
+    /// Records the most a failed call the provider may bill could cost (it returned no usage, so
+    /// no ledger line can say): the hard cap counts it until its day ends.
+    pub async fn record_maybe_spent(
+        &self,
+        task_id: &str,
+        at: i64,
+        nanousd: i64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, record_maybe_spent(task_id, at, nanousd))
+    }
+
+    /// The sum of [`Store::record_maybe_spent`] since `since`, in nano-dollars.
+    pub async fn maybe_spent_since(&self, since: i64) -> Result<i64, StoreError> {
+        dispatch!(self, maybe_spent_since(since))
+    }
+
     /// Holds a claimed task back (a budget cap), with the reason; [`Store::release_held`] puts it
     /// back in its queue.
     pub async fn hold(
@@ -1863,6 +1879,27 @@ macro_rules! queries {
             .fetch_one(pool)
             .await?;
             Ok(row.try_get::<Option<i64>, _>("reserved")?.unwrap_or(0))
+        }
+
+        pub(super) async fn record_maybe_spent(pool: &Pool<$db>, task_id: &str, at: i64, nanousd: i64) -> Result<(), StoreError> {
+            let mut tx = begin_write(pool).await?;
+            sqlx::query("INSERT INTO maybe_spent (id, task_id, at, nanousd) VALUES ($1, $2, $3, $4)")
+                .bind(format!("may_{}", uuid::Uuid::now_v7().simple()))
+                .bind(task_id)
+                .bind(at)
+                .bind(nanousd)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        pub(super) async fn maybe_spent_since(pool: &Pool<$db>, since: i64) -> Result<i64, StoreError> {
+            let row = sqlx::query("SELECT CAST(COALESCE(SUM(nanousd), 0) AS BIGINT) AS spent FROM maybe_spent WHERE at >= $1")
+                .bind(since)
+                .fetch_one(pool)
+                .await?;
+            Ok(row.try_get::<Option<i64>, _>("spent")?.unwrap_or(0))
         }
 
         pub(super) async fn hold(pool: &Pool<$db>, task_id: &str, fence: i64, reason: &str, now: i64) -> Result<Result<(), LeaseLost>, StoreError> {

@@ -64,6 +64,11 @@ pub static SQLITE: &[Migration] = &[
         name: "delivery_rounds",
         sql: include_str!("../migrations/sqlite/0011_delivery_rounds.sql"),
     },
+    Migration {
+        version: 12,
+        name: "maybe_spent",
+        sql: include_str!("../migrations/sqlite/0012_maybe_spent.sql"),
+    },
 ];
 
 pub static POSTGRES: &[Migration] = &[
@@ -121,6 +126,11 @@ pub static POSTGRES: &[Migration] = &[
         version: 11,
         name: "delivery_rounds",
         sql: include_str!("../migrations/postgres/0011_delivery_rounds.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "maybe_spent",
+        sql: include_str!("../migrations/postgres/0012_maybe_spent.sql"),
     },
 ];
 

@@ -904,6 +904,20 @@ macro_rules! suite {
                 assert!(store.finish_delivery(&again[0], &id(), 3_000, &ok).await.unwrap());
             }
 
+            /// What failed calls may cost counts from the instant it was recorded: a day's read
+            /// does not see the day before's.
+            #[tokio::test]
+            async fn what_failed_calls_may_cost_is_summed_by_day() {
+                let Some((store, _guard, _)) = super::$backend().await else { return };
+                assert_eq!(store.maybe_spent_since(0).await.unwrap(), 0);
+                store.record_maybe_spent("tsk_a", 1_000, 700).await.unwrap();
+                store.record_maybe_spent("tsk_a", 5_000, 300).await.unwrap();
+                store.record_maybe_spent("tsk_b", 9_000, 50).await.unwrap();
+                assert_eq!(store.maybe_spent_since(0).await.unwrap(), 1_050);
+                assert_eq!(store.maybe_spent_since(5_000).await.unwrap(), 350);
+                assert_eq!(store.maybe_spent_since(9_001).await.unwrap(), 0);
+            }
+
             /// The deadline guard moved a task to stream, but its batch's line came back before
             /// any executor took it: that line, already paid for, is its result; no second call.
             #[tokio::test]
