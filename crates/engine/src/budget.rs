@@ -78,8 +78,8 @@ struct State {
     read: Option<(Instant, Spend)>,
     /// The worst cases of the calls in flight.
     in_flight: u64,
-    /// Spend that reached the store at an instant (a call's ledger line, a batch's record): it
-    /// counts until a read that began after that instant, which shows it.
+    /// Spend that reached the store at an instant (a call's ledger line or `maybe_spent` record,
+    /// a batch's record): it counts until a read that began after that instant, which shows it.
     landed: Vec<(Instant, u64)>,
     /// Worst cases of calls the provider may have billed that neither the ledger nor the store's
     /// `maybe_spent` shows (a paid result, or such a record, that could not be stored), with the
@@ -89,6 +89,8 @@ struct State {
     /// put back in its queues (the claim lapses a while after, if no such call took the room).
     held_need: Option<u64>,
     released_at: Option<Instant>,
+    /// The start of the day (ms) of the last read.
+    day: i64,
 }
 
 impl State {
@@ -111,16 +113,25 @@ impl State {
         self.in_flight > 0 || !self.landed.is_empty()
     }
 
+    /// Held work's claim lapses [`HELD_CLAIM`] after it was first put back in its queues if no
+    /// call of its size has reserved since (it went to another instance, was demoted, or its
+    /// calls were smaller than they looked).
+    fn lapse_held(&mut self) {
+        if self.released_at.is_some_and(|at| at.elapsed() > HELD_CLAIM) {
+            self.held_need = None;
+            self.released_at = None;
+        }
+    }
+
     /// What batches may commit: the room left, less what held stream work waits for. Held work
     /// is urgent (no batch meets its deadline), so the room that frees up goes to it first;
-    /// unless it could not fit today whatever frees up (spend does not go down), or it was put
-    /// back in its queues a while ago and no call of its size has taken the room since.
-    fn batch_room(&self, hard: f64) -> f64 {
+    /// unless it could not fit today whatever frees up (spend does not go down).
+    fn batch_room(&mut self, hard: f64) -> f64 {
+        self.lapse_held();
         let settled = self.read.as_ref().map_or(0.0, |(_, s)| s.total + s.maybe)
             + self.unrecorded.iter().map(|(_, n)| n).sum::<u64>() as f64 / 1e9;
-        let held = match (self.held_need, self.released_at) {
-            (Some(_), Some(at)) if at.elapsed() > HELD_CLAIM => 0.0,
-            (Some(need), _) if settled + need as f64 / 1e9 <= hard => need as f64 / 1e9,
+        let held = match self.held_need {
+            Some(need) if settled + need as f64 / 1e9 <= hard => need as f64 / 1e9,
             _ => 0.0,
         };
         (hard - self.committed() - held).max(0.0)
@@ -131,16 +142,17 @@ impl State {
 /// [`State::batch_room`]): enough for the executor to claim it and reserve.
 const HELD_CLAIM: Duration = Duration::from_secs(10);
 
-/// A call's worst case, counted against the hard cap until dropped.
+/// A call's worst case, counted against the hard cap (when there is one) until dropped.
 #[derive(Debug)]
 pub struct Reservation {
     held: Option<(Budget, u64)>,
+    worst: u64,
 }
 
 impl Reservation {
-    /// The worst case reserved, in nano-dollars (0 without a hard cap).
-    pub fn nanos(&self) -> u64 {
-        self.held.as_ref().map_or(0, |(_, n)| *n)
+    /// The most the call may cost, in nano-dollars.
+    pub fn worst(&self) -> u64 {
+        self.worst
     }
 
     /// Perhaps spent, and shown neither in the ledger nor in the store's `maybe_spent` (a
@@ -220,7 +232,7 @@ impl Budget {
         // two reads is then counted twice (safe), not missed.
         if self.config.budget.hard_daily_usd.is_some() {
             s.batches = self.store.reserved_by_open_batches().await? as f64 / 1e9;
-            s.maybe = self.store.maybe_spent_since(since).await? as f64 / 1e9;
+            s.maybe = self.store.maybe_spent_since(since).await?.nanousd as f64 / 1e9;
         }
         let rows = self.store.spend_since(since).await?;
         for (workload, nano) in rows {
@@ -234,6 +246,12 @@ impl Budget {
         if state.read.as_ref().is_none_or(|(at, _)| *at < began) {
             state.read = Some((began, s));
             state.unrecorded.retain(|(d, _)| *d == since);
+            // A new day: what was held for want of room has all of it again.
+            if state.day != since {
+                state.day = since;
+                state.held_need = None;
+                state.released_at = None;
+            }
             // What landed before this read began is in it.
             state.landed.retain(|(at, _)| *at >= began);
         }
@@ -306,7 +324,7 @@ impl Budget {
     /// always.
     pub async fn reserve(&self, worst: f64) -> Result<Room, StoreError> {
         let Some(hard) = self.config.budget.hard_daily_usd else {
-            return Ok(Room::Go(Reservation { held: None }));
+            return Ok(Room::Go(Reservation { held: None, worst: nanos(worst) }));
         };
         if worst > hard {
             return Ok(Room::Never(format!(
@@ -326,7 +344,7 @@ impl Budget {
                 state.released_at = None;
             }
             drop(state);
-            return Ok(Room::Go(Reservation { held: Some((self.clone(), need)) }));
+            return Ok(Room::Go(Reservation { held: Some((self.clone(), need)), worst: need }));
         }
         if state.mine() {
             return Ok(Room::Wait);
@@ -365,11 +383,11 @@ impl Budget {
 
     /// Takes `usd` of the room for a batch about to be recorded, checked and counted under one
     /// lock with the calls' reservations, so that the two cannot both spend the same room; `None`
-    /// when it no longer fits. Call [`Reservation::landed`] once the batch is recorded (the
-    /// store then shows it), or drop the reservation to give the room back.
+    /// when it no longer fits. Drop the reservation once the batch is recorded (the store then
+    /// shows it), or [`Reservation::release`] it to give the room back at once.
     pub fn reserve_batch(&self, usd: f64) -> Option<Reservation> {
         let Some(hard) = self.config.budget.hard_daily_usd else {
-            return Some(Reservation { held: None });
+            return Some(Reservation { held: None, worst: nanos(usd) });
         };
         let mut state = self.state();
         if usd > state.batch_room(hard) {
@@ -377,14 +395,14 @@ impl Budget {
         }
         let need = nanos(usd);
         state.in_flight += need;
-        Some(Reservation { held: Some((self.clone(), need)) })
+        Some(Reservation { held: Some((self.clone(), need)), worst: need })
     }
 
     /// Held tasks were put back in their queues: their claim on the room lasts until one of
-    /// them reserves, or for [`HELD_CLAIM`].
+    /// them reserves, or for [`HELD_CLAIM`] from the first such release.
     pub fn released(&self) {
         let mut state = self.state();
-        if state.held_need.is_some() {
+        if state.held_need.is_some() && state.released_at.is_none() {
             state.released_at = Some(Instant::now());
         }
     }
@@ -397,7 +415,8 @@ impl Budget {
         let b = &self.config.budget;
         self.refresh().await?;
         let (s, hard_room) = {
-            let state = self.state();
+            let mut state = self.state();
+            state.lapse_held();
             let committed = state.committed();
             let room = match (b.hard_daily_usd, state.held_need) {
                 (None, _) => true,

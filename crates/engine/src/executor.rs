@@ -653,23 +653,31 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
             }
         }
     };
+    // A failed call the provider may bill is recorded before its task is put back or failed,
+    // so that a crash in between cannot lose it. Stored, it counts under the hard cap on every
+    // instance and after a restart, and the report shows it.
+    let billed_failure = match &outcome {
+        Outcome::Failed(e) => e.may_be_billed(),
+        Outcome::Superseded(Err(billed)) => *billed,
+        _ => false,
+    };
+    let mut maybe_recorded = false;
+    if billed_failure && let Some(r) = reservation.as_ref().filter(|r| r.worst() > 0) {
+        let worst = i64::try_from(r.worst()).unwrap_or(i64::MAX);
+        match inner.store.record_maybe_spent(&task.id, now_ms(), worst).await {
+            Ok(()) => maybe_recorded = true,
+            Err(e) => {
+                tracing::warn!(task = %task.id, error = %e, "cannot record what a failed call may cost; this process counts it until the day ends");
+            }
+        }
+    }
     let spent = settle(inner, &task, fence, started, run, outcome).await;
     let Some(r) = reservation else { return };
     match spent {
         Spent::Recorded => drop(r),
         Spent::Nothing => r.release(),
-        // Stored, it counts on every instance and after a restart; otherwise here, until the
-        // day ends.
-        Spent::Unrecorded => {
-            let nanos = i64::try_from(r.nanos()).unwrap_or(i64::MAX);
-            match inner.store.record_maybe_spent(&task.id, now_ms(), nanos).await {
-                Ok(()) => drop(r),
-                Err(e) => {
-                    tracing::warn!(task = %task.id, error = %e, "cannot record what a failed call may cost; this process counts it until the day ends");
-                    r.unrecorded();
-                }
-            }
-        }
+        Spent::Unrecorded if maybe_recorded => drop(r),
+        Spent::Unrecorded => r.unrecorded(),
     }
 }
 

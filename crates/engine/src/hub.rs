@@ -17,7 +17,8 @@ use tokio::sync::{broadcast, oneshot};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
     Delta(String),
-    /// The attempt failed after producing text; a retry starts over: drop what you have.
+    /// The attempt failed after producing text, or a new run of the task took over from one
+    /// that lost it: what follows starts over, so drop what you have.
     Reset,
     /// The task finished, and its result is stored: here is what its final event says, so that
     /// no watcher needs to read it back.
@@ -205,10 +206,11 @@ impl Hub {
     /// Ends a task's stream; its watchers get `update` and then the channel closes. Watchers
     /// waiting for it to start are woken too: a task can end here without starting (a budget
     /// cap held it), and they learn its new state at once, not at their next read of the store.
-    /// The end of a run that is no longer the task's latest here changes nothing.
+    /// The end of a run that is no longer the task's latest here changes nothing; an end with
+    /// [`Run::NONE`] comes from the task's latest claim, and ends any run still live here.
     pub fn end(&self, task_id: &str, run: Run, update: Update) {
         let (live, waiting) = self.with(|s| {
-            if s.live.get(task_id).is_some_and(|l| l.run != run) {
+            if run != Run::NONE && s.live.get(task_id).is_some_and(|l| l.run != run) {
                 return (None, None);
             }
             if !s.ended_set.contains(task_id) {
@@ -321,13 +323,20 @@ mod tests {
         hub.delta("t", new, "new");
         hub.reset("t", old);
         hub.end("t", old, Update::Stopped("another worker took the task over".into()));
-        hub.end("t", Run::NONE, Update::Stopped("held".into()));
         assert!(!hub.ended_recently("t"));
         assert_eq!(hub.watch_or_wait("t").unwrap().so_far, "new");
         assert_eq!(watch.updates.recv().await.unwrap(), Update::Delta("new".into()));
         hub.end("t", new, Update::Stopped("done".into()));
         assert_eq!(watch.updates.recv().await.unwrap(), Update::Stopped("done".into()));
         assert!(hub.ended_recently("t"));
+
+        // A claim stopped by a budget cap before it starts ends whatever run is still here.
+        let stale = hub.start("u");
+        let mut watch = hub.watch_or_wait("u").unwrap();
+        hub.end("u", Run::NONE, Update::Stopped("held".into()));
+        assert_eq!(watch.updates.recv().await.unwrap(), Update::Stopped("held".into()));
+        hub.delta("u", stale, "late");
+        assert!(hub.watch_or_wait("u").is_err(), "not live here any more");
     }
 
     #[test]

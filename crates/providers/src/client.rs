@@ -209,13 +209,14 @@ impl Client {
         loop {
             let permit = self.limiter().acquire(&req.model, estimate).await;
             if !go_on() {
-                return Err(last.unwrap_or_else(|| {
-                    ProviderError::new(
-                        self.kind(),
-                        ErrorKind::GivenUp,
-                        "not sent: the call was given up before it went out",
-                    )
-                }));
+                let given_up = ProviderError::new(
+                    self.kind(),
+                    ErrorKind::GivenUp,
+                    "not sent: the call was given up before it went out",
+                );
+                // Nothing went out: the limiter gets its estimate back.
+                permit.record(Err(&given_up));
+                return Err(last.unwrap_or(given_up));
             }
             let limiter = Some(Arc::clone(self.limiter()));
             let mut stream = match self {

@@ -359,9 +359,10 @@ impl ProviderError {
         self.class() == ErrorClass::Retryable { cause: RetryCause::RateLimited }
     }
 
-    /// The provider answered with an error status before doing any work, so no tokens were spent.
+    /// The provider answered with an error status before doing any work, or the call was given
+    /// up before it went out: no tokens were spent.
     pub fn refused_before_work(&self) -> bool {
-        self.kind == ErrorKind::Status
+        matches!(self.kind, ErrorKind::Status | ErrorKind::GivenUp)
     }
 }
 

@@ -105,8 +105,9 @@ pub async fn report(config: Option<&Config>, args: ReportArgs) -> anyhow::Result
     let ledger = store.ledger_since(since).await?;
     let order: Vec<String> =
         config.map(|c| c.workloads.iter().map(|w| w.name.clone()).collect()).unwrap_or_default();
-    let report =
+    let mut report =
         crate::report::Report::build(&rows, &ledger, &order, since, now.timestamp_millis());
+    report.maybe_billed = store.maybe_spent_since(since).await?;
     let text = match args.format {
         ReportFormat::Table => {
             let color = args.output.is_none() && output::use_color();

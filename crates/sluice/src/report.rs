@@ -110,6 +110,9 @@ pub struct Report {
     /// The dollars of every ledger entry of the report's tasks summed exactly, in nano-dollars:
     /// without `--since`, what the providers' invoices should say.
     pub ledger_nanousd: i64,
+    /// Calls that failed after the provider took them (a cut stream, a garbled answer): the
+    /// provider may bill them on top of the ledger, up to this much.
+    pub maybe_billed: sluice_store::MaybeSpent,
     /// Raw samples behind the charts (not in the JSON: the percentiles summarize them).
     #[serde(skip)]
     pub samples: Samples,
@@ -184,6 +187,7 @@ impl Report {
             total,
             cost_over_time: cost_over_time(&ledger, 120),
             ledger_nanousd,
+            maybe_billed: sluice_store::MaybeSpent::default(),
             samples,
         }
     }
@@ -405,7 +409,23 @@ pub fn render_table(r: &Report, color: bool, width: u16) -> String {
             ));
         }
     }
+    if let Some(note) = maybe_billed_note(r) {
+        out.push_str(&note);
+        out.push('\n');
+    }
     out
+}
+
+/// What the provider may bill beyond the ledger, when anything.
+pub fn maybe_billed_note(r: &Report) -> Option<String> {
+    let m = r.maybe_billed;
+    (m.calls > 0).then(|| {
+        format!(
+            "{} call(s) failed after the provider took them: it may bill up to {} for them, which the ledger cannot show (no usage came back).",
+            m.calls,
+            fmt_usd(m.nanousd as f64 / 1e9)
+        )
+    })
 }
 
 #[cfg(test)]
@@ -484,6 +504,16 @@ mod tests {
         let table = render_table(&r, false, 200);
         assert!(table.contains("total"), "{table}");
         assert!(table.contains("2 item(s) missed their deadline"), "{table}");
+        assert!(!table.contains("failed after the provider took them"), "{table}");
+        let mut r = r;
+        r.maybe_billed = sluice_store::MaybeSpent { calls: 2, nanousd: 190_000 };
+        let table = render_table(&r, false, 200);
+        assert!(
+            table.contains(
+                "2 call(s) failed after the provider took them: it may bill up to $0.00019"
+            ),
+            "{table}"
+        );
     }
 
     /// Under `--since`, a line of an older task that fell in the window is not counted: what was

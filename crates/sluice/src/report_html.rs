@@ -81,6 +81,9 @@ tfoot td {{ font-weight: 700; }}
         pct = t.saving_percent,
         misses = t.deadline_misses,
     );
+    if let Some(note) = crate::report::maybe_billed_note(r) {
+        h.push_str(&format!("<p class=\"sub\">{}</p>\n", esc(&note)));
+    }
     h.push_str("<div class=\"charts\">\n");
     h.push_str(&cost_chart(r));
     h.push_str(&latency_chart(&r.samples.time_to_first_token_ms));

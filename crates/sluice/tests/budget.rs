@@ -343,6 +343,11 @@ async fn calls_cut_off_after_they_were_billed_stay_counted_under_the_hard_cap() 
     // The worst case of a call is ~$0.000095: about ten fit.
     assert!((5..=11).contains(&billed), "{billed} calls billed");
     assert_eq!(ledger_usd(&w).await, 0.0, "nothing was answered, so nothing is in the ledger");
+    // Each is recorded as what it may cost, at most: the report shows it, and every instance
+    // and a restart count it under the cap.
+    let maybe = w.store.maybe_spent_since(0).await.unwrap();
+    assert_eq!(maybe.calls as usize, billed, "{maybe:?}");
+    assert!(maybe.nanousd as f64 / 1e9 >= spent, "{maybe:?} under the ${spent} billed");
     let held = tasks.iter().filter(|d| d.task.state == TaskState::Held).count();
     assert!(held > 20, "only {held} of 40 tasks were held by the cap");
     let _ = w.stop.send(true);

@@ -25,9 +25,9 @@ use crate::writer::SqliteWriter;
 use crate::{
     AttemptRecord, BatchLine, BatchMember, BatchRecord, Claimed, Completed, Completion,
     DeliveryOutcome, DeliveryQuery, DeliveryRecord, DueDelivery, EventRecord, HistoryRow, Ingested,
-    JobProgress, KeyConflict, Lease, LeaseLost, LedgerPoint, NewEvent, ProgressRow, QueueSummary,
-    Redelivery, ResultRecord, SqliteDurability, StoreError, TaskDetail, TaskInput, TaskQuery,
-    TaskRecord, TaskState,
+    JobProgress, KeyConflict, Lease, LeaseLost, LedgerPoint, MaybeSpent, NewEvent, ProgressRow,
+    QueueSummary, Redelivery, ResultRecord, SqliteDurability, StoreError, TaskDetail, TaskInput,
+    TaskQuery, TaskRecord, TaskState,
 };
 
 /// The store: SQLite or PostgreSQL. Cheap to clone (it is a connection pool).
@@ -507,8 +507,8 @@ impl Store {
         dispatch!(self, record_maybe_spent(task_id, at, nanousd))
     }
 
-    /// The sum of [`Store::record_maybe_spent`] since `since`, in nano-dollars.
-    pub async fn maybe_spent_since(&self, since: i64) -> Result<i64, StoreError> {
+    /// The calls of [`Store::record_maybe_spent`] since `since`, and what they may cost.
+    pub async fn maybe_spent_since(&self, since: i64) -> Result<MaybeSpent, StoreError> {
         dispatch!(self, maybe_spent_since(since))
     }
 
@@ -1894,12 +1894,18 @@ macro_rules! queries {
             Ok(())
         }
 
-        pub(super) async fn maybe_spent_since(pool: &Pool<$db>, since: i64) -> Result<i64, StoreError> {
-            let row = sqlx::query("SELECT CAST(COALESCE(SUM(nanousd), 0) AS BIGINT) AS spent FROM maybe_spent WHERE at >= $1")
-                .bind(since)
-                .fetch_one(pool)
-                .await?;
-            Ok(row.try_get::<Option<i64>, _>("spent")?.unwrap_or(0))
+        pub(super) async fn maybe_spent_since(pool: &Pool<$db>, since: i64) -> Result<MaybeSpent, StoreError> {
+            let row = sqlx::query(
+                "SELECT CAST(COUNT(*) AS BIGINT) AS calls, CAST(COALESCE(SUM(nanousd), 0) AS BIGINT) AS spent
+                   FROM maybe_spent WHERE at >= $1",
+            )
+            .bind(since)
+            .fetch_one(pool)
+            .await?;
+            Ok(MaybeSpent {
+                calls: row.try_get::<Option<i64>, _>("calls")?.unwrap_or(0),
+                nanousd: row.try_get::<Option<i64>, _>("spent")?.unwrap_or(0),
+            })
         }
 
         pub(super) async fn hold(pool: &Pool<$db>, task_id: &str, fence: i64, reason: &str, now: i64) -> Result<Result<(), LeaseLost>, StoreError> {

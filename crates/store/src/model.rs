@@ -278,6 +278,15 @@ pub struct TaskQuery {
     pub limit: i64,
 }
 
+/// Calls that failed after the provider took them, since some instant: the provider may bill
+/// them, and no ledger line can say what they cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MaybeSpent {
+    pub calls: i64,
+    /// The most they may cost together, in nano-dollars.
+    pub nanousd: i64,
+}
+
 /// A delivery's sink as shown in answers and logs. A webhook URL may carry the receiver's token
 /// (in its path, as Slack's do, its query or its user info): only its scheme and host are shown.
 pub fn shown_sink(sink: &str) -> String {

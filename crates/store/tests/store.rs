@@ -909,13 +909,14 @@ macro_rules! suite {
             #[tokio::test]
             async fn what_failed_calls_may_cost_is_summed_by_day() {
                 let Some((store, _guard, _)) = super::$backend().await else { return };
-                assert_eq!(store.maybe_spent_since(0).await.unwrap(), 0);
+                let sum = async |since| store.maybe_spent_since(since).await.unwrap();
+                assert_eq!(sum(0).await, MaybeSpent::default());
                 store.record_maybe_spent("tsk_a", 1_000, 700).await.unwrap();
                 store.record_maybe_spent("tsk_a", 5_000, 300).await.unwrap();
                 store.record_maybe_spent("tsk_b", 9_000, 50).await.unwrap();
-                assert_eq!(store.maybe_spent_since(0).await.unwrap(), 1_050);
-                assert_eq!(store.maybe_spent_since(5_000).await.unwrap(), 350);
-                assert_eq!(store.maybe_spent_since(9_001).await.unwrap(), 0);
+                assert_eq!(sum(0).await, MaybeSpent { calls: 3, nanousd: 1_050 });
+                assert_eq!(sum(5_000).await, MaybeSpent { calls: 2, nanousd: 350 });
+                assert_eq!(sum(9_001).await, MaybeSpent::default());
             }
 
             /// The deadline guard moved a task to stream, but its batch's line came back before
