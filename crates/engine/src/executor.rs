@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_core::config::{Deliver, OutputFormat, Workload};
@@ -580,6 +580,15 @@ enum Outcome {
     Superseded(Result<Box<ChatResponse>, bool>),
 }
 
+/// What a task's call and its lease keeper share.
+#[derive(Debug, Default)]
+struct CallShared {
+    /// The lease was lost: relay nothing more, send no new attempt.
+    lost: AtomicBool,
+    /// Attempts of the call the provider may bill that were retried inside it.
+    billed_retries: AtomicU32,
+}
+
 /// What became of the most a call could cost, reserved under the hard cap before it was made.
 enum Spent {
     /// The ledger shows it now.
@@ -609,6 +618,7 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
 
     // Counts against the hard cap until the call's ledger line is written (after `settle`).
     let mut reservation = None;
+    let shared = CallShared::default();
     let outcome = match prepare(inner, &task, input).await {
         Err(Unready::Broken(reason)) => Outcome::Broken(reason),
         Err(Unready::Store(reason)) => Outcome::StoreDown(reason),
@@ -627,8 +637,7 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
                 Some(Admit::Never(reason)) => Outcome::Broken(reason),
                 Some(Admit::Go(r)) => {
                     reservation = Some(r);
-                    let lost = AtomicBool::new(false);
-                    let call = call(inner, &task, run, &client, &req, started, &lost);
+                    let call = call(inner, &task, run, &client, &req, started, &shared);
                     tokio::pin!(call);
                     tokio::select! {
                         outcome = &mut call => outcome,
@@ -636,7 +645,7 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
                             // Another worker runs the task now: its watchers follow that run.
                             // This call is not dropped: it is paid for, so it runs to its end
                             // and its ledger line is written.
-                            lost.store(true, Ordering::Relaxed);
+                            shared.lost.store(true, Ordering::Relaxed);
                             inner.hub.end(
                                 &task.id,
                                 run,
@@ -656,18 +665,23 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
     // A failed call the provider may bill is recorded before its task is put back or failed,
     // so that a crash in between cannot lose it. Stored, it counts under the hard cap on every
     // instance and after a restart, and the report shows it.
+    // Retried attempts of the call that may be billed are recorded too (only without a hard
+    // cap: under one, such an attempt is not retried inside its reservation).
     let billed_failure = match &outcome {
         Outcome::Failed(e) => e.may_be_billed(),
         Outcome::Superseded(Err(billed)) => *billed,
         _ => false,
     };
+    let retried = shared.billed_retries.load(Ordering::Relaxed);
     let mut maybe_recorded = false;
-    if billed_failure && let Some(r) = reservation.as_ref().filter(|r| r.worst() > 0) {
+    if let Some(r) = reservation.as_ref().filter(|r| r.worst() > 0) {
         let worst = i64::try_from(r.worst()).unwrap_or(i64::MAX);
-        match inner.store.record_maybe_spent(&task.id, now_ms(), worst).await {
-            Ok(()) => maybe_recorded = true,
-            Err(e) => {
-                tracing::warn!(task = %task.id, error = %e, "cannot record what a failed call may cost; this process counts it until the day ends");
+        for last in (0..retried + u32::from(billed_failure)).map(|i| i == retried) {
+            match inner.store.record_maybe_spent(&task.id, now_ms(), worst).await {
+                Ok(()) => maybe_recorded = last,
+                Err(e) => {
+                    tracing::warn!(task = %task.id, error = %e, "cannot record what a failed call may cost; this process counts it until the day ends");
+                }
             }
         }
     }
@@ -877,7 +891,7 @@ async fn call(
     client: &Client,
     req: &ChatRequest,
     started: i64,
-    lost: &AtomicBool,
+    shared: &CallShared,
 ) -> Outcome {
     let mut first_token: Option<i64> = None;
     let hub = &inner.hub;
@@ -888,8 +902,15 @@ async fn call(
         }
         hub.delta(id, run, delta);
     };
-    // Once the lease is lost, no new attempt goes out: the task is another worker's.
-    let go_on = || !lost.load(Ordering::Relaxed);
+    // Once the lease is lost, no new attempt goes out: the task is another worker's. A retried
+    // attempt the provider may bill is counted (the last one, if it fails, is the outcome's).
+    let go_on = |before: Option<&ProviderError>| {
+        let go = !shared.lost.load(Ordering::Relaxed);
+        if go && before.is_some_and(ProviderError::may_be_billed) {
+            shared.billed_retries.fetch_add(1, Ordering::Relaxed);
+        }
+        go
+    };
     let result = client.call_streaming_while(req, &inner.opts.retry, relay, go_on).await;
     match result {
         Ok(r) => Outcome::Done(Box::new(r), first_token),

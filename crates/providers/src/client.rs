@@ -189,18 +189,20 @@ impl Client {
         policy: &RetryPolicy,
         on_delta: impl FnMut(&str) + Send,
     ) -> Result<ChatResponse, ProviderError> {
-        self.call_streaming_while(req, policy, on_delta, || true).await
+        self.call_streaming_while(req, policy, on_delta, |_| true).await
     }
 
-    /// [`Client::call_streaming`] that sends no new attempt once `go_on` says no (its task went
-    /// to another worker while it waited for the rate limiter or for a retry): it then fails
-    /// with the last attempt's error, or, before the first, with [`ErrorKind::GivenUp`].
+    /// [`Client::call_streaming`] that asks `go_on` before each attempt, with the failure of the
+    /// attempt before (so that a caller can count the retried ones the provider may bill). Once
+    /// it says no (the task went to another worker while the call waited for the rate limiter
+    /// or for a retry), nothing more is sent: the call fails with the last attempt's error, or,
+    /// before the first, with [`ErrorKind::GivenUp`].
     pub async fn call_streaming_while(
         &self,
         req: &ChatRequest,
         policy: &RetryPolicy,
         mut on_delta: impl FnMut(&str) + Send,
-        go_on: impl Fn() -> bool + Send,
+        mut go_on: impl FnMut(Option<&ProviderError>) -> bool + Send,
     ) -> Result<ChatResponse, ProviderError> {
         use futures::StreamExt;
         let estimate = req.estimate();
@@ -208,7 +210,7 @@ impl Client {
         let mut last: Option<ProviderError> = None;
         loop {
             let permit = self.limiter().acquire(&req.model, estimate).await;
-            if !go_on() {
+            if !go_on(last.as_ref()) {
                 let given_up = ProviderError::new(
                     self.kind(),
                     ErrorKind::GivenUp,

@@ -352,3 +352,27 @@ async fn calls_cut_off_after_they_were_billed_stay_counted_under_the_hard_cap() 
     assert!(held > 20, "only {held} of 40 tasks were held by the cap");
     let _ = w.stop.send(true);
 }
+
+/// Without a hard cap a call cut before any text is retried inside the call: each such attempt
+/// may be billed all the same, and each is recorded for the report, not only the call's last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_attempt_the_provider_may_bill_is_recorded_for_the_report() {
+    let cut = vec![("x-sim-fault".to_owned(), "cut".to_owned())];
+    let w = common::world(SimConfig::instant(), cut, |sim, _| {
+        // One token: the stream is cut before its first delta, so the client retries it.
+        config(sim, "").replace("max_tokens = 100", "max_tokens = 1")
+    })
+    .await;
+    let ids = post(&w).await;
+    for id in &ids {
+        let d = settled(&w, id, |d| d.task.state.is_final()).await;
+        assert_eq!(d.task.state, TaskState::Failed, "{:?}", d.attempt_log);
+    }
+    let billed = w.sim.charges().all().len();
+    // Three tasks, three attempts each, each a call tried three times.
+    assert_eq!(billed, 27);
+    let maybe = w.store.maybe_spent_since(0).await.unwrap();
+    assert_eq!(maybe.calls as usize, billed, "{maybe:?}");
+    assert_eq!(ledger_usd(&w).await, 0.0);
+    let _ = w.stop.send(true);
+}
