@@ -762,30 +762,13 @@ mod tests {
     /// that sees it end forgets it on its own; the others must not keep its schedule forever.
     #[tokio::test]
     async fn the_schedule_of_a_batch_closed_elsewhere_is_dropped() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        let store = Store::open(&url, sluice_store::SqliteDurability::Normal).await.expect("store");
+        let (_dir, store) = crate::test_support::store().await;
         let config = crate::test_support::batch_config();
         let env = |_: &str| Some("sk-test".to_owned());
         let mut batcher =
             Batcher::new(store.clone(), Arc::new(config), env, None, BatcherOptions::default())
                 .expect("batcher");
-        let open = BatchRecord {
-            id: "bat_open".into(),
-            provider: "openai".into(),
-            model: "gpt-5-mini".into(),
-            state: "submitting".into(),
-            provider_batch_id: None,
-            item_count: 0,
-            bytes: 0,
-            created_at: now_ms(),
-            submitted_at: None,
-            ended_at: None,
-            last_error: None,
-            reserved_nanousd: 0,
-        };
-        let lease = Lease { owner: "test".into(), expires_at: 0 };
-        assert!(store.record_batch(&open, &[], &lease).await.expect("record"));
+        crate::test_support::open_batch(&store, "bat_open", 0).await;
         store.batch_submitted("bat_open", "batch_provider_1", now_ms()).await.expect("submitted");
         let hour = Duration::from_secs(3600);
         // Not due for an hour, so the tick does not call the provider.

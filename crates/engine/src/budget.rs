@@ -98,13 +98,17 @@ impl State {
         self.read.as_ref().map(|(_, s)| s.clone()).unwrap_or_default()
     }
 
-    /// Spent, committed to open batches, and reserved here, in dollars.
+    /// What today will not get back, in dollars: spent, and what failed calls may cost.
+    fn settled(&self) -> f64 {
+        let s = self.read.as_ref().map_or(0.0, |(_, s)| s.total + s.maybe);
+        s + self.unrecorded.iter().map(|(_, n)| n).sum::<u64>() as f64 / 1e9
+    }
+
+    /// Settled, committed to open batches, and reserved here, in dollars.
     fn committed(&self) -> f64 {
-        let s = self.read.as_ref().map_or(0.0, |(_, s)| s.total + s.batches + s.maybe);
-        let mine = self.in_flight
-            + self.landed.iter().map(|(_, n)| n).sum::<u64>()
-            + self.unrecorded.iter().map(|(_, n)| n).sum::<u64>();
-        s + mine as f64 / 1e9
+        let batches = self.read.as_ref().map_or(0.0, |(_, s)| s.batches);
+        let mine = self.in_flight + self.landed.iter().map(|(_, n)| n).sum::<u64>();
+        self.settled() + batches + mine as f64 / 1e9
     }
 
     /// Whether a call of this instance is in flight or about to show in the store: room will
@@ -128,10 +132,8 @@ impl State {
     /// unless it could not fit today whatever frees up (spend does not go down).
     fn batch_room(&mut self, hard: f64) -> f64 {
         self.lapse_held();
-        let settled = self.read.as_ref().map_or(0.0, |(_, s)| s.total + s.maybe)
-            + self.unrecorded.iter().map(|(_, n)| n).sum::<u64>() as f64 / 1e9;
         let held = match self.held_need {
-            Some(need) if settled + need as f64 / 1e9 <= hard => need as f64 / 1e9,
+            Some(need) if self.settled() + need as f64 / 1e9 <= hard => need as f64 / 1e9,
             _ => 0.0,
         };
         (hard - self.committed() - held).max(0.0)
@@ -159,35 +161,46 @@ impl Reservation {
     /// result, or such a record, that could not be stored): it counts in this process until the
     /// day ends. Once either is stored, drop the reservation instead.
     pub fn unrecorded(mut self) {
-        if let Some((budget, nanos)) = self.held.take() {
-            let day = budget.day_start();
-            let mut state = budget.state();
-            state.in_flight = state.in_flight.saturating_sub(nanos);
-            state.unrecorded.push((day, nanos));
-        }
+        self.end(Ending::Unrecorded);
     }
 
     /// Not spent after all (a call refused, a batch not recorded): the room is free again at
     /// once.
     pub fn release(mut self) {
-        if let Some((budget, nanos)) = self.held.take() {
-            let mut state = budget.state();
-            state.in_flight = state.in_flight.saturating_sub(nanos);
-            drop(state);
-            budget.freed.notify_waiters();
-        }
+        self.end(Ending::Released);
     }
+
+    fn end(&mut self, how: Ending) {
+        let Some((budget, nanos)) = self.held.take() else { return };
+        // The day of an unrecorded one is that of its end, not of the last read.
+        let unrecorded_on = (how == Ending::Unrecorded).then(|| budget.day_start());
+        let mut state = budget.state();
+        state.in_flight = state.in_flight.saturating_sub(nanos);
+        if how == Ending::Landed {
+            state.landed.push((Instant::now(), nanos));
+        }
+        if let Some(day) = unrecorded_on {
+            state.unrecorded.push((day, nanos));
+        }
+        drop(state);
+        budget.freed.notify_waiters();
+    }
+}
+
+/// How a reservation's worst case stops being in flight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ending {
+    /// In the store now (dropped): it counts until a read shows it.
+    Landed,
+    /// Perhaps spent, in no store: it counts until the day ends.
+    Unrecorded,
+    /// Not spent.
+    Released,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if let Some((budget, nanos)) = self.held.take() {
-            let mut state = budget.state();
-            state.in_flight = state.in_flight.saturating_sub(nanos);
-            state.landed.push((Instant::now(), nanos));
-            drop(state);
-            budget.freed.notify_waiters();
-        }
+        self.end(Ending::Landed);
     }
 }
 
@@ -437,7 +450,6 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_store::{BatchRecord, Lease};
 
     fn capped(hard: f64) -> Config {
         let toml = format!(
@@ -465,27 +477,10 @@ needed_within = "1m"
     /// which can wait, are cut only from what is left beyond it.
     #[tokio::test]
     async fn held_stream_work_comes_before_new_batches() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        let store = Store::open(&url, sluice_store::SqliteDurability::Normal).await.expect("store");
+        let (_dir, store) = crate::test_support::store().await;
         let budget = Budget::new(Arc::new(capped(0.001)), store.clone());
         // An open batch that may cost $0.0009 of the $0.001.
-        let open = BatchRecord {
-            id: "bat_open".into(),
-            provider: "openai".into(),
-            model: "gpt-5-mini".into(),
-            state: "submitting".into(),
-            provider_batch_id: None,
-            item_count: 0,
-            bytes: 0,
-            created_at: now_ms(),
-            submitted_at: None,
-            ended_at: None,
-            last_error: None,
-            reserved_nanousd: 900_000,
-        };
-        let lease = Lease { owner: "test".into(), expires_at: 0 };
-        assert!(store.record_batch(&open, &[], &lease).await.expect("record"));
+        crate::test_support::open_batch(&store, "bat_open", 900_000).await;
 
         // A call that may cost $0.0005 does not fit, and nothing in flight here will free room.
         let room = budget.reserve(0.0005).await.expect("reserve");

@@ -572,12 +572,11 @@ enum Outcome {
     /// The store could not be read to prepare the call: nothing was called, and the task runs
     /// again when its lease expires, not failed for a passing outage.
     StoreDown(String),
-    /// The lease was lost before the call was made.
-    LeaseLost,
-    /// The lease was lost during the call: its watchers were told at once, and the call ran to
-    /// its end, since the provider bills it all the same; its answer (to be recorded as paid
-    /// for, not kept), or whether its failure may be billed.
-    Superseded(Result<Box<ChatResponse>, bool>),
+    /// The lease was lost before the call was made, or during a call that then failed:
+    /// whether the provider may bill that call.
+    LeaseLost {
+        billed: bool,
+    },
 }
 
 /// What a task's call and its lease keeper share.
@@ -628,7 +627,7 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
                 () = keep_lease(inner, &task.id, fence) => None,
             };
             match admitted {
-                None => Outcome::LeaseLost,
+                None => Outcome::LeaseLost { billed: false },
                 Some(Admit::Hold(reason)) => {
                     let verdict = crate::budget::Verdict::Hold { reason };
                     return budget_stop(inner, &task, fence, started, run, verdict).await;
@@ -643,19 +642,21 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
                         outcome = &mut call => outcome,
                         () = keep_lease(inner, &task.id, fence) => {
                             // Another worker runs the task now: its watchers follow that run.
-                            // This call is not dropped: it is paid for, so it runs to its end
-                            // and its ledger line is written.
+                            // This call is not dropped: it is paid for, so it runs to its end,
+                            // and an answer is written (the stale fence makes it a superseded
+                            // attempt and its ledger line).
                             shared.lost.store(true, Ordering::Relaxed);
                             inner.hub.end(
                                 &task.id,
                                 run,
                                 Update::Stopped("another worker took the task over".into()),
                             );
-                            Outcome::Superseded(match call.await {
-                                Outcome::Done(resp, _) => Ok(resp),
-                                Outcome::Failed(e) => Err(e.may_be_billed()),
-                                _ => Err(false),
-                            })
+                            match call.await {
+                                Outcome::Failed(e) => {
+                                    Outcome::LeaseLost { billed: e.may_be_billed() }
+                                }
+                                done => done,
+                            }
                         }
                     }
                 }
@@ -669,21 +670,24 @@ async fn run_task(inner: &Arc<Inner>, c: Claimed, input: Option<TaskInput>) {
     // cap: under one, such an attempt is not retried inside its reservation).
     let billed_failure = match &outcome {
         Outcome::Failed(e) => e.may_be_billed(),
-        Outcome::Superseded(Err(billed)) => *billed,
+        Outcome::LeaseLost { billed } => *billed,
         _ => false,
     };
-    let retried = shared.billed_retries.load(Ordering::Relaxed);
     let mut maybe_recorded = false;
     if let Some(r) = reservation.as_ref().filter(|r| r.worst() > 0) {
         let worst = i64::try_from(r.worst()).unwrap_or(i64::MAX);
-        for last in (0..retried + u32::from(billed_failure)).map(|i| i == retried) {
-            match inner.store.record_maybe_spent(&task.id, now_ms(), worst).await {
-                Ok(()) => maybe_recorded = last,
-                Err(e) => {
-                    tracing::warn!(task = %task.id, error = %e, "cannot record what a failed call may cost; this process counts it until the day ends");
-                }
+        let record = async || match inner.store.record_maybe_spent(&task.id, now_ms(), worst).await
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(task = %task.id, error = %e, "cannot record what a failed call may cost; this process counts it until the day ends");
+                false
             }
+        };
+        for _ in 0..shared.billed_retries.load(Ordering::Relaxed) {
+            record().await;
         }
+        maybe_recorded = billed_failure && record().await;
     }
     let spent = settle(inner, &task, fence, started, run, outcome).await;
     let Some(r) = reservation else { return };
@@ -1022,40 +1026,15 @@ async fn settle(
         };
     let store = &inner.store;
     let (written, update, spent) = match outcome {
-        Outcome::LeaseLost => {
+        // Told to the watchers here, unless the call's run told them already.
+        Outcome::LeaseLost { billed } => {
             metrics::counter!(m::LEASES_LOST).increment(1);
             inner.hub.end(
                 &task.id,
                 run,
                 Update::Stopped("another worker took the task over".into()),
             );
-            return Spent::Nothing;
-        }
-        // Its watchers were told when the lease was lost; the hub may hold another run of the
-        // task by now, so it is left alone.
-        Outcome::Superseded(ended) => {
-            metrics::counter!(m::LEASES_LOST).increment(1);
-            let resp = match ended {
-                Ok(resp) => resp,
-                Err(billed) => {
-                    tracing::warn!(task = %task.id, "another worker took this task over during its call, which then failed");
-                    return if billed { Spent::Unrecorded } else { Spent::Nothing };
-                }
-            };
-            let completion =
-                completion_for(&inner.config, &task.workload, &task.lane, &resp, started, None);
-            let cost = completion.ledger.cost_nanousd;
-            return match complete_durably(inner, &task.id, fence, completion).await {
-                Ok(_) => {
-                    m::spent(&task.lane, &task.workload, cost);
-                    tracing::warn!(task = %task.id, cost_usd = cost as f64 / 1e9, "another worker took this task over during its call; the call was paid for and is in the ledger, its result is not kept");
-                    Spent::Recorded
-                }
-                Err(e) => {
-                    tracing::error!(task = %task.id, error = %e, cost_usd = cost as f64 / 1e9, "cannot record a paid call of a task another worker took over: its cost is not in the ledger");
-                    Spent::Unrecorded
-                }
-            };
+            return if billed { Spent::Unrecorded } else { Spent::Nothing };
         }
         Outcome::Done(resp, first_token) => {
             let completion = completion_for(
@@ -1091,9 +1070,10 @@ async fn settle(
                     inner.wake.notify_one();
                 }
             }
-            // A paid result that cannot be stored is not in the ledger either.
+            // A paid result that cannot be stored is not in the ledger either; one whose task
+            // another worker took over is, as superseded.
             let spent = if r.is_ok() { Spent::Recorded } else { Spent::Unrecorded };
-            if r.is_ok() && !matches!(&r, Ok(Ok(_))) {
+            if matches!(r, Ok(Err(_))) {
                 m::spent(&task.lane, &task.workload, cost);
             }
             (r.map(|stored| stored.map(drop)), update, spent)

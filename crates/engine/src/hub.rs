@@ -206,11 +206,12 @@ impl Hub {
     /// Ends a task's stream; its watchers get `update` and then the channel closes. Watchers
     /// waiting for it to start are woken too: a task can end here without starting (a budget
     /// cap held it), and they learn its new state at once, not at their next read of the store.
-    /// The end of a run that is no longer the task's latest here changes nothing; an end with
-    /// [`Run::NONE`] comes from the task's latest claim, and ends any run still live here.
+    /// The end of a run that is not live here (it ended already, or a newer run took over)
+    /// changes nothing; an end with [`Run::NONE`] comes from the task's latest claim, and ends
+    /// any run still live here.
     pub fn end(&self, task_id: &str, run: Run, update: Update) {
         let (live, waiting) = self.with(|s| {
-            if run != Run::NONE && s.live.get(task_id).is_some_and(|l| l.run != run) {
+            if run != Run::NONE && s.live.get(task_id).is_none_or(|l| l.run != run) {
                 return (None, None);
             }
             if !s.ended_set.contains(task_id) {
@@ -329,6 +330,12 @@ mod tests {
         hub.end("t", new, Update::Stopped("done".into()));
         assert_eq!(watch.updates.recv().await.unwrap(), Update::Stopped("done".into()));
         assert!(hub.ended_recently("t"));
+        // A run ends once: a second end (its outcome written after it was told of the loss)
+        // reaches no one.
+        let Err(mut waiting) = hub.watch_or_wait("t") else { panic!("t is not running") };
+        hub.end("t", new, Update::Stopped("again".into()));
+        let woke = tokio::time::timeout(std::time::Duration::from_millis(50), &mut waiting).await;
+        assert!(woke.is_err(), "a waiting watcher is not woken by an ended run");
 
         // A claim stopped by a budget cap before it starts ends whatever run is still here.
         let stale = hub.start("u");

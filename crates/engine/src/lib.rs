@@ -48,6 +48,36 @@ pub fn rfc3339(ms: i64) -> String {
 
 #[cfg(test)]
 mod test_support {
+    use sluice_store::{BatchRecord, Lease, Store};
+
+    /// A fresh SQLite store, in a folder that lives as long as the returned guard.
+    pub(crate) async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::open(&url, sluice_store::SqliteDurability::Normal).await.expect("store");
+        (dir, store)
+    }
+
+    /// Records an open OpenAI batch, with nothing in it, that may cost up to `reserved_nanousd`.
+    pub(crate) async fn open_batch(store: &Store, id: &str, reserved_nanousd: i64) {
+        let open = BatchRecord {
+            id: id.into(),
+            provider: "openai".into(),
+            model: "gpt-5-mini".into(),
+            state: "submitting".into(),
+            provider_batch_id: None,
+            item_count: 0,
+            bytes: 0,
+            created_at: crate::now_ms(),
+            submitted_at: None,
+            ended_at: None,
+            last_error: None,
+            reserved_nanousd,
+        };
+        let lease = Lease { owner: "test".into(), expires_at: 0 };
+        assert!(store.record_batch(&open, &[], &lease).await.expect("record"));
+    }
+
     /// One OpenAI workload in the batch lane, for the unit tests of the executor and the batcher.
     pub(crate) fn batch_config() -> sluice_core::Config {
         sluice_core::Config::parse(

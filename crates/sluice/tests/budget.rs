@@ -187,6 +187,43 @@ needed_within = "{needed_within}"
     )
 }
 
+/// Posts `n` tickets with long payloads in one array; the first task of each.
+async fn post_many(w: &World, n: usize) -> Vec<String> {
+    let events: Vec<Value> = (0..n)
+        .map(
+            |i| json!({"type": "ticket.created", "payload": {"s": format!("{i} {}", long_text())}}),
+        )
+        .collect();
+    let r = w.post_events(&events).await;
+    r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["tasks"][0]["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The tasks, once every one of them is in one of `states`.
+async fn all_in(
+    w: &World,
+    ids: &[String],
+    states: &[TaskState],
+    limit: Duration,
+) -> Vec<TaskDetail> {
+    wait_for(limit, async || {
+        let mut all = Vec::new();
+        for id in ids {
+            let d = w.store.task(id).await.unwrap().unwrap();
+            if !states.contains(&d.task.state) {
+                return None;
+            }
+            all.push(d);
+        }
+        Some(all)
+    })
+    .await
+}
+
 async fn ledger_usd(w: &World) -> f64 {
     let rows = w.store.spend_since(0).await.unwrap();
     rows.iter().map(|(_, n)| *n as f64 / 1e9).sum()
@@ -202,30 +239,9 @@ async fn calls_in_flight_together_stay_under_the_hard_cap() {
         capped_config(sim, &CAP.to_string(), "stream", "1m")
     })
     .await;
-    let events: Vec<Value> = (0..60)
-        .map(
-            |i| json!({"type": "ticket.created", "payload": {"s": format!("{i} {}", long_text())}}),
-        )
-        .collect();
-    let r = w.post_events(&events).await;
-    let ids: Vec<String> = r["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["tasks"][0]["id"].as_str().unwrap().to_owned())
-        .collect();
-    let tasks = wait_for(Duration::from_secs(30), async || {
-        let mut all = Vec::new();
-        for id in &ids {
-            let d = w.store.task(id).await.unwrap().unwrap();
-            if !(d.task.state == TaskState::Succeeded || d.task.state == TaskState::Held) {
-                return None;
-            }
-            all.push(d);
-        }
-        Some(all)
-    })
-    .await;
+    let ids = post_many(&w, 60).await;
+    let states = [TaskState::Succeeded, TaskState::Held];
+    let tasks = all_in(&w, &ids, &states, Duration::from_secs(30)).await;
     let spent = w.sim.charges().summary().total_usd;
     assert!(spent <= CAP, "the provider billed ${spent}, over the ${CAP} cap");
     assert!(ledger_usd(&w).await <= CAP);
@@ -252,12 +268,7 @@ async fn open_batches_count_against_the_hard_cap() {
         capped_config(sim, &CAP.to_string(), "batch", "24h")
     })
     .await;
-    let events: Vec<Value> = (0..300)
-        .map(
-            |i| json!({"type": "ticket.created", "payload": {"s": format!("{i} {}", long_text())}}),
-        )
-        .collect();
-    w.post_events(&events).await;
+    post_many(&w, 300).await;
     // Settled once no batch is open and none has been cut for two seconds.
     let mut last = (usize::MAX, std::time::Instant::now());
     let batches = wait_for(Duration::from_secs(40), async || {
@@ -313,30 +324,9 @@ async fn calls_cut_off_after_they_were_billed_stay_counted_under_the_hard_cap() 
         capped_config(sim, &CAP.to_string(), "stream", "1m")
     })
     .await;
-    let events: Vec<Value> = (0..40)
-        .map(
-            |i| json!({"type": "ticket.created", "payload": {"s": format!("{i} {}", long_text())}}),
-        )
-        .collect();
-    let r = w.post_events(&events).await;
-    let ids: Vec<String> = r["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["tasks"][0]["id"].as_str().unwrap().to_owned())
-        .collect();
-    let tasks = wait_for(Duration::from_secs(40), async || {
-        let mut all = Vec::new();
-        for id in &ids {
-            let d = w.store.task(id).await.unwrap().unwrap();
-            if !(d.task.state == TaskState::Failed || d.task.state == TaskState::Held) {
-                return None;
-            }
-            all.push(d);
-        }
-        Some(all)
-    })
-    .await;
+    let ids = post_many(&w, 40).await;
+    let states = [TaskState::Failed, TaskState::Held];
+    let tasks = all_in(&w, &ids, &states, Duration::from_secs(40)).await;
     let billed = w.sim.charges().all().len();
     let spent = w.sim.charges().summary().total_usd;
     assert!(spent <= CAP, "the provider billed ${spent} over {billed} calls, over the ${CAP} cap");

@@ -30,6 +30,18 @@ async fn slow_world(first_token_ms: u64, per_token_ms: u64) -> World {
     world(slow_sim(first_token_ms, per_token_ms), Vec::new()).await
 }
 
+/// Another worker takes the task over while it runs, as after a lease it saw expire.
+async fn take_over_while_running(w: &World, id: &str) {
+    wait_for(Duration::from_secs(5), async || {
+        let d = w.store.task(id).await.unwrap().unwrap();
+        (d.task.state == sluice_store::TaskState::Running).then_some(())
+    })
+    .await;
+    let later = sluice_engine::now_ms() + 120_000;
+    let taken = w.store.claim(&["stream"], "another-worker", later, 60_000, 10).await.unwrap();
+    assert!(taken.iter().any(|c| c.task.id == id), "the task is taken over");
+}
+
 /// The id of each event's first task, from a `202` for an array of events.
 fn first_task_ids(accepted: &Value) -> Vec<String> {
     let events = accepted["events"].as_array().unwrap();
@@ -244,15 +256,7 @@ async fn a_watcher_hears_when_the_result_cannot_be_stored_instead_of_waiting_for
         async move { sse(request.await.unwrap(), Duration::from_secs(8)).await }
     });
 
-    // Another worker takes the task over (as after a lease it saw expire) while the call runs.
-    wait_for(Duration::from_secs(5), async || {
-        let d = w.store.task(&id).await.unwrap().unwrap();
-        (d.task.state == sluice_store::TaskState::Running).then_some(())
-    })
-    .await;
-    let later = sluice_engine::now_ms() + 120_000;
-    let taken = w.store.claim(&["stream"], "another-worker", later, 60_000, 10).await.unwrap();
-    assert!(taken.iter().any(|c| c.task.id == id), "the task is taken over");
+    take_over_while_running(&w, &id).await;
 
     // The call ends, its result is refused (the lease is lost): the watcher is told, not left
     // waiting on a stream that will never end.
@@ -297,14 +301,7 @@ async fn a_call_that_loses_its_lease_midway_is_still_in_the_ledger() {
             None
         }
     });
-    wait_for(Duration::from_secs(5), async || {
-        let d = w.store.task(&id).await.unwrap().unwrap();
-        (d.task.state == sluice_store::TaskState::Running).then_some(())
-    })
-    .await;
-    let later = sluice_engine::now_ms() + 120_000;
-    let taken = w.store.claim(&["stream"], "another-worker", later, 60_000, 10).await.unwrap();
-    assert!(taken.iter().any(|c| c.task.id == id), "the task is taken over");
+    take_over_while_running(&w, &id).await;
 
     let told_at = watcher.await.unwrap().expect("the watcher is told another worker took over");
     let d = wait_for(Duration::from_secs(15), async || {
